@@ -1,0 +1,50 @@
+"""
+twisted-zero: stream zeros, chargen, random bytes or files to any Twisted
+consumer, with a push producer that stops reading the moment the consumer
+goes away.
+
+Stream a file to a connection::
+
+    from twisted_zero import StreamProducer, openFile
+
+    def connectionMade(self):
+        producer = StreamProducer(source=openFile("/srv/big.iso"))
+        done = producer.startStreaming(self.transport)
+        done.addCallback(lambda sent: self.transport.loseConnection())
+"""
+
+from ._producer import DEFAULT_CHUNK_SIZE, StreamProducer, StreamStopped
+from ._protocol import StreamFactory, StreamProtocol
+from ._sizes import parseSize
+from ._sources import (
+    ChargenSource,
+    FileSource,
+    ISource,
+    RandomSource,
+    SourceError,
+    SourceTruncated,
+    ZeroSource,
+    openFile,
+    sourceFactory,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "ChargenSource",
+    "FileSource",
+    "ISource",
+    "RandomSource",
+    "SourceError",
+    "SourceTruncated",
+    "StreamFactory",
+    "StreamProducer",
+    "StreamProtocol",
+    "StreamStopped",
+    "ZeroSource",
+    "__version__",
+    "openFile",
+    "parseSize",
+    "sourceFactory",
+]

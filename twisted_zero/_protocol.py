@@ -1,0 +1,174 @@
+"""
+The raw-TCP protocol: every connection gets its own stream.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._producer import DEFAULT_CHUNK_SIZE, StreamProducer, StreamStopped
+from ._sources import ISource, SourceError
+
+
+def formatAddress(address: IAddress) -> str:
+    """
+    A short human form of a peer or listening address: C{127.0.0.1:8019},
+    C{[::1]:8019}, C{unix:/run/zero.sock}.
+    """
+    if isinstance(address, IPv6Address):
+        return f"[{address.host}]:{address.port}"
+    if isinstance(address, IPv4Address):
+        return f"{address.host}:{address.port}"
+    if isinstance(address, UNIXAddress):
+        name = address.name
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        return f"unix:{name or '(unnamed)'}"
+    return str(address)
+
+
+@implementer(IHalfCloseableProtocol)
+class StreamProtocol(Protocol):
+    """
+    Stream one source to the peer, then close the connection.
+
+    Whatever the peer sends is read and discarded. A peer that shuts down its
+    sending side still gets the whole stream.
+
+    @ivar factory: The L{StreamFactory} that made this protocol.
+    """
+
+    factory: StreamFactory
+    _log = Logger()
+
+    def __init__(self) -> None:
+        self._producer: StreamProducer | None = None
+        self._source = "?"
+        self._started = 0.0
+        self._ending: str | None = None
+        self._readClosed = False
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self._started = factory.clock.seconds()
+        try:
+            source = factory.sourceFactory()
+        except SourceError as e:
+            self._log.error("cannot open the source: {error}", error=str(e))
+            self._ending = "source error"
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        self._source = source.description
+        self._producer = StreamProducer(
+            source=source,
+            chunkSize=factory.chunkSize,
+            limit=factory.limit,
+            clock=factory.clock,
+        )
+        done = self._producer.startStreaming(self.transport)  # type: ignore[arg-type]
+        done.addCallbacks(self._streamComplete, self._streamFailed)
+
+    def _streamComplete(self, bytesSent: int) -> None:
+        self._ending = "complete"
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _streamFailed(self, failure: Failure) -> None:
+        if failure.check(StreamStopped):
+            return
+        if failure.check(SourceError):
+            self._log.warn(
+                "aborting stream to {peer}: {error}",
+                peer=self._peer(),
+                error=str(failure.value),
+            )
+        else:
+            self._log.failure("aborting stream to {peer}", failure, peer=self._peer())
+        self._ending = "aborted: source failed"
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Discard what the peer sends.
+        """
+
+    def readConnectionLost(self) -> None:
+        """
+        The peer will send no more; keep streaming to it.
+        """
+        self._readClosed = True
+
+    def writeConnectionLost(self) -> None:
+        """
+        Nothing more can be sent: close the connection.
+        """
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]  # noqa: B008
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.stopProducing()
+        self._log.info(
+            "stream to {peer} ended ({reason}): {source}, {bytes} bytes "
+            "in {seconds:.3f}s",
+            peer=self._peer(),
+            source=self._source,
+            bytes=0 if producer is None else producer.bytesSent,
+            seconds=self.factory.clock.seconds() - self._started,
+            reason=self._reasonFor(reason),
+        )
+
+    def _reasonFor(self, reason: Failure) -> str:
+        clean = reason.check(ConnectionDone) is not None
+        if self._ending == "complete":
+            return "complete" if clean else "client reset before the end"
+        if self._ending is not None:
+            return self._ending
+        if self.factory.shuttingDown:
+            return "server shutdown"
+        if clean or self._readClosed:
+            return "client closed"
+        if reason.check(ConnectionLost):
+            return "client reset"
+        return f"connection failed: {reason.getErrorMessage()}"
+
+    def _peer(self) -> str:
+        transport = self.transport
+        return "?" if transport is None else formatAddress(transport.getPeer())
+
+
+class StreamFactory(Factory):
+    """
+    Make a L{StreamProtocol} per connection, each streaming a fresh source.
+
+    @ivar sourceFactory: Called once per connection for its L{ISource}.
+    @ivar chunkSize: Bytes asked of the source per write.
+    @ivar limit: End each stream after this many bytes; L{None} for no limit.
+    @ivar clock: Times the streams for the log.
+    @ivar shuttingDown: Set when the server is stopping, so streams it ends
+        are logged as such.
+    """
+
+    protocol = StreamProtocol
+    noisy = False
+
+    def __init__(
+        self,
+        sourceFactory: Callable[[], ISource],
+        clock: IReactorTime,
+        chunkSize: int = DEFAULT_CHUNK_SIZE,
+        limit: int | None = None,
+    ) -> None:
+        self.sourceFactory = sourceFactory
+        self.clock = clock
+        self.chunkSize = chunkSize
+        self.limit = limit
+        self.shuttingDown = False

@@ -1,0 +1,285 @@
+"""
+Sources: what bytes a stream carries.
+
+A source hands out chunks of bytes on request and knows nothing of Twisted's
+I/O. The generated sources precompute their data and hand out the same
+immutable C{bytes} objects again and again, so a transport buffer holding one
+of them costs (almost) nothing per connection.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from functools import lru_cache, partial
+from typing import BinaryIO, Callable
+
+from attrs import define, field
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from zope.interface import Attribute, Interface, implementer
+
+
+class ISource(Interface):
+    """
+    A supply of bytes for one stream.
+    """
+
+    description: str = Attribute(
+        "A short name of what this source sends, for logs: C{'zero'}, "
+        "C{'file:/srv/big.iso'}."
+    )
+
+    def read(maxBytes: int) -> bytes:
+        """
+        Return the next chunk: at least one and at most C{maxBytes} bytes, or
+        C{b""} when the source is exhausted.
+
+        @param maxBytes: A positive number of bytes.
+        @raise SourceError: If the bytes the source promised cannot be had.
+        """
+
+    def close() -> None:
+        """
+        Release what the source holds (an open file). Idempotent; after it,
+        L{read} is never called again.
+        """
+
+
+class SourceError(Exception):
+    """
+    A source cannot be opened, or cannot deliver what it promised.
+
+    The message is one line, fit to show to a person.
+    """
+
+
+class SourceTruncated(SourceError):
+    """
+    A file ended before the number of bytes it had when it was opened: it was
+    truncated while being sent.
+    """
+
+
+@lru_cache(maxsize=16)
+def _zeros(size: int) -> bytes:
+    """
+    The shared immutable run of C{size} zero bytes.
+    """
+    return bytes(size)
+
+
+@implementer(ISource)
+@define
+class ZeroSource:
+    """
+    An endless supply of zero bytes, like C{/dev/zero}.
+    """
+
+    description = "zero"
+
+    def read(self, maxBytes: int) -> bytes:
+        return _zeros(maxBytes)
+
+    def close(self) -> None:
+        pass
+
+
+_PRINTABLE = bytes(range(0x20, 0x7F))
+_LINE_LENGTH = 72
+
+
+def _chargenPeriod() -> bytes:
+    """
+    One full period of the RFC 864 pattern: 95 lines of 72 printable
+    characters and CRLF, line I{N} starting one character further along the
+    ring of the 95 printable ASCII characters than line I{N-1}. Line 0
+    starts with C{!}, as in the RFC's example.
+    """
+    ring = _PRINTABLE * 2
+    return b"".join(
+        ring[start : start + _LINE_LENGTH] + b"\r\n"
+        for start in range(1, len(_PRINTABLE) + 1)
+    )
+
+
+CHARGEN_PERIOD = _chargenPeriod()
+
+
+@lru_cache(maxsize=16)
+def _chargenBlock(periods: int) -> bytes:
+    """
+    The shared immutable run of C{periods} whole chargen periods.
+    """
+    return CHARGEN_PERIOD * periods
+
+
+@implementer(ISource)
+@define
+class ChargenSource:
+    """
+    The endless RFC 864 character generator pattern.
+
+    Reads that start at a period boundary and may take at least one whole
+    period get a shared block of whole periods, so the stream stays aligned
+    and nothing is copied per chunk.
+    """
+
+    description = "chargen"
+    _phase: int = field(default=0, init=False)
+
+    def read(self, maxBytes: int) -> bytes:
+        period = len(CHARGEN_PERIOD)
+        phase = self._phase
+        if phase == 0 and maxBytes >= period:
+            return _chargenBlock(maxBytes // period)
+        size = min(maxBytes, period - phase)
+        self._phase = (phase + size) % period
+        return CHARGEN_PERIOD[phase : phase + size]
+
+    def close(self) -> None:
+        pass
+
+
+@implementer(ISource)
+@define
+class RandomSource:
+    """
+    An endless supply of incompressible, non-repeating bytes: the AES-128-CTR
+    keystream under a fresh random key, at several GB/s. Fit for testing
+    links and compression, not for cryptography.
+    """
+
+    description = "random"
+    _encryptor: object = field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._encryptor = Cipher(
+            algorithms.AES(os.urandom(16)), modes.CTR(os.urandom(16))
+        ).encryptor()
+
+    def read(self, maxBytes: int) -> bytes:
+        update = self._encryptor.update  # type: ignore[attr-defined]
+        chunk: bytes = update(_zeros(maxBytes))
+        return chunk
+
+    def close(self) -> None:
+        pass
+
+
+@implementer(ISource)
+@define
+class FileSource:
+    """
+    A run of bytes of an open regular file, read in order.
+
+    @ivar description: For logs, normally C{"file:" + path}.
+    """
+
+    _file: BinaryIO | None = field(alias="file")
+    _remaining: int = field(alias="length")
+    description: str = "file"
+
+    def read(self, maxBytes: int) -> bytes:
+        if self._remaining == 0 or self._file is None:
+            return b""
+        data = self._file.read(min(maxBytes, self._remaining))
+        if not data:
+            raise SourceTruncated(
+                f"{self.description}: file shrank while it was being sent "
+                f"({self._remaining} bytes missing)"
+            )
+        self._remaining -= len(data)
+        return data
+
+    def close(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
+
+
+def openFile(
+    path: str, offset: int = 0, length: int | None = None
+) -> FileSource:
+    """
+    Open a regular file for streaming, without ever opening anything else.
+
+    FIFOs, devices and sockets are refused before they are opened (opening a
+    FIFO for reading blocks until a writer comes), and the file is opened
+    non-blocking and checked again, so a path swapped in between cannot
+    block either.
+
+    @param path: The file's path.
+    @param offset: Where to start in the file.
+    @param length: How many bytes to send from C{offset}; by default, the
+        rest of the file as it is now.
+    @raise SourceError: If the path is not a readable regular file.
+    """
+    try:
+        _checkRegular(path, os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise SourceError(_describeOSError(path, e)) from None
+    try:
+        info = os.fstat(fd)
+        _checkRegular(path, info.st_mode)
+        file = os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+    available = max(info.st_size - offset, 0)
+    length = available if length is None else min(length, available)
+    if offset:
+        file.seek(offset)
+    return FileSource(file=file, length=length, description=f"file:{path}")
+
+
+def _checkRegular(path: str, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise SourceError(f"{path}: is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "a device"
+        )
+        raise SourceError(f"{path}: is {kind}, not a regular file")
+
+
+def _describeOSError(path: str, error: OSError) -> str:
+    if isinstance(error, FileNotFoundError):
+        return f"{path}: no such file"
+    if isinstance(error, PermissionError):
+        return f"{path}: permission denied"
+    return f"{path}: {error.strerror or error}"
+
+
+SOURCE_NAMES = ("zero", "chargen", "random", "file:PATH")
+
+
+def sourceFactory(spec: str) -> Callable[[], ISource]:
+    """
+    Turn a source specification into a factory of fresh sources, one per
+    stream.
+
+    @param spec: C{zero}, C{chargen}, C{random} or C{file:PATH}.
+    @return: A callable returning a new L{ISource}; for a file it opens the
+        file anew each time and may raise L{SourceError}.
+    @raise SourceError: If C{spec} names no source, or names a file that is
+        not a readable regular file now.
+    """
+    generated: dict[str, Callable[[], ISource]] = {
+        "zero": ZeroSource,
+        "chargen": ChargenSource,
+        "random": RandomSource,
+    }
+    if spec in generated:
+        return generated[spec]
+    if spec.startswith("file:") and spec != "file:":
+        path = spec[len("file:") :]
+        openFile(path).close()
+        return partial(openFile, path)
+    raise SourceError(
+        f"unknown source {spec!r} (choose one of {', '.join(SOURCE_NAMES)})"
+    )

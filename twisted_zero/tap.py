@@ -1,0 +1,201 @@
+"""
+C{twistd zero}: options and the service they make. The only place where the
+pieces are put together.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IReactorCore
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from ._producer import DEFAULT_CHUNK_SIZE
+from ._protocol import StreamFactory, formatAddress
+from ._sizes import parseSize
+from ._sources import SOURCE_NAMES, SourceError, sourceFactory
+
+DEFAULT_LISTEN = "tcp:8019:interface=127.0.0.1"
+MAX_CHUNK_SIZE = 16 * 2**20
+
+
+class StartupError(Exception):
+    """
+    The service cannot start (an endpoint is malformed or cannot be bound);
+    the message is one line, fit to show to a person.
+    """
+
+
+def _exitUnderTwistd(options: usage.Options, message: str) -> None:
+    """
+    Under C{twistd}, end the process with C{message} as one line on stderr
+    (twistd would print its whole usage text, or a traceback); otherwise do
+    nothing and let the caller raise.
+    """
+    if options.parent is not None:
+        raise SystemExit(f"twistd zero: error: {message}")
+
+
+class Options(usage.Options):
+    """
+    Command-line options of C{twistd zero}.
+    """
+
+    synopsis = "[--listen ENDPOINT ...] [--source SOURCE] [--limit SIZE]"
+    longdesc = (
+        "Stream zeros, the RFC 864 chargen pattern, incompressible random "
+        "bytes or a file to every client that connects, as fast as it reads. "
+        "SIZE takes K, M and G (powers of 1024)."
+    )
+    optParameters: list[list[Any]] = [
+        [
+            "source",
+            "s",
+            "zero",
+            f"What to send: {', '.join(SOURCE_NAMES)}.",
+        ],
+        ["limit", None, None, "End each stream after SIZE bytes."],
+        [
+            "chunk-size",
+            None,
+            f"{DEFAULT_CHUNK_SIZE // 1024}K",
+            "Bytes per write to the transport.",
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """
+        Listen on ENDPOINT, a Twisted server endpoint string (tcp:, tcp6:,
+        unix:, ssl:, systemd:); repeatable. Default: tcp:8019:interface=127.0.0.1
+        """
+        self["listen"].append(endpoint)
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            _exitUnderTwistd(self, str(e))
+            raise
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+        self["limit"] = _size(self["limit"], "--limit", 0)
+        self["chunk-size"] = _size(self["chunk-size"], "--chunk-size", 1)
+        if self["chunk-size"] > MAX_CHUNK_SIZE:
+            raise usage.UsageError(
+                f"--chunk-size: at most {MAX_CHUNK_SIZE // 2**20}M, "
+                f"not {self['chunk-size']} bytes"
+            )
+        try:
+            self["sourceFactory"] = sourceFactory(self["source"])
+        except SourceError as e:
+            raise usage.UsageError(f"--source: {e}") from None
+
+
+def _size(text: str | None, option: str, minimum: int) -> int | None:
+    if text is None:
+        return None
+    try:
+        size = parseSize(text)
+    except ValueError as e:
+        raise usage.UsageError(f"{option}: {e}") from None
+    if size < minimum:
+        raise usage.UsageError(f"{option}: must be at least {minimum} bytes")
+    return size
+
+
+class ListeningService(Service):
+    """
+    Own the listening ports that L{makeService} bound; stop listening when
+    stopped.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        factory: StreamFactory,
+        ports: list[IListeningPort],
+        source: str,
+    ) -> None:
+        self.factory = factory
+        self.ports = ports
+        self.source = source
+
+    def startService(self) -> None:
+        super().startService()
+        for port in self.ports:
+            self._log.info(
+                "streaming {source} on {address}",
+                source=self.source,
+                address=formatAddress(port.getHost()),
+            )
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        self.factory.shuttingDown = True
+        return gatherResults(
+            [Deferred.fromCoroutine(_stop(port)) for port in self.ports]
+        )
+
+
+async def _stop(port: IListeningPort) -> None:
+    await port.stopListening()
+
+
+def makeService(
+    options: Options, reactor: IReactorCore | None = None
+) -> IService:
+    """
+    Bind every listener now, so that a bad endpoint or a port in use stops
+    the daemon before it starts, and return the service that serves them.
+
+    @raise StartupError: If an endpoint cannot be parsed or bound (under
+        C{twistd}: exit with that message as one line on stderr).
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor  # type: ignore[assignment]
+    factory = StreamFactory(
+        sourceFactory=options["sourceFactory"],
+        clock=reactor,  # type: ignore[arg-type]
+        chunkSize=options["chunk-size"],
+        limit=options["limit"],
+    )
+    try:
+        ports = [_listen(reactor, description, factory) for description in options["listen"]]
+    except StartupError as e:
+        _exitUnderTwistd(options, str(e))
+        raise
+    service = MultiService()
+    ListeningService(factory, ports, options["source"]).setServiceParent(service)
+    return service
+
+
+def _listen(reactor: Any, description: str, factory: StreamFactory) -> IListeningPort:
+    try:
+        endpoint = serverFromString(reactor, description)
+    except Exception as e:
+        raise StartupError(f"bad endpoint {description!r}: {e}") from None
+    results: list[Any] = []
+    endpoint.listen(factory).addBoth(results.append)
+    if not results:
+        raise StartupError(f"endpoint {description!r} did not start listening at once")
+    [result] = results
+    if isinstance(result, Failure):
+        raise StartupError(
+            f"cannot listen on {description!r}: {result.getErrorMessage()}"
+        )
+    port: IListeningPort = result
+    return port
