@@ -1,0 +1,1017 @@
+#!/usr/bin/env python3
+"""
+Side-by-side benchmark of the twisted-zero daemon against reference servers
+written with public APIs (see C{reference_servers.py}). Run by hand, never
+in CI; see C{README.rst}.
+
+Measures, on 127.0.0.1 with ephemeral ports only:
+
+  - throughput (GB/s, GB = 10**9 bytes) of one connection and of several at
+    once, for zeros, a file, and (ours only) random bytes and chargen;
+  - the server's CPU seconds per GB (utime + stime from /proc/PID/stat);
+  - the server's resident memory per stalled connection: many clients that
+    connect and read nothing.
+
+The machine is assumed noisy: every round measures every server once, in a
+shuffled order, and the targets are judged on the medians of per-round
+ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import fcntl
+import os
+import platform
+import random
+import re
+import selectors
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+HOST = "127.0.0.1"
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+REFERENCE_SERVERS = BENCH_DIR / "reference_servers.py"
+GB = 10**9
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+STARTUP_TIMEOUT = 20.0
+STALLED_BATCH = 25
+
+OURS = "ours"
+ASYNCIO_STREAM = "asyncio-stream"
+ASYNCIO_SENDFILE = "asyncio-sendfile"
+FILESENDER = "twisted-filesender"
+
+TWISTD = (
+    "import sys; sys.argv[0] = 'twistd'; "
+    "from twisted.scripts.twistd import run; sys.exit(run())"
+)
+PROBE = (
+    "import twisted, twisted_zero; "
+    "print(twisted_zero.__file__); "
+    "print(twisted_zero.DEFAULT_CHUNK_SIZE); "
+    "print(twisted.__version__)"
+)
+OUR_PORT_LINE = re.compile(
+    r"ListeningService#info\] streaming .* on 127\.0\.0\.1:(\d+)$", re.MULTILINE
+)
+REFERENCE_PORT_LINE = re.compile(r"\A(\d+)\n")
+
+
+class BenchError(Exception):
+    """
+    A measurement or a server failed; the message says how.
+    """
+
+
+# Sizes and /proc ---------------------------------------------------------
+
+_SIZE = re.compile(r"([0-9]+)\s*([KMG]?)(?:i?B)?", re.IGNORECASE)
+_UNITS = {"": 1, "K": KiB, "M": MiB, "G": GiB}
+
+
+def parseSize(text: str) -> int:
+    """
+    C{65536}, C{64K}, C{256M}, C{1G}: powers of 1024.
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 256M")
+    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def formatSize(size: int) -> str:
+    for unit, scale in (("G", GiB), ("M", MiB), ("K", KiB)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{unit}"
+    return str(size)
+
+
+def cpuSeconds(pid: int) -> float:
+    """
+    User plus system CPU time of a process so far.
+    """
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name, in parentheses, may itself hold spaces.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rssKiB(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise BenchError(f"no VmRSS for process {pid}")
+
+
+def openFds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def queuedBytes(sock: socket.socket) -> int:
+    """
+    Bytes received on C{sock} and not yet read.
+    """
+    result = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    return int.from_bytes(result, sys.byteorder)
+
+
+# Servers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """
+    One server to measure: who serves (C{ours} or a reference kind) what
+    (C{zero}, C{random}, C{chargen} or C{file}).
+    """
+
+    kind: str
+    source: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.source}"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """
+    What every server of a run is started with.
+    """
+
+    workDir: Path
+    filePath: Path
+    chunkSize: int
+    ourChunkOption: str | None
+
+    def sourceArgument(self, source: str) -> str:
+        return f"file:{self.filePath}" if source == "file" else source
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        paths = [str(REPO_ROOT), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
+        return env
+
+    def command(self, spec: ServerSpec) -> list[str]:
+        source = self.sourceArgument(spec.source)
+        if spec.kind == OURS:
+            command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero"]
+            command += ["--listen", f"tcp:0:interface={HOST}", "--source", source]
+            if self.ourChunkOption is not None:
+                command += ["--chunk-size", self.ourChunkOption]
+            return command
+        return [
+            sys.executable,
+            str(REFERENCE_SERVERS),
+            "--kind",
+            spec.kind,
+            "--source",
+            source,
+            "--port",
+            "0",
+            "--chunk-size",
+            str(self.chunkSize),
+        ]
+
+
+def _dieWithParent() -> None:
+    """
+    In a child before it execs: get SIGTERM when the benchmark dies, even by
+    SIGKILL, so no server outlives it.
+    """
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Server:
+    """
+    A running server subprocess that this benchmark started.
+    """
+
+    spec: ServerSpec
+    process: subprocess.Popen[bytes]
+    logPath: Path
+    port: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @classmethod
+    def start(cls, spec: ServerSpec, setup: Setup, serial: int) -> Server:
+        logPath = setup.workDir / f"{serial:03d}-{spec.kind}-{spec.source}.log"
+        portLine = OUR_PORT_LINE if spec.kind == OURS else REFERENCE_PORT_LINE
+        with open(logPath, "wb") as log, open(logPath.with_suffix(".err"), "wb") as err:
+            process = subprocess.Popen(
+                setup.command(spec),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT if spec.kind == OURS else err,
+                cwd=setup.workDir,
+                env=setup.environment(),
+                start_new_session=True,
+                preexec_fn=_dieWithParent,
+            )
+        server = cls(spec, process, logPath)
+        try:
+            server.port = server._waitForPort(portLine)
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def _waitForPort(self, portLine: re.Pattern[str]) -> int:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            match = portLine.search(self.logPath.read_text(errors="replace"))
+            if match:
+                return int(match.group(1))
+            self.checkAlive()
+            time.sleep(0.05)
+        raise BenchError(f"{self.spec.label}: no port after {STARTUP_TIMEOUT}s")
+
+    def checkAlive(self) -> None:
+        if self.process.poll() is not None:
+            raise BenchError(
+                f"{self.spec.label} (pid {self.pid}) exited with "
+                f"{self.process.returncode}:\n{self.logTail()}"
+            )
+
+    def logTail(self, lines: int = 15) -> str:
+        text = ""
+        for path in (self.logPath, self.logPath.with_suffix(".err")):
+            with contextlib.suppress(OSError):
+                text += path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """
+        Terminate this server (by its PID only) and reap it.
+        """
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@contextlib.contextmanager
+def running(spec: ServerSpec, setup: Setup, serial: int) -> Iterator[Server]:
+    server = Server.start(spec, setup, serial)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# The client --------------------------------------------------------------
+
+
+def _connect(port: int, deadline: float) -> socket.socket:
+    timeout = max(deadline - time.monotonic(), 0.1)
+    return socket.create_connection((HOST, port), timeout=timeout)
+
+
+def readStreams(
+    port: int, connections: int, limit: int | None, buffer: bytearray, deadline: float
+) -> list[int]:
+    """
+    Open C{connections} connections at once and read each into C{buffer}
+    (the data is thrown away) until it has given C{limit} bytes, then close
+    it; with no limit, read each to its end.
+
+    @return: The bytes read on each connection.
+    """
+    view = memoryview(buffer)
+    socks = [_connect(port, deadline) for _ in range(connections)]
+    received = [0] * connections
+    try:
+        if connections == 1:
+            _readBlocking(socks[0], limit, view, received, deadline)
+        else:
+            _readMany(socks, limit, view, received, deadline)
+    finally:
+        for sock in socks:
+            sock.close()
+    return received
+
+
+def _readBlocking(
+    sock: socket.socket,
+    limit: int | None,
+    view: memoryview,
+    received: list[int],
+    deadline: float,
+) -> None:
+    size = len(view)
+    total = 0
+    sock.settimeout(max(deadline - time.monotonic(), 0.1))
+    while limit is None or total < limit:
+        count = sock.recv_into(
+            view, size if limit is None else min(size, limit - total)
+        )
+        if not count:
+            break
+        total += count
+    received[0] = total
+
+
+def _readMany(
+    socks: list[socket.socket],
+    limit: int | None,
+    view: memoryview,
+    received: list[int],
+    deadline: float,
+) -> None:
+    size = len(view)
+    with selectors.DefaultSelector() as selector:
+        for index, sock in enumerate(socks):
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ, index)
+        while selector.get_map():
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                raise TimeoutError("the streams took too long")
+            for key, _ in selector.select(timeout):
+                index = key.data
+                sock = socks[index]
+                want = size if limit is None else min(size, limit - received[index])
+                try:
+                    count = sock.recv_into(view, want)
+                except BlockingIOError:
+                    continue
+                received[index] += count
+                if not count or received[index] == limit:
+                    selector.unregister(sock)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """
+    One throughput measurement.
+    """
+
+    seconds: float
+    bytes: int
+    serverCpu: float
+    clientCpu: float
+
+    @property
+    def gbPerSecond(self) -> float:
+        return self.bytes / GB / self.seconds
+
+    @property
+    def serverCpuPerGb(self) -> float:
+        return self.serverCpu / (self.bytes / GB)
+
+    @property
+    def serverLoad(self) -> float:
+        return self.serverCpu / self.seconds
+
+    @property
+    def clientLoad(self) -> float:
+        return self.clientCpu / self.seconds
+
+
+def measureThroughput(
+    server: Server,
+    connections: int,
+    limit: int | None,
+    expected: int,
+    buffer: bytearray,
+    timeout: float,
+) -> Throughput:
+    """
+    Stream from C{server} on C{connections} connections, each of which must
+    give C{expected} bytes, and time it.
+    """
+    server.checkAlive()
+    time.sleep(0.2)  # Let the server finish with the previous clients.
+    serverBefore = cpuSeconds(server.pid)
+    clientBefore = time.process_time()
+    started = time.perf_counter()
+    received = readStreams(
+        server.port, connections, limit, buffer, time.monotonic() + timeout
+    )
+    seconds = time.perf_counter() - started
+    clientCpu = time.process_time() - clientBefore
+    serverCpu = cpuSeconds(server.pid) - serverBefore
+    short = [count for count in received if count != expected]
+    if short:
+        raise BenchError(
+            f"{server.spec.label}: {len(short)} of {connections} connections "
+            f"gave {short[0]} bytes, not {expected}"
+        )
+    return Throughput(seconds, sum(received), serverCpu, clientCpu)
+
+
+def measureStalled(
+    server: Server, count: int, warmUpBytes: int, buffer: bytearray, timeout: float
+) -> float:
+    """
+    Connect C{count} clients that read nothing, wait for the server to fill
+    what it can, and return its added resident memory per client in KiB.
+
+    A few short streams first make the server's one-time allocations (lazy
+    imports, shared chunks, caches) before the baseline is taken.
+    """
+    deadline = time.monotonic() + timeout
+    for _ in range(2):
+        readStreams(server.port, 2, warmUpBytes, buffer, deadline)
+    time.sleep(0.5)
+    server.checkAlive()
+    baseRss = rssKiB(server.pid)
+    baseFds = openFds(server.pid)
+    socks: list[socket.socket] = []
+    try:
+        while len(socks) < count:
+            for _ in range(min(STALLED_BATCH, count - len(socks))):
+                socks.append(_connect(server.port, deadline))
+            _waitUntil(
+                lambda: openFds(server.pid) - baseFds >= len(socks),
+                deadline,
+                f"{server.spec.label} to accept {len(socks)} connections",
+            )
+        _waitUntilSettled(server.pid, socks, deadline)
+        server.checkAlive()
+        rss = rssKiB(server.pid)
+    finally:
+        for sock in socks:
+            sock.close()
+    return (rss - baseRss) / count
+
+
+def _waitUntil(condition: Callable[[], bool], deadline: float, what: str) -> None:
+    while not condition():
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _waitUntilSettled(
+    pid: int,
+    socks: list[socket.socket],
+    deadline: float,
+    least: float = 1.0,
+    quiet: float = 1.0,
+    most: float = 10.0,
+) -> None:
+    """
+    Wait until neither the server's RSS (within 64 KiB) nor the bytes queued
+    at the clients have changed for C{quiet} seconds; at least C{least} and at
+    most C{most} seconds.
+    """
+    started = time.monotonic()
+    end = min(started + most, deadline)
+    settled = (rssKiB(pid), sum(map(queuedBytes, socks)))
+    since = started
+    while (now := time.monotonic()) < end:
+        if now - started >= least and now - since >= quiet:
+            return
+        time.sleep(0.1)
+        current = (rssKiB(pid), sum(map(queuedBytes, socks)))
+        if abs(current[0] - settled[0]) > 64 or current[1] != settled[1]:
+            settled, since = current, time.monotonic()
+
+
+# The plan ----------------------------------------------------------------
+
+GENERATED = (
+    ServerSpec(OURS, "zero"),
+    ServerSpec(ASYNCIO_STREAM, "zero"),
+    ServerSpec(OURS, "random"),
+    ServerSpec(OURS, "chargen"),
+)
+FILES = (
+    ServerSpec(OURS, "file"),
+    ServerSpec(ASYNCIO_STREAM, "file"),
+    ServerSpec(ASYNCIO_SENDFILE, "file"),
+    ServerSpec(FILESENDER, "file"),
+)
+STALLED = (
+    ServerSpec(OURS, "zero"),
+    ServerSpec(ASYNCIO_STREAM, "zero"),
+    ServerSpec(OURS, "file"),
+    ServerSpec(ASYNCIO_STREAM, "file"),
+    ServerSpec(FILESENDER, "file"),
+    ServerSpec(ASYNCIO_SENDFILE, "file"),
+)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """
+    A per-round ratio of two throughputs (or a stalled-memory bound), with
+    an optional target.
+    """
+
+    title: str
+    numerator: ServerSpec
+    denominator: ServerSpec | None = None
+    connections: int = 1
+    atLeast: float | None = None
+    atMost: float | None = None
+
+
+@dataclass
+class Results:
+    rounds: int
+    throughput: dict[tuple[ServerSpec, int], list[Throughput | None]] = field(
+        default_factory=dict
+    )
+    stalled: dict[ServerSpec, list[float | None]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    roundsDone: int = 0
+
+    def addThroughput(
+        self,
+        spec: ServerSpec,
+        connections: int,
+        roundIndex: int,
+        value: Throughput | None,
+    ) -> None:
+        slots = self.throughput.setdefault((spec, connections), [None] * self.rounds)
+        slots[roundIndex] = value
+
+    def addStalled(
+        self, spec: ServerSpec, roundIndex: int, value: float | None
+    ) -> None:
+        self.stalled.setdefault(spec, [None] * self.rounds)[roundIndex] = value
+
+
+@dataclass(frozen=True)
+class Plan:
+    rounds: int
+    singleBytes: int
+    multiConnections: int
+    multiBytes: int
+    fileSize: int
+    stalledCount: int
+    recvSize: int
+    timeout: float
+    budget: float
+    seed: int
+
+
+def runRounds(plan: Plan, setup: Setup) -> Results:
+    results = Results(plan.rounds)
+    rng = random.Random(plan.seed)
+    buffer = bytearray(plan.recvSize)
+    serial = 0
+    began = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        servers: dict[ServerSpec, Server] = {}
+        for spec in GENERATED + FILES:
+            serial += 1
+            servers[spec] = stack.enter_context(running(spec, setup, serial))
+        for roundIndex in range(plan.rounds):
+            if roundIndex and time.monotonic() - began > plan.budget:
+                _progress(f"time budget of {plan.budget:.0f}s spent: stopping early")
+                break
+            _progress(f"round {roundIndex + 1}/{plan.rounds}")
+            _warmPageCache(setup.filePath, buffer)
+            groups = [
+                (specs, connections)
+                for specs in (GENERATED, FILES)
+                for connections in (1, plan.multiConnections)
+            ]
+            rng.shuffle(groups)
+            for specs, connections in groups:
+                for spec in rng.sample(specs, len(specs)):
+                    if spec.source == "file":
+                        limit, expected = None, plan.fileSize
+                    else:
+                        limit = (
+                            plan.singleBytes if connections == 1 else plan.multiBytes
+                        )
+                        expected = limit
+                    name = f"{spec.label} x{connections}"
+                    try:
+                        sample: Throughput | None = measureThroughput(
+                            servers[spec],
+                            connections,
+                            limit,
+                            expected,
+                            buffer,
+                            plan.timeout,
+                        )
+                    except (OSError, BenchError) as e:
+                        sample = None
+                        results.failures.append(f"round {roundIndex + 1}: {name}: {e}")
+                        _progress(f"  {name}: FAILED: {e}")
+                    else:
+                        assert sample is not None
+                        _progress(
+                            f"  {name:36} {sample.gbPerSecond:6.2f} GB/s  "
+                            f"{sample.serverCpuPerGb:5.2f} CPU s/GB  "
+                            f"server {sample.serverLoad:4.0%}  "
+                            f"client {sample.clientLoad:4.0%}"
+                        )
+                    results.addThroughput(spec, connections, roundIndex, sample)
+            for spec in rng.sample(STALLED, len(STALLED)):
+                serial += 1
+                name = f"{spec.label} stalled x{plan.stalledCount}"
+                try:
+                    with running(spec, setup, serial) as server:
+                        perConnection: float | None = measureStalled(
+                            server,
+                            plan.stalledCount,
+                            4 * setup.chunkSize,
+                            buffer,
+                            plan.timeout,
+                        )
+                except (OSError, BenchError) as e:
+                    perConnection = None
+                    results.failures.append(f"round {roundIndex + 1}: {name}: {e}")
+                    _progress(f"  {name}: FAILED: {e}")
+                else:
+                    _progress(f"  {name:36} {perConnection:6.1f} KiB/conn")
+                results.addStalled(spec, roundIndex, perConnection)
+            results.roundsDone = roundIndex + 1
+    return results
+
+
+def _warmPageCache(path: Path, buffer: bytearray) -> None:
+    with open(path, "rb", buffering=0) as file:
+        while file.readinto(buffer):
+            pass
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# The report --------------------------------------------------------------
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], textColumns: int = 2
+) -> str:
+    """
+    Align C{rows} under C{header}: the first C{textColumns} columns to the
+    left, the numbers to the right.
+    """
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        cells = [
+            cell.ljust(width) if i < textColumns else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        return "  ".join(cells).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(header), rule, *map(line, rows)])
+
+
+def _ratios(plan: Plan) -> list[Ratio]:
+    many = plan.multiConnections
+    ratios: list[Ratio] = []
+    for connections in (1, many):
+        ratios += [
+            Ratio(
+                f"zero x{connections}: ours / asyncio-stream",
+                ServerSpec(OURS, "zero"),
+                ServerSpec(ASYNCIO_STREAM, "zero"),
+                connections,
+                atLeast=1.0,
+            ),
+            Ratio(
+                f"file x{connections}: ours / twisted-filesender",
+                ServerSpec(OURS, "file"),
+                ServerSpec(FILESENDER, "file"),
+                connections,
+                atLeast=2.0,
+            ),
+            Ratio(
+                f"file x{connections}: ours / asyncio-stream",
+                ServerSpec(OURS, "file"),
+                ServerSpec(ASYNCIO_STREAM, "file"),
+                connections,
+            ),
+            Ratio(
+                f"file x{connections}: ours / asyncio-sendfile",
+                ServerSpec(OURS, "file"),
+                ServerSpec(ASYNCIO_SENDFILE, "file"),
+                connections,
+            ),
+            Ratio(
+                f"random x{connections}: ours random / ours zero",
+                ServerSpec(OURS, "random"),
+                ServerSpec(OURS, "zero"),
+                connections,
+                atLeast=0.5,
+            ),
+            Ratio(
+                f"chargen x{connections}: ours chargen / ours zero",
+                ServerSpec(OURS, "chargen"),
+                ServerSpec(OURS, "zero"),
+                connections,
+            ),
+        ]
+    for source in ("zero", "file"):
+        ratios.append(
+            Ratio(
+                f"stalled {source}: ours KiB/conn",
+                ServerSpec(OURS, source),
+                atMost=256.0,
+            )
+        )
+    return ratios
+
+
+def _ratioValues(results: Results, ratio: Ratio) -> list[float | None]:
+    if ratio.denominator is None:
+        return results.stalled.get(ratio.numerator, [])
+    empty: list[Throughput | None] = [None] * results.rounds
+    tops = results.throughput.get((ratio.numerator, ratio.connections), empty)
+    bottoms = results.throughput.get((ratio.denominator, ratio.connections), empty)
+    return [
+        None if top is None or bottom is None else top.gbPerSecond / bottom.gbPerSecond
+        for top, bottom in zip(tops, bottoms, strict=True)
+    ]
+
+
+def report(plan: Plan, results: Results) -> str:
+    out: list[str] = []
+    rounds = f"median of {results.roundsDone} round(s)"
+    rows: list[list[str]] = []
+    for connections in (1, plan.multiConnections):
+        for spec in GENERATED + FILES:
+            samples = results.throughput.get((spec, connections), [])
+            done = [sample for sample in samples if sample is not None]
+            speeds = [sample.gbPerSecond for sample in done]
+            rows.append(
+                [
+                    f"{spec.source} x{connections}",
+                    spec.kind,
+                    _fmt(_median(speeds)),
+                    f"{min(speeds):.2f}-{max(speeds):.2f}" if speeds else "n/a",
+                    _fmt(_median([sample.serverCpuPerGb for sample in done])),
+                    _fmt(_median([sample.serverLoad for sample in done]), ".0%"),
+                    _fmt(_median([sample.clientLoad for sample in done]), ".0%"),
+                    str(len(done)),
+                ]
+            )
+    out.append(f"Throughput ({rounds}; GB = 10^9 bytes)")
+    out.append(
+        _table(
+            [
+                "test",
+                "server",
+                "GB/s",
+                "min-max",
+                "srv CPU s/GB",
+                "srv CPU",
+                "client CPU",
+                "n",
+            ],
+            rows,
+        )
+    )
+    out.append("")
+    out.append(
+        f"Stalled readers ({plan.stalledCount} connections reading nothing; "
+        f"added server RSS, {rounds})"
+    )
+    rows = []
+    for spec in STALLED:
+        values = [value for value in results.stalled.get(spec, []) if value is not None]
+        rows.append(
+            [
+                spec.source,
+                spec.kind,
+                _fmt(_median(values), ".1f"),
+                f"{min(values):.1f}-{max(values):.1f}" if values else "n/a",
+                str(len(values)),
+            ]
+        )
+    out.append(_table(["source", "server", "KiB/conn", "min-max", "n"], rows))
+    out.append("")
+    out.append(f"Ratios and targets ({rounds} of per-round values)")
+    rows = []
+    for ratio in _ratios(plan):
+        values = [value for value in _ratioValues(results, ratio) if value is not None]
+        median = _median(values)
+        if ratio.atLeast is not None:
+            target = f">= {ratio.atLeast:.2f}"
+            verdict = median is not None and median >= ratio.atLeast
+        elif ratio.atMost is not None:
+            target = f"<= {ratio.atMost:.0f}"
+            verdict = median is not None and median <= ratio.atMost
+        else:
+            target, verdict = "", None
+        rows.append(
+            [
+                ratio.title,
+                _fmt(median),
+                f"{min(values):.2f}-{max(values):.2f}" if values else "n/a",
+                target,
+                "" if verdict is None else ("PASS" if verdict else "FAIL"),
+            ]
+        )
+    out.append(_table(["ratio", "median", "min-max", "target", ""], rows, 1))
+    if results.failures:
+        out.append("")
+        out.append(f"{len(results.failures)} measurement(s) failed:")
+        out += [f"  {failure}" for failure in results.failures]
+    return "\n".join(out)
+
+
+# Setup and command line --------------------------------------------------
+
+
+def _probeOurs(setup: Setup) -> tuple[str, int, str]:
+    """
+    Where the daemon's package is imported from, its default chunk size and
+    the Twisted version, as the daemon's interpreter sees them.
+    """
+    output = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env=setup.environment(),
+        cwd=setup.workDir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
+    return output[0], int(output[1]), output[2]
+
+
+def _writeTestFile(path: Path, size: int) -> None:
+    block = os.urandom(MiB)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        written = 0
+        while written < size:
+            written += os.write(fd, block[: min(MiB, size - written)])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def parseArguments(argv: Sequence[str] | None) -> tuple[Plan, str | None]:
+    parser = argparse.ArgumentParser(
+        description="Benchmark twisted-zero against reference servers on "
+        "127.0.0.1 (run by hand, not in CI).",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="one round, small sizes: a smoke test"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds (default 5; quick 1)")
+    parser.add_argument(
+        "--chunk-size",
+        type=parseSize,
+        help="passed to our daemon's --chunk-size; the asyncio-stream "
+        "reference writes chunks of the same size (default: ours)",
+    )
+    parser.add_argument(
+        "--single-bytes",
+        type=parseSize,
+        help="bytes read from one connection (default 1G; quick 128M)",
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=16,
+        help="connections at once in the multi-connection test (default 16)",
+    )
+    parser.add_argument(
+        "--multi-bytes",
+        type=parseSize,
+        help="bytes read from each of those (default 256M; quick 16M)",
+    )
+    parser.add_argument(
+        "--file-size",
+        type=parseSize,
+        help="size of the streamed temporary file, read whole by every "
+        "connection (default 512M; quick 64M)",
+    )
+    parser.add_argument(
+        "--stalled",
+        type=int,
+        default=200,
+        help="stalled connections for the memory test (default 200)",
+    )
+    parser.add_argument(
+        "--recv-size",
+        type=parseSize,
+        default=MiB,
+        help="client recv_into buffer (default 1M)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds one measurement may take (default 300)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=3600.0,
+        help="start no new round after this many seconds (default 3600)",
+    )
+    parser.add_argument("--seed", type=int, help="seed of the shuffled order")
+    args = parser.parse_args(argv)
+    quick: bool = args.quick
+
+    def pick(value: int | None, normal: int, small: int) -> int:
+        return value if value is not None else (small if quick else normal)
+
+    plan = Plan(
+        rounds=pick(args.rounds, 5, 1),
+        singleBytes=pick(args.single_bytes, GiB, 128 * MiB),
+        multiConnections=args.connections,
+        multiBytes=pick(args.multi_bytes, 256 * MiB, 16 * MiB),
+        fileSize=pick(args.file_size, 512 * MiB, 64 * MiB),
+        stalledCount=args.stalled,
+        recvSize=args.recv_size,
+        timeout=args.timeout,
+        budget=args.budget,
+        seed=args.seed if args.seed is not None else random.randrange(2**32),
+    )
+    for name, value in [
+        ("--rounds", plan.rounds),
+        ("--connections", plan.multiConnections - 1),
+        ("--stalled", plan.stalledCount),
+        ("--single-bytes", plan.singleBytes),
+        ("--multi-bytes", plan.multiBytes),
+        ("--file-size", plan.fileSize),
+        ("--recv-size", plan.recvSize),
+    ]:
+        if value < 1:
+            parser.error(f"{name} is too small")
+    chunk: int | None = args.chunk_size
+    return plan, None if chunk is None else str(chunk)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    plan, ourChunkOption = parseArguments(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    with tempfile.TemporaryDirectory(prefix="twisted-zero-bench-") as tmp:
+        workDir = Path(tmp)
+        filePath = workDir / "stream.bin"
+        setup = Setup(workDir, filePath, 0, ourChunkOption)
+        ourPackage, ourDefaultChunk, twistedVersion = _probeOurs(setup)
+        if not Path(ourPackage).resolve().is_relative_to(REPO_ROOT):
+            raise SystemExit(f"the daemon would import {ourPackage}, not {REPO_ROOT}")
+        chunkSize = int(ourChunkOption) if ourChunkOption else ourDefaultChunk
+        setup = Setup(workDir, filePath, chunkSize, ourChunkOption)
+        print(
+            f"twisted-zero bench: {platform.python_implementation()} "
+            f"{platform.python_version()}, Twisted {twistedVersion}, "
+            f"{os.cpu_count()} CPUs, Linux {platform.release()}\n"
+            f"ours from {Path(ourPackage).parent}; chunk {formatSize(chunkSize)}; "
+            f"rounds {plan.rounds}; seed {plan.seed}\n"
+            f"1 x {formatSize(plan.singleBytes)} and {plan.multiConnections} x "
+            f"{formatSize(plan.multiBytes)} generated, file of "
+            f"{formatSize(plan.fileSize)} read whole per connection, "
+            f"recv_into {formatSize(plan.recvSize)}, "
+            f"{plan.stalledCount} stalled readers\n",
+            flush=True,
+        )
+        _progress(f"writing {formatSize(plan.fileSize)} to {filePath}")
+        _writeTestFile(filePath, plan.fileSize)
+        started = time.monotonic()
+        results = runRounds(plan, setup)
+        print(report(plan, results))
+        print(f"\n({time.monotonic() - started:.0f}s)")
+    return 1 if results.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,413 @@
+"""
+Tests for L{twisted_zero.StreamProducer}: every state transition, driven by
+deterministic transports and a counting file.
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from twisted_zero import (
+    ChargenSource,
+    FileSource,
+    ISource,
+    SourceTruncated,
+    StreamProducer,
+    StreamStopped,
+    ZeroSource,
+)
+from twisted_zero._producer import MAX_CHUNKS_PER_TURN
+
+from .helpers import CountingFile, PausingTransport, TurnClock
+
+CONTENT = bytes(range(256)) * 1000  # 256000 bytes
+
+
+def fileProducer(
+    content: bytes = CONTENT, chunkSize: int = 10_000, **kwargs: object
+) -> tuple[StreamProducer, CountingFile]:
+    file = CountingFile(content)
+    source = FileSource(file=file, length=len(content))
+    return StreamProducer(source=source, chunkSize=chunkSize, clock=Clock(), **kwargs), file  # type: ignore[arg-type]
+
+
+class StreamProducerTests(SynchronousTestCase):
+    def test_interface(self) -> None:
+        """
+        L{StreamProducer} provides L{IPushProducer}.
+        """
+        self.assertTrue(verifyObject(IPushProducer, StreamProducer(source=ZeroSource())))
+
+    def test_registersAsPushProducer(self) -> None:
+        """
+        L{StreamProducer.startStreaming} registers the producer as a streaming
+        producer and starts writing without being asked.
+        """
+        transport = PausingTransport()
+        producer, file = fileProducer()
+        producer.startStreaming(transport)
+        self.assertIs(transport.producer, producer)
+        self.assertTrue(transport.streaming)
+        self.assertEqual(producer.state, "paused")
+        self.assertTrue(transport.value())
+        self.assertEqual(transport.value(), CONTENT[: len(transport.value())])
+
+    def test_writesUntilPaused(self) -> None:
+        """
+        Writing stops inside the write that makes the transport pause the
+        producer: no chunk is read beyond it.
+        """
+        transport = PausingTransport(bufferSize=25_000)
+        producer, file = fileProducer()
+        producer.startStreaming(transport)
+        self.assertEqual(len(transport.value()), 30_000)
+        self.assertEqual(file.reads, 3)
+
+    def test_noReadWhilePaused(self) -> None:
+        """
+        While paused, nothing is read or written; pausing again changes
+        nothing.
+        """
+        transport = PausingTransport(bufferSize=25_000)
+        producer, file = fileProducer()
+        producer.startStreaming(transport)
+        reads, written = file.reads, transport.value()
+        producer.pauseProducing()
+        producer.pauseProducing()
+        self.assertEqual(producer.state, "paused")
+        self.assertEqual((file.reads, transport.value()), (reads, written))
+
+    def test_resume(self) -> None:
+        """
+        L{StreamProducer.resumeProducing} continues where the stream was
+        paused; resuming a producing producer changes nothing.
+        """
+        transport = PausingTransport(bufferSize=25_000)
+        producer, file = fileProducer()
+        producer.startStreaming(transport)
+        first = transport.drain()
+        self.assertEqual(transport.value(), CONTENT[30_000:60_000])
+        transport.producerState = "producing"
+        producer.state  # noqa: B018
+        reads = file.reads
+        producer.resumeProducing()  # paused by the transport: resumes
+        self.assertGreater(file.reads, reads)
+        self.assertEqual(first, CONTENT[:30_000])
+
+    def test_reentrantResumeIgnored(self) -> None:
+        """
+        A consumer that calls C{resumeProducing} from inside C{write} does not
+        start a second writing loop.
+        """
+        producer: StreamProducer
+
+        class ResumingTransport(StringTransport):
+            def write(self, data: bytes) -> None:
+                super().write(data)
+                producer.resumeProducing()
+                if len(self.value()) >= 30:
+                    producer.pauseProducing()
+
+        producer = StreamProducer(source=ZeroSource(), chunkSize=10, clock=Clock())
+        transport = ResumingTransport()
+        producer.startStreaming(transport)
+        self.assertEqual(len(transport.value()), 30)
+
+    def test_wholeFile(self) -> None:
+        """
+        The whole file arrives byte for byte; the producer then closes the
+        file, unregisters and fires its L{Deferred} with the byte count,
+        without the caller closing anything.
+        """
+        transport = PausingTransport(bufferSize=25_000)
+        producer, file = fileProducer()
+        done = producer.startStreaming(transport)
+        received = b""
+        while transport.producer is not None:
+            self.assertNoResult(done)
+            received += transport.drain()
+        received += transport.drain()
+        self.assertEqual(received, CONTENT)
+        self.assertEqual(self.successResultOf(done), len(CONTENT))
+        self.assertEqual(producer.state, "finished")
+        self.assertEqual(file.closeCount, 1)
+        self.assertEqual(transport.calls[-1], "unregisterProducer")
+        self.assertFalse(transport.disconnecting)
+
+    def test_stop(self) -> None:
+        """
+        L{StreamProducer.stopProducing} closes the file at once, fails the
+        L{Deferred} with L{StreamStopped} carrying the byte count, and
+        nothing is read or written after it, whatever is called later.
+        """
+        transport = PausingTransport(bufferSize=25_000)
+        producer, file = fileProducer()
+        done = producer.startStreaming(transport)
+        producer.stopProducing()
+        self.assertEqual(file.closeCount, 1)
+        self.assertEqual(producer.state, "stopped")
+        failure = self.failureResultOf(done, StreamStopped)
+        self.assertEqual(failure.value.bytesSent, 30_000)
+        reads, written = file.reads, transport.value()
+        producer.resumeProducing()
+        producer.pauseProducing()
+        producer.resumeProducing()
+        producer.stopProducing()
+        self.assertEqual((file.reads, transport.value()), (reads, written))
+        self.assertEqual(file.closeCount, 1)
+        self.assertEqual(producer.state, "stopped")
+
+    def test_stopWhilePaused(self) -> None:
+        """
+        A paused producer stops just the same.
+        """
+        transport = PausingTransport(bufferSize=25_000)
+        producer, file = fileProducer()
+        done = producer.startStreaming(transport)
+        producer.pauseProducing()
+        producer.stopProducing()
+        self.failureResultOf(done, StreamStopped)
+        self.assertEqual(file.closeCount, 1)
+
+    def test_stopInsideWrite(self) -> None:
+        """
+        A consumer that stops the producer inside C{write} (the connection
+        was lost while writing) gets no further write and the file no
+        further read.
+        """
+        producer: StreamProducer
+
+        class DyingTransport(StringTransport):
+            def write(self, data: bytes) -> None:
+                super().write(data)
+                producer.stopProducing()
+
+        producer, file = fileProducer()
+        transport = DyingTransport()
+        done = producer.startStreaming(transport)
+        self.assertEqual(transport.value(), CONTENT[:10_000])
+        self.assertEqual(file.reads, 1)
+        self.assertEqual(file.closeCount, 1)
+        self.failureResultOf(done, StreamStopped)
+
+    def test_stopAfterFinish(self) -> None:
+        """
+        C{stopProducing} after the stream finished does nothing and does not
+        raise.
+        """
+        transport = StringTransport()
+        producer, file = fileProducer(content=b"abc")
+        done = producer.startStreaming(transport)
+        self.assertEqual(self.successResultOf(done), 3)
+        producer.stopProducing()
+        self.assertEqual(producer.state, "finished")
+
+    def test_stopNeverRaises(self) -> None:
+        """
+        If the source fails to close, C{stopProducing} logs the error and
+        still does not raise.
+        """
+
+        @implementer(ISource)
+        class BadSource:
+            description = "bad"
+
+            def read(self, maxBytes: int) -> bytes:
+                return b"x"
+
+            def close(self) -> None:
+                raise OSError("cannot close")
+
+        producer = StreamProducer(source=BadSource(), clock=Clock())
+        transport = PausingTransport(bufferSize=0)
+        done = producer.startStreaming(transport)
+        with capturedLogs() as events:
+            producer.stopProducing()
+        self.failureResultOf(done, StreamStopped)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(len(events), 1)
+
+    def test_registerOnDisconnectedConsumer(self) -> None:
+        """
+        A consumer that is already gone stops the producer while it
+        registers; nothing is read and the L{Deferred} fails.
+        """
+
+        class GoneTransport(StringTransport):
+            def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+                producer.stopProducing()
+
+        producer, file = fileProducer()
+        done = producer.startStreaming(GoneTransport())
+        self.failureResultOf(done, StreamStopped)
+        self.assertEqual(file.reads, 0)
+        self.assertEqual(file.closeCount, 1)
+
+    def test_startTwice(self) -> None:
+        """
+        A producer streams once.
+        """
+        producer, file = fileProducer(content=b"abc")
+        producer.startStreaming(StringTransport())
+        self.assertRaises(RuntimeError, producer.startStreaming, StringTransport())
+
+    def test_badParameters(self) -> None:
+        """
+        A chunk size below one or a negative limit is refused.
+        """
+        self.assertRaises(ValueError, StreamProducer, source=ZeroSource(), chunkSize=0)
+        self.assertRaises(ValueError, StreamProducer, source=ZeroSource(), limit=-1)
+
+    def test_truncatedFile(self) -> None:
+        """
+        A file that is shorter than promised ends the stream: the file is
+        closed, the producer unregistered and the L{Deferred} fails with
+        L{SourceTruncated}; nothing is padded.
+        """
+        file = CountingFile(b"x" * 15_000)
+        producer = StreamProducer(
+            source=FileSource(file=file, length=50_000), chunkSize=10_000, clock=Clock()
+        )
+        transport = PausingTransport()
+        done = producer.startStreaming(transport)
+        self.failureResultOf(done, SourceTruncated)
+        self.assertEqual(transport.value(), b"x" * 15_000)
+        self.assertIsNone(transport.producer)
+        self.assertEqual(file.closeCount, 1)
+        self.assertEqual(producer.state, "finished")
+
+
+class LimitTests(SynchronousTestCase):
+    def drainAll(self, producer: StreamProducer) -> tuple[bytes, int]:
+        transport = PausingTransport()
+        done = producer.startStreaming(transport)
+        received = b""
+        for _ in range(10_000):
+            if transport.producer is None:
+                break
+            received += transport.drain()
+        received += transport.drain()
+        return received, self.successResultOf(done)
+
+    def test_exactLimit(self) -> None:
+        """
+        With a limit, exactly that many bytes are written, whatever the
+        chunk size, and the producer unregisters.
+        """
+        for limit, chunkSize in [(1, 7), (100_000, 65536), (65536, 65536), (7, 100)]:
+            received, count = self.drainAll(
+                StreamProducer(
+                    source=ChargenSource(), chunkSize=chunkSize, limit=limit, clock=Clock()
+                )
+            )
+            self.assertEqual((len(received), count), (limit, limit))
+            self.assertEqual(received, ChargenSource().read(limit) if limit < 7030 else received)
+
+    def test_zeroLimit(self) -> None:
+        """
+        A limit of zero sends nothing, reads nothing and finishes at once.
+        """
+        producer, file = fileProducer(limit=0)
+        transport = StringTransport()
+        done = producer.startStreaming(transport)
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertEqual((transport.value(), file.reads), (b"", 0))
+        self.assertIsNone(transport.producer)
+
+    def test_limitShorterThanFile(self) -> None:
+        """
+        A limit below the file's size sends the file's first bytes only.
+        """
+        received, count = self.drainAll(fileProducer(limit=12_345)[0])
+        self.assertEqual(received, CONTENT[:12_345])
+
+    def test_limitLongerThanFile(self) -> None:
+        """
+        A limit beyond the file's size sends the whole file, no padding.
+        """
+        received, count = self.drainAll(fileProducer(limit=10**9)[0])
+        self.assertEqual(received, CONTENT)
+
+    def test_finishesWhilePaused(self) -> None:
+        """
+        The write that reaches the limit ends the stream even if it also
+        paused the producer: the caller can close the connection without
+        another turn.
+        """
+        transport = PausingTransport(bufferSize=10)
+        producer = StreamProducer(source=ZeroSource(), chunkSize=100, limit=100, clock=Clock())
+        done = producer.startStreaming(transport)
+        self.assertEqual(self.successResultOf(done), 100)
+        self.assertIsNone(transport.producer)
+
+
+class TurnTests(SynchronousTestCase):
+    def test_consumerThatNeverPauses(self) -> None:
+        """
+        A consumer that never pauses gets at most L{MAX_CHUNKS_PER_TURN}
+        chunks per reactor turn; the rest come on later turns.
+        """
+        clock = TurnClock()
+        transport = StringTransport()
+        producer = StreamProducer(source=ZeroSource(), chunkSize=10, clock=clock)
+        done = producer.startStreaming(transport)
+        self.assertEqual(len(transport.value()), 10 * MAX_CHUNKS_PER_TURN)
+        self.assertEqual(clock.runTurn(), 1)
+        self.assertEqual(len(transport.value()), 20 * MAX_CHUNKS_PER_TURN)
+        producer.stopProducing()
+        self.assertEqual(clock.runTurn(), 0)
+        self.failureResultOf(done, StreamStopped)
+
+    def test_pauseCancelsNextTurn(self) -> None:
+        """
+        Pausing or stopping cancels the pending turn.
+        """
+        clock = Clock()
+        producer = StreamProducer(source=ZeroSource(), chunkSize=10, clock=clock)
+        transport = StringTransport()
+        done = producer.startStreaming(transport)
+        producer.pauseProducing()
+        self.assertEqual(clock.getDelayedCalls(), [])
+        producer.resumeProducing()
+        self.assertEqual(len(transport.value()), 20 * MAX_CHUNKS_PER_TURN)
+        producer.stopProducing()
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.failureResultOf(done, StreamStopped)
+
+    def test_defaultClock(self) -> None:
+        """
+        Without a clock, the producer uses the global reactor.
+        """
+        from twisted.internet import reactor
+
+        producer = StreamProducer(source=ZeroSource(), chunkSize=10)
+        done = producer.startStreaming(StringTransport())
+        self.assertIs(producer._clock, reactor)
+        producer.stopProducing()
+        self.failureResultOf(done, StreamStopped)
+        self.assertFalse([c for c in reactor.getDelayedCalls() if c.active()])  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("chunkSize", [1, 10, 4096])
+def test_noCopiesOfSharedChunks(chunkSize: int) -> None:
+    """
+    The transport receives the source's shared objects, not copies.
+    """
+    chunks: list[bytes] = []
+
+    class Recorder(StringTransport):
+        def write(self, data: bytes) -> None:
+            chunks.append(data)
+            self.producer.pauseProducing()
+
+    StreamProducer(source=ZeroSource(), chunkSize=chunkSize, clock=Clock()).startStreaming(
+        Recorder()
+    )
+    assert chunks[0] is ZeroSource().read(chunkSize)

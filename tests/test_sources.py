@@ -1,0 +1,383 @@
+"""
+Tests for L{twisted_zero._sources} and L{twisted_zero._sizes}.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import zlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from zope.interface.verify import verifyObject
+
+from twisted_zero import (
+    ChargenSource,
+    FileSource,
+    ISource,
+    RandomSource,
+    SourceError,
+    SourceTruncated,
+    ZeroSource,
+    openFile,
+    parseSize,
+    sourceFactory,
+)
+from twisted_zero._sources import CHARGEN_PERIOD
+
+from .helpers import CountingFile
+
+
+class ParseSizeTests:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("0", 0),
+            ("1", 1),
+            ("65536", 65536),
+            ("64K", 65536),
+            ("64k", 65536),
+            ("64KiB", 65536),
+            ("64KB", 65536),
+            ("1M", 2**20),
+            ("1.5M", 3 * 2**19),
+            ("2G", 2 * 2**30),
+            ("1T", 2**40),
+            (" 7 ", 7),
+        ],
+    )
+    def test_valid(self, text: str, expected: int) -> None:
+        """
+        Whole byte counts and K/M/G/T binary suffixes are accepted.
+        """
+        assert parseSize(text) == expected
+
+    @pytest.mark.parametrize(
+        "text", ["", "K", "-1", "1.5", "1X", "1e6", "ten", "1 M B", "0x10", "1..5M"]
+    )
+    def test_invalid(self, text: str) -> None:
+        """
+        Anything else is refused with a message that quotes the input.
+        """
+        with pytest.raises(ValueError, match="not a"):
+            parseSize(text)
+
+
+def readAll(source: object, sizes: list[int]) -> bytes:
+    assert ISource.providedBy(source)
+    return b"".join(source.read(size) for size in sizes)  # type: ignore[attr-defined]
+
+
+class ZeroSourceTests:
+    def test_interface(self) -> None:
+        """
+        L{ZeroSource} provides L{ISource}.
+        """
+        assert verifyObject(ISource, ZeroSource())
+
+    def test_zeros(self) -> None:
+        """
+        Every read returns exactly the number of zero bytes asked for.
+        """
+        source = ZeroSource()
+        assert source.read(5) == b"\0" * 5
+        assert source.read(100_000) == bytes(100_000)
+        source.close()
+
+    def test_shared(self) -> None:
+        """
+        Reads of the same size, even from different sources, return the same
+        immutable object, so buffering it costs nothing per connection.
+        """
+        assert ZeroSource().read(65536) is ZeroSource().read(65536)
+
+
+def chargenLines(count: int) -> list[bytes]:
+    ring = bytes(range(32, 127))
+    return [
+        bytes(ring[(1 + n + i) % 95] for i in range(72)) + b"\r\n"
+        for n in range(count)
+    ]
+
+
+class ChargenSourceTests:
+    def test_interface(self) -> None:
+        """
+        L{ChargenSource} provides L{ISource}.
+        """
+        assert verifyObject(ISource, ChargenSource())
+
+    def test_firstLineAsInRFC864(self) -> None:
+        """
+        The first line is the one printed in RFC 864's example.
+        """
+        first = ChargenSource().read(74)
+        assert first == (
+            b"!\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+            b"[\\]^_`abcdefgh\r\n"
+        )
+
+    def test_lines(self) -> None:
+        """
+        Line I{N} is 72 consecutive characters of the ring of the 95 printable
+        ASCII characters, starting one further along than line I{N-1}, ended
+        by CRLF; the pattern repeats after 95 lines.
+        """
+        data = ChargenSource().read(74 * 95 * 3)
+        lines = data.split(b"\r\n")[:-1]
+        assert len(lines) == 95 * 3
+        assert [line + b"\r\n" for line in lines] == chargenLines(95) * 3
+        assert all(len(line) == 72 for line in lines)
+        assert len(set(lines)) == 95
+
+    @given(st.lists(st.integers(min_value=1, max_value=30_000), max_size=40))
+    def test_anyReadSizes(self, sizes: list[int]) -> None:
+        """
+        Whatever sizes are asked for, each read returns at least one and at
+        most that many bytes, and the reads join into the pattern.
+        """
+        source = ChargenSource()
+        chunks = [source.read(size) for size in sizes]
+        assert all(1 <= len(c) <= s for c, s in zip(chunks, sizes, strict=True))
+        data = b"".join(chunks)
+        pattern = CHARGEN_PERIOD * (len(data) // len(CHARGEN_PERIOD) + 1)
+        assert data == pattern[: len(data)]
+
+    def test_alignedReadsShared(self) -> None:
+        """
+        Aligned reads return the same object again: the pattern is
+        precomputed and never copied per chunk.
+        """
+        source = ChargenSource()
+        first = source.read(65536)
+        assert len(first) % len(CHARGEN_PERIOD) == 0
+        assert source.read(65536) is first
+        assert ChargenSource().read(65536) is first
+
+
+class RandomSourceTests:
+    def test_interface(self) -> None:
+        """
+        L{RandomSource} provides L{ISource}.
+        """
+        assert verifyObject(ISource, RandomSource())
+
+    def test_incompressible(self) -> None:
+        """
+        zlib at its best cannot shrink the output.
+        """
+        data = readAll(RandomSource(), [65536] * 64)
+        assert len(data) == 4 * 2**20
+        assert len(zlib.compress(data, 9)) >= len(data)
+
+    def test_nonRepeating(self) -> None:
+        """
+        No 4 KiB block of several MiB is sent twice, within a stream or
+        across two streams.
+        """
+        first = readAll(RandomSource(), [65536] * 64)
+        second = readAll(RandomSource(), [65536] * 64)
+        blocks = [
+            data[i : i + 4096]
+            for data in (first, second)
+            for i in range(0, len(data), 4096)
+        ]
+        assert len(set(blocks)) == len(blocks)
+
+    def test_exactSizes(self) -> None:
+        """
+        Every read returns exactly the number of bytes asked for.
+        """
+        source = RandomSource()
+        assert [len(source.read(n)) for n in (1, 7, 65536)] == [1, 7, 65536]
+        source.close()
+
+
+class FileSourceTests:
+    def test_interface(self) -> None:
+        """
+        L{FileSource} provides L{ISource}.
+        """
+        assert verifyObject(ISource, FileSource(file=CountingFile(b""), length=0))
+
+    def test_content(self) -> None:
+        """
+        Reads return the file's bytes in order, then C{b""} without reading
+        the file again.
+        """
+        file = CountingFile(b"abcdefghij")
+        source = FileSource(file=file, length=10)
+        assert readAll(source, [4, 4, 4]) == b"abcdefghij"
+        reads = file.reads
+        assert source.read(4) == b""
+        assert file.reads == reads
+
+    def test_truncated(self) -> None:
+        """
+        A file with fewer bytes than promised raises L{SourceTruncated}.
+        """
+        source = FileSource(file=CountingFile(b"abc"), length=10, description="f")
+        assert source.read(100) == b"abc"
+        with pytest.raises(SourceTruncated, match="7 bytes missing"):
+            source.read(100)
+
+    def test_close(self) -> None:
+        """
+        L{FileSource.close} closes the file once; after it nothing is read.
+        """
+        file = CountingFile(b"abc")
+        source = FileSource(file=file, length=3)
+        source.close()
+        source.close()
+        assert file.closeCount == 1
+        assert source.read(3) == b""
+        assert file.reads == 0
+
+
+class OpenFileTests:
+    def test_wholeFile(self, tmp_path: Path) -> None:
+        """
+        L{openFile} streams the whole file, named in the description.
+        """
+        path = tmp_path / "data"
+        path.write_bytes(os.urandom(100_000))
+        source = openFile(str(path))
+        assert source.description == f"file:{path}"
+        assert readAll(source, [30_000] * 4) == path.read_bytes()
+        source.close()
+
+    def test_range(self, tmp_path: Path) -> None:
+        """
+        An offset and a length select a range, clipped to the file.
+        """
+        path = tmp_path / "data"
+        path.write_bytes(bytes(range(256)))
+        source = openFile(str(path), offset=10, length=5)
+        assert readAll(source, [100, 100]) == bytes(range(10, 15))
+        source.close()
+        source = openFile(str(path), offset=250, length=100)
+        assert readAll(source, [100, 100]) == bytes(range(250, 256))
+        source.close()
+        source = openFile(str(path), offset=300)
+        assert source.read(100) == b""
+        source.close()
+
+    def test_missing(self, tmp_path: Path) -> None:
+        """
+        A missing file is refused.
+        """
+        with pytest.raises(SourceError, match="no such file"):
+            openFile(str(tmp_path / "nope"))
+
+    def test_directory(self, tmp_path: Path) -> None:
+        """
+        A directory is refused.
+        """
+        with pytest.raises(SourceError, match="is a directory"):
+            openFile(str(tmp_path))
+
+    def test_fifo(self, tmp_path: Path) -> None:
+        """
+        A FIFO is refused without being opened (opening it would block until
+        a writer came, so this test would hang).
+        """
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+        with pytest.raises(SourceError, match="is a FIFO"):
+            openFile(str(path))
+
+    def test_socket(self, tmp_path: Path) -> None:
+        """
+        A UNIX socket is refused.
+        """
+        path = tmp_path / "sock"
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(path))
+            with pytest.raises(SourceError, match="is a socket"):
+                openFile(str(path))
+
+    def test_device(self) -> None:
+        """
+        A device is refused.
+        """
+        with pytest.raises(SourceError, match="is a device"):
+            openFile("/dev/null")
+
+    def test_unreadable(self, tmp_path: Path) -> None:
+        """
+        A file the user may not read is refused. (As root, the check runs in
+        a forked child that first drops to an unprivileged user.)
+        """
+        path = tmp_path / "secret"
+        path.write_bytes(b"x")
+        path.chmod(0)
+        if os.geteuid() != 0:
+            with pytest.raises(SourceError, match="permission denied"):
+                openFile(str(path))
+            return
+        tmp_path.chmod(0o755)
+        readFrom, writeTo = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child reports through the pipe
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                try:
+                    openFile(str(path)).close()
+                    message = "opened"
+                except SourceError as e:
+                    message = str(e)
+                os.write(writeTo, message.encode())
+            finally:
+                os._exit(0)
+        os.close(writeTo)
+        with os.fdopen(readFrom, "rb") as pipe:
+            message = pipe.read().decode()
+        os.waitpid(pid, 0)
+        assert message == f"{path}: permission denied"
+
+
+class SourceFactoryTests:
+    @pytest.mark.parametrize(
+        ("spec", "kind"),
+        [("zero", ZeroSource), ("chargen", ChargenSource), ("random", RandomSource)],
+    )
+    def test_generated(self, spec: str, kind: type) -> None:
+        """
+        Each generated source's name gives a factory of fresh sources.
+        """
+        factory = sourceFactory(spec)
+        first, second = factory(), factory()
+        assert isinstance(first, kind)
+        assert first is not second
+
+    def test_file(self, tmp_path: Path) -> None:
+        """
+        C{file:PATH} checks the file now and opens it anew per stream.
+        """
+        path = tmp_path / "data"
+        path.write_bytes(b"hello")
+        factory = sourceFactory(f"file:{path}")
+        first, second = factory(), factory()
+        assert first.read(10) == b"hello"
+        assert second.read(10) == b"hello"
+        first.close()
+        second.close()
+
+    @pytest.mark.parametrize("spec", ["", "ones", "file:", "FILE:/x", "zero "])
+    def test_unknown(self, spec: str) -> None:
+        """
+        Other names are refused with the list of valid ones.
+        """
+        with pytest.raises(SourceError, match=r"unknown source .* \(choose one of"):
+            sourceFactory(spec)
+
+    def test_badFile(self, tmp_path: Path) -> None:
+        """
+        C{file:} with a path that is not a readable regular file is refused.
+        """
+        with pytest.raises(SourceError, match="no such file"):
+            sourceFactory(f"file:{tmp_path / 'nope'}")
