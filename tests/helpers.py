@@ -50,7 +50,6 @@ class PausingTransport(StringTransport):
             self.producer is not None
             and self.streaming
             and len(self.value()) > self.bufferSize
-            and self.producerState != "paused"
         ):
             self.producerState = "paused"
             self.producer.pauseProducing()

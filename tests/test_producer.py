@@ -87,19 +87,18 @@ class StreamProducerTests(SynchronousTestCase):
     def test_resume(self) -> None:
         """
         L{StreamProducer.resumeProducing} continues where the stream was
-        paused; resuming a producing producer changes nothing.
+        paused.
         """
         transport = PausingTransport(bufferSize=25_000)
         producer, file = fileProducer()
         producer.startStreaming(transport)
-        first = transport.drain()
+        self.assertEqual(transport.drain(), CONTENT[:30_000])
         self.assertEqual(transport.value(), CONTENT[30_000:60_000])
-        transport.producerState = "producing"
-        producer.state  # noqa: B018
+        self.assertEqual(producer.state, "paused")
         reads = file.reads
-        producer.resumeProducing()  # paused by the transport: resumes
-        self.assertGreater(file.reads, reads)
-        self.assertEqual(first, CONTENT[:30_000])
+        producer.resumeProducing()
+        self.assertEqual(file.reads, reads + 1)
+        self.assertEqual(transport.value(), CONTENT[30_000:70_000])
 
     def test_reentrantResumeIgnored(self) -> None:
         """

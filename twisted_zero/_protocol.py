@@ -8,8 +8,15 @@ from typing import Callable
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableDescriptor,
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    INegotiated,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -17,6 +24,14 @@ from zope.interface import implementer
 
 from ._producer import DEFAULT_CHUNK_SIZE, StreamProducer, StreamStopped
 from ._sources import ISource, SourceError
+
+LINGER_SECONDS = 2.0
+"""
+After the last byte, how long to wait for the peer to close before closing
+anyway. Closing a socket with unread input makes the kernel send a reset,
+which can destroy the end of the stream in flight; so the server first
+shuts down its sending side, reads until the peer closes, then closes.
+"""
 
 
 def formatAddress(address: IAddress) -> str:
@@ -36,13 +51,17 @@ def formatAddress(address: IAddress) -> str:
     return str(address)
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IHandshakeListener)
 class StreamProtocol(Protocol):
     """
     Stream one source to the peer, then close the connection.
 
     Whatever the peer sends is read and discarded. A peer that shuts down its
-    sending side still gets the whole stream.
+    sending side still gets the whole stream. At the end, the connection is
+    closed so that no byte is lost: on TCP and UNIX sockets by shutting down
+    the sending side and waiting (up to L{LINGER_SECONDS}) for the peer to
+    close; over TLS only once the handshake is done (Twisted aborts a TLS
+    connection closed before its handshake).
 
     @ivar factory: The L{StreamFactory} that made this protocol.
     """
@@ -56,6 +75,8 @@ class StreamProtocol(Protocol):
         self._started = 0.0
         self._ending: str | None = None
         self._readClosed = False
+        self._handshakeDone = False
+        self._lingering: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -79,7 +100,23 @@ class StreamProtocol(Protocol):
 
     def _streamComplete(self, bytesSent: int) -> None:
         self._ending = "complete"
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        transport = self.transport
+        assert transport is not None
+        if INegotiated.providedBy(transport):
+            if self._handshakeDone:
+                transport.loseConnection()
+        elif IHalfCloseableDescriptor.providedBy(transport) and not self._readClosed:
+            transport.loseWriteConnection()  # type: ignore[attr-defined]
+        else:
+            transport.loseConnection()
+
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake is done: an empty stream may now be closed.
+        """
+        self._handshakeDone = True
+        if self._ending == "complete":
+            self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _streamFailed(self, failure: Failure) -> None:
         if failure.check(StreamStopped):
@@ -102,17 +139,31 @@ class StreamProtocol(Protocol):
 
     def readConnectionLost(self) -> None:
         """
-        The peer will send no more; keep streaming to it.
+        The peer will send no more; keep streaming to it, or, if the stream
+        has ended, close.
         """
         self._readClosed = True
+        if self._ending is not None:
+            self._cancelLinger()
+            self.transport.loseConnection()  # type: ignore[union-attr]
 
     def writeConnectionLost(self) -> None:
         """
-        Nothing more can be sent: close the connection.
+        The whole stream has been sent, and then the end of it: wait a
+        little for the peer to close, reading what it still sends.
         """
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self._lingering = self.factory.clock.callLater(
+            LINGER_SECONDS,
+            self.transport.loseConnection,  # type: ignore[union-attr]
+        )
+
+    def _cancelLinger(self) -> None:
+        lingering, self._lingering = self._lingering, None
+        if lingering is not None and lingering.active():
+            lingering.cancel()
 
     def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]  # noqa: B008
+        self._cancelLinger()
         producer, self._producer = self._producer, None
         if producer is not None:
             producer.stopProducing()
