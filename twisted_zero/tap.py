@@ -8,9 +8,13 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorCore
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorCore,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -141,16 +145,13 @@ class ListeningService(Service):
                 address=formatAddress(port.getHost()),
             )
 
-    def stopService(self) -> Deferred[Any]:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         self.factory.shuttingDown = True
-        return gatherResults(
-            [Deferred.fromCoroutine(_stop(port)) for port in self.ports]
+        stopping = [maybeDeferred(port.stopListening) for port in self.ports]
+        return gatherResults(stopping, consumeErrors=True).addCallback(
+            lambda _: None
         )
-
-
-async def _stop(port: IListeningPort) -> None:
-    await port.stopListening()
 
 
 def makeService(
@@ -188,14 +189,25 @@ def _listen(reactor: Any, description: str, factory: StreamFactory) -> IListenin
         endpoint = serverFromString(reactor, description)
     except Exception as e:
         raise StartupError(f"bad endpoint {description!r}: {e}") from None
-    results: list[Any] = []
-    endpoint.listen(factory).addBoth(results.append)
+    return _listenNow(endpoint, description, factory)
+
+
+def _listenNow(
+    endpoint: IStreamServerEndpoint, description: str, factory: StreamFactory
+) -> IListeningPort:
+    """
+    Listen on C{endpoint}, which must answer at once, as Twisted's own
+    endpoints do.
+    """
+    results: list[IListeningPort | Failure] = []
+    listening = endpoint.listen(factory)
+    listening.addBoth(results.append)
     if not results:
-        raise StartupError(f"endpoint {description!r} did not start listening at once")
+        listening.cancel()
+        raise StartupError(f"endpoint {description!r} did not listen at once")
     [result] = results
     if isinstance(result, Failure):
         raise StartupError(
             f"cannot listen on {description!r}: {result.getErrorMessage()}"
         )
-    port: IListeningPort = result
-    return port
+    return result

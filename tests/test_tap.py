@@ -1,0 +1,209 @@
+"""
+Tests for L{twisted_zero.tap}: options, the service, and the twistd plugin.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from twisted.application.service import IService, IServiceMaker
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
+from twisted.logger import capturedLogs
+from twisted.plugin import getPlugins
+from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
+from twisted.scripts._twistd_unix import ServerOptions
+
+from twisted_zero import ChargenSource, StreamFactory
+from twisted_zero.tap import (
+    DEFAULT_LISTEN,
+    Options,
+    StartupError,
+    _listenNow,
+    makeService,
+)
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+class OptionsTests:
+    def test_defaults(self) -> None:
+        """
+        By default: zeros, on localhost port 8019 only, no limit, 256 KiB
+        chunks.
+        """
+        options = parse()
+        assert options["listen"] == [DEFAULT_LISTEN] == ["tcp:8019:interface=127.0.0.1"]
+        assert options["source"] == "zero"
+        assert options["limit"] is None
+        assert options["chunk-size"] == 256 * 1024
+
+    def test_values(self) -> None:
+        """
+        C{--listen} repeats; sizes take binary suffixes; the source factory
+        makes the named source.
+        """
+        options = parse(
+            "--listen", "tcp:0", "--listen", "unix:/tmp/z.sock",
+            "--source", "chargen", "--limit", "1G", "--chunk-size", "64K",
+        )  # fmt: skip
+        assert options["listen"] == ["tcp:0", "unix:/tmp/z.sock"]
+        assert options["limit"] == 2**30
+        assert options["chunk-size"] == 65536
+        assert isinstance(options["sourceFactory"](), ChargenSource)
+
+    def test_limitZero(self) -> None:
+        """
+        A limit of zero is allowed: every stream is empty.
+        """
+        assert parse("--limit", "0")["limit"] == 0
+
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["--limit", "lots"], "--limit: 'lots' is not a size"),
+            (["--limit", "-1"], "--limit: '-1' is not a size"),
+            (["--chunk-size", "0"], "--chunk-size: must be at least 1 bytes"),
+            (["--chunk-size", "1G"], "--chunk-size: at most 16M"),
+            (["--source", "ones"], "--source: unknown source 'ones'"),
+            (["--source", "file:/nonexistent"], "--source: /nonexistent: no such file"),
+            (["--source", "file:/"], "--source: /: is a directory"),
+            (["--source", "file:/dev/null"], "--source: /dev/null: is a device"),
+            (["--bogus"], "option --bogus not recognized"),
+            (["extra"], "Wrong number of arguments"),
+        ],
+    )
+    def test_errors(self, args: list[str], message: str) -> None:
+        """
+        Bad input is refused with a message naming the option and the
+        problem.
+        """
+        with pytest.raises(UsageError) as raised:
+            parse(*args)
+        assert str(raised.value).startswith(message)
+        assert "\\n" not in str(raised.value)
+
+    def test_fifo(self, tmp_path: Path) -> None:
+        """
+        A FIFO is refused, and not opened (this would hang).
+        """
+        os.mkfifo(tmp_path / "fifo")
+        with pytest.raises(UsageError, match="is a FIFO"):
+            parse("--source", f"file:{tmp_path / 'fifo'}")
+
+    def test_oneLineUnderTwistd(self) -> None:
+        """
+        Under twistd, bad options end the process with one line (twistd
+        would print its whole usage text instead).
+        """
+        with pytest.raises(SystemExit) as raised:
+            ServerOptions().parseOptions(["zero", "--limit", "x"])
+        assert str(raised.value.code) == "twistd zero: error: --limit: 'x' is not a size (use a whole number of bytes, optionally followed by K, M or G)"
+
+
+class MakeServiceTests:
+    def test_listens(self) -> None:
+        """
+        L{makeService} binds every endpoint at once, all serving one
+        L{StreamFactory}, and the service logs each address when started.
+        """
+        reactor = MemoryReactorClock()
+        options = parse("--listen", "tcp:1234", "--listen", r"tcp:0:interface=\:\:1", "--limit", "5")
+        service = makeService(options, reactor)
+        assert IService.providedBy(service)
+        assert [(p, i) for p, _, _, i in reactor.tcpServers] == [(1234, ""), (0, "::1")]
+        [factory] = {f for _, f, _, _ in reactor.tcpServers}
+        assert isinstance(factory, StreamFactory)
+        assert factory.limit == 5
+        assert factory.clock is reactor
+        with capturedLogs() as events:
+            service.startService()
+        assert [e["address"] for e in events if "address" in e] == ["0.0.0.0:1234", "[::1]:0"]
+
+    def test_stop(self) -> None:
+        """
+        Stopping the service stops listening and marks the factory as
+        shutting down.
+        """
+        reactor = MemoryReactorClock()
+        service = makeService(parse("--listen", "tcp:1234"), reactor)
+        service.startService()
+        [(_, factory, _, _)] = reactor.tcpServers
+        result: list[object] = []
+        service.stopService().addBoth(result.append)
+        assert len(result) == 1
+        assert not isinstance(result[0], Failure)
+        assert factory.shuttingDown
+
+    @pytest.mark.parametrize(
+        ("endpoint", "message"),
+        [
+            ("tcp:http", "bad endpoint 'tcp:http': invalid literal"),
+            ("bogus:1", "bad endpoint 'bogus:1': Unknown endpoint type: 'bogus'"),
+        ],
+    )
+    def test_badEndpoint(self, endpoint: str, message: str) -> None:
+        """
+        A malformed endpoint string is refused before anything listens.
+        """
+        reactor = MemoryReactorClock()
+        options = parse("--listen", "tcp:1", "--listen", endpoint)
+        with pytest.raises(StartupError) as raised:
+            makeService(options, reactor)
+        assert str(raised.value).startswith(message)
+
+    def test_cannotListen(self) -> None:
+        """
+        An address that cannot be bound (in use, say) is refused with the
+        system's reason.
+        """
+        reactor = RaisingMemoryReactor(
+            listenException=CannotListenError("127.0.0.1", 8019, OSError(98, "Address already in use"))
+        )
+        with pytest.raises(StartupError, match="cannot listen on 'tcp:8019:interface=127.0.0.1': .*Address already in use"):
+            makeService(parse(), reactor)  # type: ignore[arg-type]
+
+    def test_oneLineUnderTwistd(self) -> None:
+        """
+        Under twistd, a startup failure ends the process with one line.
+        """
+        options = ServerOptions()
+        options.parseOptions(["zero", "--listen", "bogus:1"])
+        with pytest.raises(SystemExit) as raised:
+            makeService(options.subOptions, MemoryReactorClock())
+        assert str(raised.value.code).startswith("twistd zero: error: bad endpoint 'bogus:1'")
+
+    def test_endpointThatDoesNotAnswer(self) -> None:
+        """
+        An endpoint that cannot say at once whether it listens is refused,
+        and its attempt cancelled.
+        """
+        attempt: Deferred[object] = Deferred()
+
+        class Slow:
+            def listen(self, factory: object) -> Deferred[object]:
+                return attempt
+
+        with pytest.raises(StartupError, match="did not listen at once"):
+            _listenNow(Slow(), "slow:", None)  # type: ignore[arg-type]
+        assert attempt.called
+
+
+class PluginTests:
+    def test_plugin(self) -> None:
+        """
+        twistd finds the C{zero} plugin, built from L{twisted_zero.tap}.
+        """
+        from twisted import plugins
+
+        [maker] = [p for p in getPlugins(IServiceMaker, plugins) if p.tapname == "zero"]
+        assert maker.options is Options
+        assert maker.makeService is makeService
