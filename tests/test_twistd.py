@@ -1,0 +1,306 @@
+"""
+End-to-end tests: the real C{twistd zero} in a subprocess, real sockets on
+127.0.0.1, the kernel's own accounting of what the daemon read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import twisted_zero
+
+pytestmark = pytest.mark.e2e
+
+PROJECT = Path(twisted_zero.__file__).resolve().parent.parent
+DEADLINE = 30.0
+LISTENING = re.compile(r"streaming (?P<source>\S+) on (?P<host>[\d.]+):(?P<port>\d+)")
+
+
+TWISTD = Path(sys.executable).parent / "twistd"
+
+
+def twistdCommand(*args: str) -> list[str]:
+    return [str(TWISTD), "-n", "--pidfile=", "zero", *args]
+
+
+def environment() -> dict[str, str]:
+    """
+    Run the code under test, whether installed or not.
+    """
+    path = os.environ.get("PYTHONPATH")
+    return {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT) + (os.pathsep + path if path else ""),
+    }
+
+
+class Daemon:
+    """
+    A running C{twistd zero}, with its log lines collected by a thread.
+    """
+
+    def __init__(self, *args: str, cwd: Path) -> None:
+        self.process = subprocess.Popen(
+            twistdCommand("--listen", "tcp:0:interface=127.0.0.1", *args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env=environment(),
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.port = int(self.waitFor(LISTENING).group("port"))
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.decode("utf-8", "replace"))
+
+    def waitFor(self, pattern: re.Pattern[str], timeout: float = DEADLINE) -> re.Match[str]:
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(end - time.monotonic(), 0.01))
+            except queue.Empty:
+                self.stop()
+                raise AssertionError(f"no {pattern.pattern!r} in log:\n{''.join(self.log)}") from None
+            self.log.append(line)
+            match = pattern.search(line)
+            if match is not None:
+                return match
+
+    def io(self, field: str = "rchar") -> int:
+        for line in Path(f"/proc/{self.process.pid}/io").read_text().splitlines():
+            name, value = line.split(":")
+            if name == field:
+                return int(value)
+        raise KeyError(field)
+
+    def rss(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise KeyError("VmRSS")
+
+    def readsSettle(self, interval: float = 0.5, timeout: float = DEADLINE) -> int:
+        """
+        Wait until the daemon's read count stops growing; return it.
+        """
+        end = time.monotonic() + timeout
+        last = self.io()
+        while time.monotonic() < end:
+            time.sleep(interval)
+            now = self.io()
+            if now == last:
+                return now
+            last = now
+        raise AssertionError("the daemon kept reading")
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=DEADLINE)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self._reader.join(timeout=DEADLINE)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        while not self.lines.empty():
+            self.log.append(self.lines.get())
+        return code
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.stop()
+
+
+def start(daemons: list[Daemon], tmp_path: Path, *args: str) -> Daemon:
+    daemon = Daemon(*args, cwd=tmp_path)
+    daemons.append(daemon)
+    return daemon
+
+
+def receiveAll(connection: socket.socket) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    total = 0
+    buffer = bytearray(1 << 20)
+    with connection:
+        while count := connection.recv_into(buffer):
+            digest.update(memoryview(buffer)[:count])
+            total += count
+    return total, digest.hexdigest()
+
+
+class StreamTests:
+    def test_fileByteExact(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        Every client receives exactly the file, then the server closes.
+        """
+        path = tmp_path / "data"
+        content = os.urandom(8 * 2**20 + 12345)
+        path.write_bytes(content)
+        daemon = start(daemons, tmp_path, "--source", f"file:{path}")
+        expected = (len(content), hashlib.sha256(content).hexdigest())
+        assert receiveAll(daemon.connect()) == expected
+        assert receiveAll(daemon.connect()) == expected
+        daemon.waitFor(re.compile(r"ended \(complete\): file:.* 8400953 bytes"))
+
+    def test_limit(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        With C{--limit}, each stream of zeros is exactly that long.
+        """
+        daemon = start(daemons, tmp_path, "--limit", "64M")
+        assert receiveAll(daemon.connect()) == (
+            64 * 2**20,
+            hashlib.sha256(bytes(64 * 2**20)).hexdigest(),
+        )
+
+    def test_sigterm(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        SIGTERM ends the daemon cleanly, even with a stream running: no
+        traceback, no unhandled error, the stream's end logged.
+        """
+        daemon = start(daemons, tmp_path)
+        client = daemon.connect()
+        client.recv(65536)
+        code = daemon.stop()
+        client.close()
+        log = "".join(daemon.log)
+        assert code in (0, -signal.SIGTERM), log
+        assert "Traceback" not in log and "Unhandled" not in log, log
+        assert "ended (server shutdown)" in log, log
+        assert "Main loop terminated." in log, log
+
+
+class DisconnectTests:
+    def test_noReadAfterDisconnect(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        Once a client leaves in the middle of a huge file, the daemon reads
+        not one more byte from it.
+        """
+        path = tmp_path / "huge"
+        with path.open("wb") as f:
+            f.truncate(64 * 2**30)
+        daemon = start(daemons, tmp_path, "--source", f"file:{path}")
+        before = daemon.io()
+        client = daemon.connect()
+        received = 0
+        while received < 32 * 2**20:
+            received += len(client.recv(1 << 20))
+        client.close()
+        daemon.waitFor(re.compile(r"ended \(client (reset|closed)\)"))
+        settled = daemon.readsSettle()
+        time.sleep(1)
+        assert daemon.io() == settled
+        assert settled - before < 256 * 2**20
+
+    def test_stalledClients(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        With 100 clients that stop reading, the daemon stops reading the
+        file once the socket buffers are full, and its memory stays bounded.
+        """
+        path = tmp_path / "huge"
+        with path.open("wb") as f:
+            f.truncate(64 * 2**30)
+        daemon = start(daemons, tmp_path, "--source", f"file:{path}")
+        baseline = daemon.rss()
+        clients = []
+        try:
+            for _ in range(100):
+                client = socket.socket()
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+                client.connect(("127.0.0.1", daemon.port))
+                clients.append(client)
+            settled = daemon.readsSettle()
+            time.sleep(1)
+            assert daemon.io() == settled
+            growth = daemon.rss() - baseline
+            assert growth < 100 * 2**20, f"RSS grew by {growth} bytes"
+        finally:
+            for client in clients:
+                client.close()
+        daemon.readsSettle()
+        assert daemon.process.poll() is None
+
+
+def runBad(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        twistdCommand(*args),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment(),
+        stdin=subprocess.DEVNULL,
+        timeout=DEADLINE,
+        check=False,
+    )
+
+
+class BadInputTests:
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["--source", "file:{tmp}/missing"], "--source: {tmp}/missing: no such file"),
+            (["--source", "file:{tmp}"], "--source: {tmp}: is a directory, not a file"),
+            (["--source", "file:{tmp}/fifo"], "--source: {tmp}/fifo: is a FIFO, not a regular file"),
+            (["--source", "file:/dev/zero"], "--source: /dev/zero: is a device, not a regular file"),
+            (["--source", "ones"], "--source: unknown source 'ones' (choose one of zero, chargen, random, file:PATH)"),
+            (["--limit", "10Q"], "--limit: '10Q' is not a size (use a whole number of bytes, optionally followed by K, M or G)"),
+            (["--chunk-size", "0"], "--chunk-size: must be at least 1 bytes"),
+            (["--listen", "tcp:eighty"], "bad endpoint 'tcp:eighty': invalid literal for int() with base 10: 'eighty'"),
+            (["--listen", "carrier-pigeon:1"], "bad endpoint 'carrier-pigeon:1': Unknown endpoint type: 'carrier-pigeon'"),
+            (["--no-such-option"], "option --no-such-option not recognized"),
+        ],
+    )  # fmt: skip
+    def test_refused(self, tmp_path: Path, args: list[str], message: str) -> None:
+        """
+        Bad input stops the daemon before it listens: one line on stderr, a
+        non-zero exit, no traceback; a FIFO is not opened (that would hang).
+        """
+        os.mkfifo(tmp_path / "fifo")
+        args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+        result = runBad(tmp_path, *args)
+        assert result.returncode == 1
+        assert result.stderr == f"twistd zero: error: {message.replace('{tmp}', str(tmp_path))}\n"
+        assert result.stdout == ""
+        assert not (tmp_path / "twistd.pid").exists()
+
+    def test_portInUse(self, tmp_path: Path) -> None:
+        """
+        A port in use is refused the same way.
+        """
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = runBad(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"twistd zero: error: cannot listen on 'tcp:{port}:interface=127.0.0.1': "
+            f"Couldn't listen on 127.0.0.1:{port}: [Errno 98] Address already in use.\n"
+        )
