@@ -10,9 +10,12 @@ a test leaves behind.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import ipaddress
 import os
+import struct
+import termios
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -54,6 +58,7 @@ from twisted_zero import (
     ZeroSource,
     openFile,
 )
+from twisted_zero._protocol import LINGER_SECONDS
 from twisted_zero._sources import CHARGEN_PERIOD
 
 DEADLINE = 5.0
@@ -66,9 +71,11 @@ QUIET = 0.3
 Seconds of reactor time a paused or stopped stream is watched for reads.
 """
 
-SETTLE = 0.1
+SETTLE = 0.2
+SETTLE_TURNS = 20
 """
-Seconds without reads after which a paused stream counts as stalled.
+Seconds and reactor turns without progress after which a paused stream
+counts as stalled.
 """
 
 LOCALHOST = "tcp:0:interface=127.0.0.1"
@@ -102,24 +109,45 @@ async def _waitUntil(predicate: Callable[[], bool], what: str) -> None:
         await deferLater(reactor, 0.005, lambda: None)
 
 
-async def _waitUntilStalled(producer: Any, source: CountingSource) -> None:
+def _unsentBytes(server: ServerConnection) -> int:
     """
-    Wait until C{producer} is paused and C{source} has not been read for
-    L{SETTLE} seconds: the transport's and the kernel's buffers are full.
+    The bytes in the kernel's send queue of the server's socket, not yet
+    acknowledged by the client.
+    """
+    transport: Any = server.protocol.transport
+    if isinstance(transport, TLSMemoryBIOProtocol):
+        transport = transport.transport
+    handle = transport.getHandle()
+    queued = fcntl.ioctl(handle.fileno(), termios.TIOCOUTQ, bytes(4))
+    size: int = struct.unpack("i", queued)[0]
+    return size
+
+
+async def _waitUntilStalled(server: ServerConnection, source: CountingSource) -> None:
+    """
+    Wait until the server's producer is paused and neither its source nor
+    the kernel's send queue has moved for L{SETTLE} seconds and
+    L{SETTLE_TURNS} reactor turns: the transport's and the kernel's buffers
+    are full. (Counting turns too keeps a reactor that was not scheduled for
+    a while from passing for a stalled stream.)
     """
     reactor = _reactor()
     deadline = reactor.seconds() + DEADLINE
-    reads, since = -1, reactor.seconds()
+    seen: tuple[int, int] | None = None
+    since, turns = reactor.seconds(), 0
     while True:
         now = reactor.seconds()
+        producer = server.producer
         if producer.state not in ("producing", "paused"):
             raise AssertionError(f"the stream is {producer.state}, not stalled")
-        if producer.state != "paused" or source.reads != reads:
-            reads, since = source.reads, now
-        elif now - since >= SETTLE:
+        current = (source.reads, _unsentBytes(server))
+        if producer.state != "paused" or current != seen:
+            seen, since, turns = current, now, 0
+        elif now - since >= SETTLE and turns >= SETTLE_TURNS:
             return
         if now > deadline:
             raise AssertionError("timed out waiting until the producer stalls")
+        turns += 1
         await deferLater(reactor, 0.005, lambda: None)
 
 
@@ -153,6 +181,10 @@ class CountingSource:
     @property
     def description(self) -> str:
         return self._source.description
+
+    @property
+    def chunkSize(self) -> int:
+        return self._source.chunkSize
 
     def read(self, maxBytes: int) -> bytes:
         self.reads += 1
@@ -544,7 +576,7 @@ class FlowControlTests:
         source = factory.sources[0]
 
         await _within(client.pausedReading, "the client to stop reading")
-        await _waitUntilStalled(server.producer, source)
+        await _waitUntilStalled(server, source)
         readsWhenPaused = source.reads
         receivedWhenPaused = client.received
         await _quietPeriod()
@@ -588,7 +620,7 @@ class DisconnectTests:
         assert _openDescriptorsOf(bigFile)
 
         await _within(client.pausedReading, "the client to stop reading")
-        await _waitUntilStalled(server.producer, source)
+        await _waitUntilStalled(server, source)
         assert server.producer.bytesSent < bigFile.stat().st_size
         client.transport.loseConnection()  # type: ignore[union-attr]
         await _within(server.lost, "the server connection to close")
@@ -711,12 +743,6 @@ class TLSTests:
         assert client.received == limit
         assert client.sha256.digest() == hashlib.sha256(bytes(limit)).digest()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: an empty stream is closed during the TLS handshake, which "
-        "Twisted's TLS transport turns into an abort; the server then logs "
-        "'client reset before the end'",
-    )
     @pytest_twisted.ensureDeferred
     async def test_emptyFileOverTLS(
         self,
@@ -763,7 +789,7 @@ class TLSTests:
         source = factory.sources[0]
 
         await _within(client.pausedReading, "the client to stop reading")
-        await _waitUntilStalled(server.producer, source)
+        await _waitUntilStalled(server, source)
         readsWhenPaused = source.reads
         await _quietPeriod()
         assert server.producer.state == "paused"
@@ -803,25 +829,19 @@ class HalfCloseTests:
         assert server.producer.state == "finished"
 
 
-class PeerInputTests:
+class CloseTests:
     """
-    Whatever a client sends is read and discarded, and does not disturb its
-    stream.
+    The server closes a finished stream without losing the end of it.
     """
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: the server closes its socket with the client's unread "
-        "bytes in its receive buffer, so the kernel sends RST and the client "
-        "loses the tail of the stream, while the server logs 'complete'",
-    )
     @pytest_twisted.ensureDeferred
     async def test_chattyClientGetsWholeStream(
         self, network: Network, logEvents: list[LogEvent]
     ) -> None:
         """
-        A client that keeps sending while it reads receives exactly C{limit}
-        bytes and a clean close, as the server's log says.
+        A client that keeps sending while it reads (its bytes are read and
+        discarded) receives exactly C{limit} bytes and a clean close, as the
+        server's log says.
         """
         limit = 16 * 2**20
         factory = RecordingFactory(ZeroSource, chunkSize=64 * 1024, limit=limit)
@@ -837,6 +857,33 @@ class PeerInputTests:
         assert event["bytes"] == limit
         assert client.received == limit
         assert isinstance(reason, ConnectionDone)
+
+    @pytest_twisted.ensureDeferred
+    async def test_slowClientOutlastsLinger(
+        self, network: Network, logEvents: list[LogEvent]
+    ) -> None:
+        """
+        A client that reads nothing until the server has given up waiting for
+        it to close (after L{LINGER_SECONDS}) still receives the whole stream
+        and then a clean close; the stream is logged as complete.
+        """
+        limit = 2**20 + 3
+        factory = RecordingFactory(ZeroSource, chunkSize=64 * 1024, limit=limit)
+        port = await network.listen(factory)
+        client = await network.connect(port, Client(pauseAfter=1))
+        server = await factory.connection()
+
+        await _within(server.lost, "the server to stop lingering")
+        assert client.received < limit
+        client.transport.resumeProducing()  # type: ignore[union-attr]
+        reason = await _within(client.lost, "the stream to end")
+
+        assert isinstance(reason, ConnectionDone)
+        assert client.received == limit
+        [event] = _streamEnded(logEvents)
+        assert event["reason"] == "complete"
+        assert event["bytes"] == limit
+        assert event["seconds"] >= LINGER_SECONDS
 
 
 class ManyClientsTests:

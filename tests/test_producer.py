@@ -24,6 +24,7 @@ from twisted_zero import (
     ZeroSource,
 )
 from twisted_zero._producer import MAX_CHUNKS_PER_TURN
+from twisted_zero._sources import FILE_CHUNK_SIZE, SHARED_CHUNK_SIZE
 
 from .helpers import CountingFile, PausingTransport, TurnClock
 
@@ -35,7 +36,9 @@ def fileProducer(
 ) -> tuple[StreamProducer, CountingFile]:
     file = CountingFile(content)
     source = FileSource(file=file, length=len(content))
-    return StreamProducer(source=source, chunkSize=chunkSize, clock=Clock(), **kwargs), file  # type: ignore[arg-type]
+    return StreamProducer(
+        source=source, chunkSize=chunkSize, clock=Clock(), **kwargs
+    ), file  # type: ignore[arg-type]
 
 
 class StreamProducerTests(SynchronousTestCase):
@@ -43,7 +46,9 @@ class StreamProducerTests(SynchronousTestCase):
         """
         L{StreamProducer} provides L{IPushProducer}.
         """
-        self.assertTrue(verifyObject(IPushProducer, StreamProducer(source=ZeroSource())))
+        self.assertTrue(
+            verifyObject(IPushProducer, StreamProducer(source=ZeroSource()))
+        )
 
     def test_registersAsPushProducer(self) -> None:
         """
@@ -217,6 +222,7 @@ class StreamProducerTests(SynchronousTestCase):
         @implementer(ISource)
         class BadSource:
             description = "bad"
+            chunkSize = 1
 
             def read(self, maxBytes: int) -> bytes:
                 return b"x"
@@ -240,7 +246,9 @@ class StreamProducerTests(SynchronousTestCase):
         """
 
         class GoneTransport(StringTransport):
-            def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+            def registerProducer(
+                self, producer: IPushProducer, streaming: bool
+            ) -> None:
                 producer.stopProducing()
 
         producer, file = fileProducer()
@@ -248,6 +256,17 @@ class StreamProducerTests(SynchronousTestCase):
         self.failureResultOf(done, StreamStopped)
         self.assertEqual(file.reads, 0)
         self.assertEqual(file.closeCount, 1)
+
+    def test_sourceChunkSize(self) -> None:
+        """
+        Without a chunk size, the producer asks the source for its own.
+        """
+        self.assertEqual(
+            StreamProducer(source=ZeroSource()).chunkSize, SHARED_CHUNK_SIZE
+        )
+        source = FileSource(file=CountingFile(b""), length=0)
+        self.assertEqual(StreamProducer(source=source).chunkSize, FILE_CHUNK_SIZE)
+        self.assertEqual(StreamProducer(source=source, chunkSize=5).chunkSize, 5)
 
     def test_startTwice(self) -> None:
         """
@@ -303,11 +322,16 @@ class LimitTests(SynchronousTestCase):
         for limit, chunkSize in [(1, 7), (100_000, 65536), (65536, 65536), (7, 100)]:
             received, count = self.drainAll(
                 StreamProducer(
-                    source=ChargenSource(), chunkSize=chunkSize, limit=limit, clock=Clock()
+                    source=ChargenSource(),
+                    chunkSize=chunkSize,
+                    limit=limit,
+                    clock=Clock(),
                 )
             )
             self.assertEqual((len(received), count), (limit, limit))
-            self.assertEqual(received, ChargenSource().read(limit) if limit < 7030 else received)
+            self.assertEqual(
+                received, ChargenSource().read(limit) if limit < 7030 else received
+            )
 
     def test_zeroLimit(self) -> None:
         """
@@ -341,7 +365,9 @@ class LimitTests(SynchronousTestCase):
         another turn.
         """
         transport = PausingTransport(bufferSize=10)
-        producer = StreamProducer(source=ZeroSource(), chunkSize=100, limit=100, clock=Clock())
+        producer = StreamProducer(
+            source=ZeroSource(), chunkSize=100, limit=100, clock=Clock()
+        )
         done = producer.startStreaming(transport)
         self.assertEqual(self.successResultOf(done), 100)
         self.assertIsNone(transport.producer)
@@ -406,7 +432,7 @@ def test_noCopiesOfSharedChunks(chunkSize: int) -> None:
             chunks.append(data)
             self.producer.pauseProducing()
 
-    StreamProducer(source=ZeroSource(), chunkSize=chunkSize, clock=Clock()).startStreaming(
-        Recorder()
-    )
+    StreamProducer(
+        source=ZeroSource(), chunkSize=chunkSize, clock=Clock()
+    ).startStreaming(Recorder())
     assert chunks[0] is ZeroSource().read(chunkSize)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
@@ -15,11 +16,12 @@ from twisted.internet.interfaces import (
     IHandshakeListener,
     INegotiated,
 )
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import LogEvent, capturedLogs
 from twisted.python.failure import Failure
 from twisted.test import iosim
-from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -33,8 +35,8 @@ from twisted_zero import (
     StreamProtocol,
     ZeroSource,
 )
-from twisted_zero._protocol import LINGER_SECONDS, formatAddress
-from twisted_zero._sources import CHARGEN_PERIOD
+from twisted_zero._protocol import LINGER_SECONDS, formatAddress, sendWholeChunks
+from twisted_zero._sources import CHARGEN_PERIOD, SHARED_CHUNK_SIZE
 
 from .helpers import CountingFile, PausingTransport
 
@@ -142,7 +144,9 @@ class StreamProtocolTests(SynchronousTestCase):
         """
         transport = HalfCloseableTransport()
         protocol, transport, clock = connect(limit=10, transport=transport)
-        self.assertEqual(transport.calls[-2:], ["unregisterProducer", "loseWriteConnection"])
+        self.assertEqual(
+            transport.calls[-2:], ["unregisterProducer", "loseWriteConnection"]
+        )
         protocol.writeConnectionLost()
         protocol.dataReceived(b"late input")
         self.assertFalse(transport.disconnecting)
@@ -250,6 +254,7 @@ class StreamProtocolTests(SynchronousTestCase):
         @implementer(ISource)
         class Broken:
             description = "broken"
+            chunkSize = 1
 
             def read(self, maxBytes: int) -> bytes:
                 raise ZeroDivisionError()
@@ -299,20 +304,26 @@ class StreamEndLogTests(SynchronousTestCase):
         self.assertEqual(event["source"], "chargen")
         self.assertEqual(event["bytes"], 6000)
         self.assertEqual(event["seconds"], 2.5)
-        self.assertEqual(event["log_namespace"], "twisted_zero._protocol.StreamProtocol")
+        self.assertEqual(
+            event["log_namespace"], "twisted_zero._protocol.StreamProtocol"
+        )
 
     def test_clientReset(self) -> None:
         """
         A connection lost with an error is a client reset.
         """
-        self.assertEqual(self.ended(Failure(ConnectionLost()))["reason"], "client reset")
+        self.assertEqual(
+            self.ended(Failure(ConnectionLost()))["reason"], "client reset"
+        )
 
     def test_clientClosed(self) -> None:
         """
         A clean close by the client, or an error after the client's end of
         input, is a client close.
         """
-        self.assertEqual(self.ended(Failure(ConnectionDone()))["reason"], "client closed")
+        self.assertEqual(
+            self.ended(Failure(ConnectionDone()))["reason"], "client closed"
+        )
         event = self.ended(Failure(ConnectionLost()), lambda p: p.readConnectionLost())
         self.assertEqual(event["reason"], "client closed")
 
@@ -350,6 +361,43 @@ class StreamEndLogTests(SynchronousTestCase):
             self.assertEqual((event["reason"], event["bytes"]), (expected, 10))
 
 
+class SendWholeChunksTests(SynchronousTestCase):
+    def test_socketTransport(self) -> None:
+        """
+        A socket transport may send a whole large chunk at once; its limit
+        is never lowered, and the class's is untouched.
+        """
+        transport = FileDescriptor(reactor=MemoryReactor())
+        sendWholeChunks(transport, 4 * 2**20)
+        self.assertEqual(transport.SEND_LIMIT, 4 * 2**20)
+        sendWholeChunks(transport, 1000)
+        self.assertEqual(transport.SEND_LIMIT, 4 * 2**20)
+        self.assertEqual(FileDescriptor.SEND_LIMIT, 128 * 1024)
+
+    def test_otherTransport(self) -> None:
+        """
+        Other transports are left alone.
+        """
+        transport = StringTransport()
+        sendWholeChunks(transport, 4 * 2**20)
+        self.assertFalse(hasattr(transport, "SEND_LIMIT"))
+
+    def test_onConnect(self) -> None:
+        """
+        The protocol applies it with the stream's chunk size.
+        """
+
+        class Socket(FileDescriptor):
+            def getPeer(self) -> IPv4Address:
+                return PEER
+
+        factory = StreamFactory(sourceFactory=ZeroSource, clock=Clock(), limit=0)
+        protocol = factory.buildProtocol(PEER)
+        transport = Socket(reactor=MemoryReactor())
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.SEND_LIMIT, SHARED_CHUNK_SIZE)
+
+
 class FormatAddressTests(SynchronousTestCase):
     def test_addresses(self) -> None:
         """
@@ -383,7 +431,9 @@ class IOSimTests(SynchronousTestCase):
         client = Client()
         serverTransport = iosim.FakeTransport(server, isServer=True)
         clientTransport = iosim.FakeTransport(client, isServer=False)
-        pump = iosim.connect(server, serverTransport, client, clientTransport, greet=False)
+        pump = iosim.connect(
+            server, serverTransport, client, clientTransport, greet=False
+        )
         for _ in range(1000):
             if closed:
                 break

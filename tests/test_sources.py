@@ -98,8 +98,7 @@ class ZeroSourceTests:
 def chargenLines(count: int) -> list[bytes]:
     ring = bytes(range(32, 127))
     return [
-        bytes(ring[(1 + n + i) % 95] for i in range(72)) + b"\r\n"
-        for n in range(count)
+        bytes(ring[(1 + n + i) % 95] for i in range(72)) + b"\r\n" for n in range(count)
     ]
 
 

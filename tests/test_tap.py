@@ -37,14 +37,14 @@ def parse(*args: str) -> Options:
 class OptionsTests:
     def test_defaults(self) -> None:
         """
-        By default: zeros, on localhost port 8019 only, no limit, 256 KiB
-        chunks.
+        By default: zeros, on localhost port 8019 only, no limit, each
+        source's own chunk size.
         """
         options = parse()
         assert options["listen"] == [DEFAULT_LISTEN] == ["tcp:8019:interface=127.0.0.1"]
         assert options["source"] == "zero"
         assert options["limit"] is None
-        assert options["chunk-size"] == 256 * 1024
+        assert options["chunk-size"] is None
 
     def test_values(self) -> None:
         """
@@ -106,7 +106,10 @@ class OptionsTests:
         """
         with pytest.raises(SystemExit) as raised:
             ServerOptions().parseOptions(["zero", "--limit", "x"])
-        assert str(raised.value.code) == "twistd zero: error: --limit: 'x' is not a size (use a whole number of bytes, optionally followed by K, M or G)"
+        assert (
+            str(raised.value.code)
+            == "twistd zero: error: --limit: 'x' is not a size (use a whole number of bytes, optionally followed by K, M or G)"
+        )
 
 
 class MakeServiceTests:
@@ -116,7 +119,9 @@ class MakeServiceTests:
         L{StreamFactory}, and the service logs each address when started.
         """
         reactor = MemoryReactorClock()
-        options = parse("--listen", "tcp:1234", "--listen", r"tcp:0:interface=\:\:1", "--limit", "5")
+        options = parse(
+            "--listen", "tcp:1234", "--listen", r"tcp:0:interface=\:\:1", "--limit", "5"
+        )
         service = makeService(options, reactor)
         assert IService.providedBy(service)
         assert [(p, i) for p, _, _, i in reactor.tcpServers] == [(1234, ""), (0, "::1")]
@@ -126,7 +131,10 @@ class MakeServiceTests:
         assert factory.clock is reactor
         with capturedLogs() as events:
             service.startService()
-        assert [e["address"] for e in events if "address" in e] == ["0.0.0.0:1234", "[::1]:0"]
+        assert [e["address"] for e in events if "address" in e] == [
+            "0.0.0.0:1234",
+            "[::1]:0",
+        ]
 
     def test_stop(self) -> None:
         """
@@ -166,9 +174,14 @@ class MakeServiceTests:
         system's reason.
         """
         reactor = RaisingMemoryReactor(
-            listenException=CannotListenError("127.0.0.1", 8019, OSError(98, "Address already in use"))
+            listenException=CannotListenError(
+                "127.0.0.1", 8019, OSError(98, "Address already in use")
+            )
         )
-        with pytest.raises(StartupError, match="cannot listen on 'tcp:8019:interface=127.0.0.1': .*Address already in use"):
+        with pytest.raises(
+            StartupError,
+            match=r"cannot listen on 'tcp:8019:interface=127\.0\.0\.1': .*Address already in use",
+        ):
             makeService(parse(), reactor)  # type: ignore[arg-type]
 
     def test_oneLineUnderTwistd(self) -> None:
@@ -179,7 +192,9 @@ class MakeServiceTests:
         options.parseOptions(["zero", "--listen", "bogus:1"])
         with pytest.raises(SystemExit) as raised:
             makeService(options.subOptions, MemoryReactorClock())
-        assert str(raised.value.code).startswith("twistd zero: error: bad endpoint 'bogus:1'")
+        assert str(raised.value.code).startswith(
+            "twistd zero: error: bad endpoint 'bogus:1'"
+        )
 
     def test_endpointThatDoesNotAnswer(self) -> None:
         """

@@ -72,14 +72,18 @@ class Daemon:
         for line in self.process.stdout:
             self.lines.put(line.decode("utf-8", "replace"))
 
-    def waitFor(self, pattern: re.Pattern[str], timeout: float = DEADLINE) -> re.Match[str]:
+    def waitFor(
+        self, pattern: re.Pattern[str], timeout: float = DEADLINE
+    ) -> re.Match[str]:
         end = time.monotonic() + timeout
         while True:
             try:
                 line = self.lines.get(timeout=max(end - time.monotonic(), 0.01))
             except queue.Empty:
                 self.stop()
-                raise AssertionError(f"no {pattern.pattern!r} in log:\n{''.join(self.log)}") from None
+                raise AssertionError(
+                    f"no {pattern.pattern!r} in log:\n{''.join(self.log)}"
+                ) from None
             self.log.append(line)
             match = pattern.search(line)
             if match is not None:
@@ -286,7 +290,10 @@ class BadInputTests:
         args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
         result = runBad(tmp_path, *args)
         assert result.returncode == 1
-        assert result.stderr == f"twistd zero: error: {message.replace('{tmp}', str(tmp_path))}\n"
+        assert (
+            result.stderr
+            == f"twistd zero: error: {message.replace('{tmp}', str(tmp_path))}\n"
+        )
         assert result.stdout == ""
         assert not (tmp_path / "twistd.pid").exists()
 

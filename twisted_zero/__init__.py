@@ -13,7 +13,7 @@ Stream a file to a connection::
         done.addCallback(lambda sent: self.transport.loseConnection())
 """
 
-from ._producer import DEFAULT_CHUNK_SIZE, StreamProducer, StreamStopped
+from ._producer import StreamProducer, StreamStopped
 from ._protocol import StreamFactory, StreamProtocol
 from ._sizes import parseSize
 from ._sources import (
@@ -31,7 +31,6 @@ from ._sources import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE",
     "ChargenSource",
     "FileSource",
     "ISource",

@@ -8,20 +8,17 @@ import enum
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._sources import ISource
-
-DEFAULT_CHUNK_SIZE = 256 * 1024
-"""
-Bytes asked of the source per write. Measured in C{benchmarks/}: larger than
-a transport's 64 KiB buffer, so one write fills it and pauses the producer,
-and the shared generated chunks are handed to the transport uncopied.
-"""
 
 MAX_CHUNKS_PER_TURN = 16
 """
@@ -68,7 +65,7 @@ class StreamProducer:
     """
 
     _source: ISource = field(alias="source")
-    _chunkSize: int = field(default=DEFAULT_CHUNK_SIZE, alias="chunkSize")
+    _chunkSize: int | None = field(default=None, alias="chunkSize")
     _limit: int | None = field(default=None, alias="limit")
     _clock: IReactorTime | None = field(default=None, alias="clock")
     bytesSent: int = field(default=0, init=False)
@@ -79,10 +76,21 @@ class StreamProducer:
     _log = Logger()
 
     def __attrs_post_init__(self) -> None:
+        if self._chunkSize is None:
+            self._chunkSize = self._source.chunkSize
         if self._chunkSize < 1:
             raise ValueError("chunkSize must be positive")
         if self._limit is not None and self._limit < 0:
             raise ValueError("limit must not be negative")
+
+    @property
+    def chunkSize(self) -> int:
+        """
+        The most bytes written at once: as given, or the source's own
+        L{ISource.chunkSize}.
+        """
+        assert self._chunkSize is not None
+        return self._chunkSize
 
     @property
     def state(self) -> str:
@@ -107,7 +115,7 @@ class StreamProducer:
         if self._clock is None:
             from twisted.internet import reactor
 
-            self._clock = reactor  # type: ignore[assignment]
+            self._clock = reactor
         self._consumer = consumer
         self._state = _State.PAUSED
         consumer.registerProducer(self, True)
@@ -152,9 +160,9 @@ class StreamProducer:
     def _produce(self) -> None:
         for _ in range(MAX_CHUNKS_PER_TURN):
             if self._limit is None:
-                wanted = self._chunkSize
+                wanted = self.chunkSize
             else:
-                wanted = min(self._chunkSize, self._limit - self.bytesSent)
+                wanted = min(self.chunkSize, self._limit - self.bytesSent)
                 if wanted <= 0:
                     self._finish(None)
                     return

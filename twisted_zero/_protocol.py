@@ -4,8 +4,9 @@ The raw-TCP protocol: every connection gets its own stream.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
@@ -22,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._producer import DEFAULT_CHUNK_SIZE, StreamProducer, StreamStopped
+from ._producer import StreamProducer, StreamStopped
 from ._sources import ISource, SourceError
 
 LINGER_SECONDS = 2.0
@@ -45,10 +46,25 @@ def formatAddress(address: IAddress) -> str:
         return f"{address.host}:{address.port}"
     if isinstance(address, UNIXAddress):
         name = address.name
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "replace")
-        return f"unix:{name or '(unnamed)'}"
+        if not name:
+            return "unix:(unnamed)"
+        return "unix:" + name.decode("utf-8", "replace")
     return str(address)
+
+
+def sendWholeChunks(transport: object, chunkSize: int) -> None:
+    """
+    Let a socket transport hand a whole chunk to the kernel in one C{send()}.
+
+    Twisted's socket transports send at most C{SEND_LIMIT} (128 KiB) per
+    reactor turn. Streaming large shared chunks, that limit, not the
+    network, sets the pace: measured here, 4 MiB chunks stream zeros at
+    twice the speed and half the CPU per byte with a matching limit. Memory
+    stays bounded by the chunk size, since a send still takes only what the
+    socket buffer has room for. Other transports (TLS, say) are left alone.
+    """
+    if isinstance(transport, FileDescriptor) and chunkSize > transport.SEND_LIMIT:
+        transport.SEND_LIMIT = chunkSize
 
 
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
@@ -95,6 +111,7 @@ class StreamProtocol(Protocol):
             limit=factory.limit,
             clock=factory.clock,
         )
+        sendWholeChunks(self.transport, self._producer.chunkSize)
         done = self._producer.startStreaming(self.transport)  # type: ignore[arg-type]
         done.addCallbacks(self._streamComplete, self._streamFailed)
 
@@ -196,26 +213,26 @@ class StreamProtocol(Protocol):
         return "?" if transport is None else formatAddress(transport.getPeer())
 
 
-class StreamFactory(Factory):
+class StreamFactory(Factory[StreamProtocol]):
     """
     Make a L{StreamProtocol} per connection, each streaming a fresh source.
 
     @ivar sourceFactory: Called once per connection for its L{ISource}.
-    @ivar chunkSize: Bytes asked of the source per write.
+    @ivar chunkSize: Bytes asked of the source per write; L{None} for the
+        source's own L{ISource.chunkSize}.
     @ivar limit: End each stream after this many bytes; L{None} for no limit.
     @ivar clock: Times the streams for the log.
     @ivar shuttingDown: Set when the server is stopping, so streams it ends
         are logged as such.
     """
 
-    protocol = StreamProtocol
     noisy = False
 
     def __init__(
         self,
         sourceFactory: Callable[[], ISource],
         clock: IReactorTime,
-        chunkSize: int = DEFAULT_CHUNK_SIZE,
+        chunkSize: int | None = None,
         limit: int | None = None,
     ) -> None:
         self.sourceFactory = sourceFactory
@@ -223,3 +240,8 @@ class StreamFactory(Factory):
         self.chunkSize = chunkSize
         self.limit = limit
         self.shuttingDown = False
+
+    def buildProtocol(self, addr: IAddress | None) -> StreamProtocol:
+        protocol = StreamProtocol()
+        protocol.factory = self
+        return protocol

@@ -34,7 +34,6 @@ def parseSize(text: str) -> int:
     multiplier = _UNITS[unit]
     if "." in number:
         whole, fraction = number.split(".")
-        return int(whole) * multiplier + int(fraction) * multiplier // 10 ** len(
-            fraction
-        )
+        scale: int = 10 ** len(fraction)
+        return int(whole) * multiplier + int(fraction) * multiplier // scale
     return int(number) * multiplier

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from functools import lru_cache, partial
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from attrs import define, field
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -27,6 +28,14 @@ class ISource(Interface):
     description: str = Attribute(
         "A short name of what this source sends, for logs: C{'zero'}, "
         "C{'file:/srv/big.iso'}."
+    )
+
+    chunkSize: int = Attribute(
+        "How many bytes to ask for per read by default. A source that hands "
+        "out shared immutable chunks wants large ones (fewer, larger sends "
+        "at no memory cost per connection); one that makes a new chunk per "
+        "read wants them small enough that a stalled connection holding one "
+        "costs little."
     )
 
     def read(maxBytes: int) -> bytes:
@@ -60,6 +69,25 @@ class SourceTruncated(SourceError):
     """
 
 
+SHARED_CHUNK_SIZE = 4 * 2**20
+"""
+Chunk size of the generated sources whose chunks are shared by every
+connection (zero, chargen): large, since a stalled connection holding one
+costs nothing, and every send then moves as much as the socket takes.
+"""
+
+RANDOM_CHUNK_SIZE = 2**20
+"""
+Chunk size of L{RandomSource}: its chunks are new for each connection.
+"""
+
+FILE_CHUNK_SIZE = 192 * 1024
+"""
+Chunk size of L{FileSource}: a stalled connection holds one chunk, so this
+keeps it, with the connection's own overhead, under 256 KiB.
+"""
+
+
 @lru_cache(maxsize=16)
 def _zeros(size: int) -> bytes:
     """
@@ -76,6 +104,7 @@ class ZeroSource:
     """
 
     description = "zero"
+    chunkSize = SHARED_CHUNK_SIZE
 
     def read(self, maxBytes: int) -> bytes:
         return _zeros(maxBytes)
@@ -125,6 +154,7 @@ class ChargenSource:
     """
 
     description = "chargen"
+    chunkSize = SHARED_CHUNK_SIZE
     _phase: int = field(default=0, init=False)
 
     def read(self, maxBytes: int) -> bytes:
@@ -150,6 +180,7 @@ class RandomSource:
     """
 
     description = "random"
+    chunkSize = RANDOM_CHUNK_SIZE
     _encryptor: object = field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -178,6 +209,7 @@ class FileSource:
     _file: BinaryIO | None = field(alias="file")
     _remaining: int = field(alias="length")
     description: str = "file"
+    chunkSize: int = FILE_CHUNK_SIZE
 
     def read(self, maxBytes: int) -> bytes:
         if self._remaining == 0 or self._file is None:
@@ -197,9 +229,7 @@ class FileSource:
             file.close()
 
 
-def openFile(
-    path: str, offset: int = 0, length: int | None = None
-) -> FileSource:
+def openFile(path: str, offset: int = 0, length: int | None = None) -> FileSource:
     """
     Open a regular file for streaming, without ever opening anything else.
 
