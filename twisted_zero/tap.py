@@ -79,10 +79,7 @@ class Options(usage.Options):
         self["listen"] = []
 
     def opt_listen(self, endpoint: str) -> None:
-        """
-        Listen on ENDPOINT, a Twisted server endpoint string (tcp:, tcp6:,
-        unix:, ssl:, systemd:); repeatable. Default: tcp:8019:interface=127.0.0.1
-        """
+        """Endpoint to listen on, repeatable [default: tcp:8019:interface=127.0.0.1]"""
         self["listen"].append(endpoint)
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
