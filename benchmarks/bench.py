@@ -36,7 +36,7 @@ import sys
 import tempfile
 import termios
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -62,12 +62,23 @@ TWISTD = (
     "import sys; sys.argv[0] = 'twistd'; "
     "from twisted.scripts.twistd import run; sys.exit(run())"
 )
-PROBE = (
-    "import twisted, twisted_zero; "
-    "print(twisted_zero.__file__); "
-    "print(twisted_zero.DEFAULT_CHUNK_SIZE); "
-    "print(twisted.__version__)"
-)
+SOURCES = ("zero", "random", "chargen", "file")
+PROBE = """
+import sys, twisted, twisted_zero
+print(twisted_zero.__file__)
+print(twisted.__version__)
+for name in sys.argv[1:]:
+    source = twisted_zero.sourceFactory(
+        "file:" + twisted_zero.__file__ if name == "file" else name
+    )()
+    print(source.chunkSize)
+    source.close()
+"""
+"""
+Where the daemon's package is imported from, the Twisted version, and the
+default chunk size of each of L{SOURCES}: that of a source made the way the
+daemon makes it (any regular file will do for C{file}).
+"""
 OUR_PORT_LINE = re.compile(
     r"ListeningService#info\] streaming .* on 127\.0\.0\.1:(\d+)$", re.MULTILINE
 )
@@ -158,7 +169,11 @@ class Setup:
 
     workDir: Path
     filePath: Path
-    chunkSize: int
+    chunkSizes: Mapping[str, int]
+    """
+    The chunk size our daemon uses for each source (its own default, or
+    C{--chunk-size}); the asyncio-stream reference uses the same.
+    """
     ourChunkOption: str | None
 
     def sourceArgument(self, source: str) -> str:
@@ -188,7 +203,7 @@ class Setup:
             "--port",
             "0",
             "--chunk-size",
-            str(self.chunkSize),
+            str(self.chunkSizes[spec.source]),
         ]
 
 
@@ -637,7 +652,7 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
                         perConnection: float | None = measureStalled(
                             server,
                             plan.stalledCount,
-                            4 * setup.chunkSize,
+                            4 * setup.chunkSizes[spec.source],
                             buffer,
                             plan.timeout,
                         )
@@ -851,13 +866,13 @@ def report(plan: Plan, results: Results) -> str:
 # Setup and command line --------------------------------------------------
 
 
-def _probeOurs(setup: Setup) -> tuple[str, int, str]:
+def _probeOurs(setup: Setup) -> tuple[str, str, dict[str, int]]:
     """
-    Where the daemon's package is imported from, its default chunk size and
-    the Twisted version, as the daemon's interpreter sees them.
+    Where the daemon's package is imported from, the Twisted version and the
+    default chunk size of each source, as the daemon's interpreter sees them.
     """
     output = subprocess.run(
-        [sys.executable, "-c", PROBE],
+        [sys.executable, "-c", PROBE, *SOURCES],
         env=setup.environment(),
         cwd=setup.workDir,
         capture_output=True,
@@ -865,7 +880,10 @@ def _probeOurs(setup: Setup) -> tuple[str, int, str]:
         timeout=60,
         check=True,
     ).stdout.split()
-    return output[0], int(output[1]), output[2]
+    if len(output) != 2 + len(SOURCES):
+        raise BenchError(f"unexpected output of the probe: {output}")
+    sizes = dict(zip(SOURCES, map(int, output[2:]), strict=True))
+    return output[0], output[1], sizes
 
 
 def _writeTestFile(path: Path, size: int) -> None:
@@ -892,8 +910,9 @@ def parseArguments(argv: Sequence[str] | None) -> tuple[Plan, str | None]:
     parser.add_argument(
         "--chunk-size",
         type=parseSize,
-        help="passed to our daemon's --chunk-size; the asyncio-stream "
-        "reference writes chunks of the same size (default: ours)",
+        help="passed to our daemon's --chunk-size for every source (default: "
+        "none, so each source uses its own default chunk size); the "
+        "asyncio-stream reference writes chunks of the size ours uses",
     )
     parser.add_argument(
         "--single-bytes",
@@ -985,18 +1004,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="twisted-zero-bench-") as tmp:
         workDir = Path(tmp)
         filePath = workDir / "stream.bin"
-        setup = Setup(workDir, filePath, 0, ourChunkOption)
-        ourPackage, ourDefaultChunk, twistedVersion = _probeOurs(setup)
+        setup = Setup(workDir, filePath, {}, ourChunkOption)
+        ourPackage, twistedVersion, defaultChunks = _probeOurs(setup)
         if not Path(ourPackage).resolve().is_relative_to(REPO_ROOT):
             raise SystemExit(f"the daemon would import {ourPackage}, not {REPO_ROOT}")
-        chunkSize = int(ourChunkOption) if ourChunkOption else ourDefaultChunk
-        setup = Setup(workDir, filePath, chunkSize, ourChunkOption)
+        if ourChunkOption is None:
+            chunkSizes = defaultChunks
+            chunkOrigin = "per-source defaults, no --chunk-size"
+        else:
+            chunkSizes = dict.fromkeys(SOURCES, int(ourChunkOption))
+            chunkOrigin = f"--chunk-size {ourChunkOption}"
+        setup = Setup(workDir, filePath, chunkSizes, ourChunkOption)
+        ourChunks = ", ".join(
+            f"{source} {formatSize(chunkSizes[source])}" for source in SOURCES
+        )
+        referenceChunks = ", ".join(
+            f"{spec.source} {formatSize(chunkSizes[spec.source])}"
+            for spec in GENERATED + FILES
+            if spec.kind == ASYNCIO_STREAM
+        )
         print(
             f"twisted-zero bench: {platform.python_implementation()} "
             f"{platform.python_version()}, Twisted {twistedVersion}, "
             f"{os.cpu_count()} CPUs, Linux {platform.release()}\n"
-            f"ours from {Path(ourPackage).parent}; chunk {formatSize(chunkSize)}; "
-            f"rounds {plan.rounds}; seed {plan.seed}\n"
+            f"ours from {Path(ourPackage).parent}; rounds {plan.rounds}; "
+            f"seed {plan.seed}\n"
+            f"chunks: ours {ourChunks} ({chunkOrigin}); "
+            f"{ASYNCIO_STREAM} {referenceChunks}; "
+            f"{FILESENDER} 16K (its own)\n"
             f"1 x {formatSize(plan.singleBytes)} and {plan.multiConnections} x "
             f"{formatSize(plan.multiBytes)} generated, file of "
             f"{formatSize(plan.fileSize)} read whole per connection, "

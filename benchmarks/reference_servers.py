@@ -109,9 +109,7 @@ def _serveFileSender(path: str, port: int) -> None:
         def connectionMade(self) -> None:
             self._file = open(path, "rb")  # noqa: SIM115 (closed when done)
             sender = FileSender()
-            done = sender.beginFileTransfer(  # type: ignore[no-untyped-call]
-                self._file, self.transport
-            )
+            done = sender.beginFileTransfer(self._file, self.transport)
             done.addBoth(self._finished)
 
         def _finished(self, result: object) -> None:

@@ -5,6 +5,7 @@ The raw-TCP protocol: every connection gets its own stream.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -213,7 +214,13 @@ class StreamProtocol(Protocol):
         return "?" if transport is None else formatAddress(transport.getPeer())
 
 
-class StreamFactory(Factory[StreamProtocol]):
+if TYPE_CHECKING:
+    _Factory = Factory[StreamProtocol]
+else:  # Factory is generic from Twisted 26.4 on only.
+    _Factory = Factory
+
+
+class StreamFactory(_Factory):
     """
     Make a L{StreamProtocol} per connection, each streaming a fresh source.
 
