@@ -168,6 +168,28 @@ class MakeServiceTests:
             makeService(options, reactor)
         assert str(raised.value).startswith(message)
 
+    def test_noListenerLeftBehind(self) -> None:
+        """
+        When one endpoint fails, those already bound stop listening.
+        """
+        stopped: list[int] = []
+
+        class Port:
+            def __init__(self, number: int) -> None:
+                self.number = number
+
+            def stopListening(self) -> None:
+                stopped.append(self.number)
+
+        class Reactor(MemoryReactorClock):
+            def listenTCP(self, port: int, *args: object, **kwargs: object) -> Port:  # type: ignore[override]
+                return Port(port)
+
+        options = parse("--listen", "tcp:1", "--listen", "tcp:2", "--listen", "tcp:x")
+        with pytest.raises(StartupError):
+            makeService(options, Reactor())
+        assert stopped == [1, 2]
+
     def test_cannotListen(self) -> None:
         """
         An address that cannot be bound (in use, say) is refused with the

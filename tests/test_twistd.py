@@ -27,6 +27,7 @@ pytestmark = pytest.mark.e2e
 PROJECT = Path(twisted_zero.__file__).resolve().parent.parent
 DEADLINE = 30.0
 LISTENING = re.compile(r"streaming (?P<source>\S+) on (?P<host>[\d.]+):(?P<port>\d+)")
+LISTENING_ANY = re.compile(r"streaming \S+ on (?P<address>\S+)$")
 
 
 TWISTD = Path(sys.executable).parent / "twistd"
@@ -183,6 +184,31 @@ class StreamTests:
             64 * 2**20,
             hashlib.sha256(bytes(64 * 2**20)).hexdigest(),
         )
+
+    def test_severalListeners(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        C{--listen} repeats: the daemon serves TCP over IPv4 and IPv6 and a
+        UNIX socket at once.
+        """
+        path = tmp_path / "zero.sock"
+        daemon = start(
+            daemons, tmp_path, "--limit", "1M",
+            "--listen", r"tcp6:0:interface=\:\:1", "--listen", f"unix:{path}",
+        )  # fmt: skip
+        addresses = [daemon.waitFor(LISTENING_ANY).group("address") for _ in range(2)]
+        assert addresses[1] == f"unix:{path}"
+        port = int(addresses[0].rpartition(":")[2])
+        assert addresses[0] == f"[::1]:{port}"
+        expected = (2**20, hashlib.sha256(bytes(2**20)).hexdigest())
+        assert receiveAll(daemon.connect()) == expected
+        assert (
+            receiveAll(socket.create_connection(("::1", port), timeout=DEADLINE))
+            == expected
+        )
+        unix = socket.socket(socket.AF_UNIX)
+        unix.settimeout(DEADLINE)
+        unix.connect(str(path))
+        assert receiveAll(unix) == expected
 
     def test_sigterm(self, daemons: list[Daemon], tmp_path: Path) -> None:
         """

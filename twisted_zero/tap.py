@@ -169,11 +169,13 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         chunkSize=options["chunk-size"],
         limit=options["limit"],
     )
+    ports: list[IListeningPort] = []
     try:
-        ports = [
-            _listen(reactor, description, factory) for description in options["listen"]
-        ]
+        for description in options["listen"]:
+            ports.append(_listen(reactor, description, factory))
     except StartupError as e:
+        for port in ports:
+            port.stopListening()
         _exitUnderTwistd(options, str(e))
         raise
     service = MultiService()
