@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from attrs import define, field
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import Attribute, Interface, implementer
 
 
@@ -76,9 +77,11 @@ connection (zero, chargen): large, since a stalled connection holding one
 costs nothing, and every send then moves as much as the socket takes.
 """
 
-RANDOM_CHUNK_SIZE = 2**20
+RANDOM_CHUNK_SIZE = 2 * 2**20
 """
-Chunk size of L{RandomSource}: its chunks are new for each connection.
+Chunk size of L{RandomSource}: its chunks are new for each connection, so a
+stalled connection holds one; measured, 2 MiB streams faster than 1 MiB
+(fewer reactor turns per byte) and no slower than 4 MiB.
 """
 
 FILE_CHUNK_SIZE = 192 * 1024
@@ -210,10 +213,19 @@ class FileSource:
     _remaining: int = field(alias="length")
     description: str = "file"
     chunkSize: int = FILE_CHUNK_SIZE
+    _offset: int | None = field(default=None, alias="offset")
+    """
+    Where the run starts in the file; L{None} to read on from where the
+    file is. Set, it is sought once, before the first read, so that several
+    sources may share one file (the parts of a multipart response).
+    """
 
     def read(self, maxBytes: int) -> bytes:
         if self._remaining == 0 or self._file is None:
             return b""
+        if self._offset is not None:
+            self._file.seek(self._offset)
+            self._offset = None
         data = self._file.read(min(maxBytes, self._remaining))
         if not data:
             raise SourceTruncated(
@@ -229,6 +241,108 @@ class FileSource:
             file.close()
 
 
+@implementer(ISource)
+@define
+class BytesSource:
+    """
+    A few literal bytes, such as the headers of a part of a multipart body.
+    """
+
+    _data: bytes = field(alias="data")
+    description: str = "bytes"
+    chunkSize: int = FILE_CHUNK_SIZE
+
+    def read(self, maxBytes: int) -> bytes:
+        chunk, self._data = self._data[:maxBytes], self._data[maxBytes:]
+        return chunk
+
+    def close(self) -> None:
+        self._data = b""
+
+
+@implementer(ISource)
+@define
+class ConcatenatedSource:
+    """
+    Several sources, one after the other; closing it closes them all.
+    """
+
+    _parts: list[ISource] = field(alias="parts")
+    description: str = "parts"
+    chunkSize: int = FILE_CHUNK_SIZE
+
+    def read(self, maxBytes: int) -> bytes:
+        while self._parts:
+            chunk = self._parts[0].read(maxBytes)
+            if chunk:
+                return chunk
+            self._parts.pop(0).close()
+        return b""
+
+    def close(self) -> None:
+        parts, self._parts = self._parts, []
+        for part in parts:
+            part.close()
+
+
+@implementer(ISource)
+@define
+class TimedSource:
+    """
+    Another source, until a deadline: it ends at the first read after it.
+    """
+
+    _source: ISource = field(alias="source")
+    _clock: IReactorTime = field(alias="clock")
+    _seconds: float = field(alias="seconds")
+    _deadline: float = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._deadline = self._clock.seconds() + self._seconds
+
+    @property
+    def description(self) -> str:
+        return self._source.description
+
+    @property
+    def chunkSize(self) -> int:
+        return self._source.chunkSize
+
+    def read(self, maxBytes: int) -> bytes:
+        if self._clock.seconds() >= self._deadline:
+            return b""
+        return self._source.read(maxBytes)
+
+    def close(self) -> None:
+        self._source.close()
+
+
+def openRegularFile(path: str) -> tuple[BinaryIO, os.stat_result]:
+    """
+    Open a regular file for reading, without ever opening anything else.
+
+    FIFOs, devices and sockets are refused before they are opened (opening a
+    FIFO for reading blocks until a writer comes), and the file is opened
+    non-blocking and checked again, so a path swapped in between cannot
+    block either.
+
+    @return: The unbuffered file and its status as opened.
+    @raise SourceError: If the path is not a readable regular file.
+    """
+    try:
+        _checkRegular(path, os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise SourceError(_describeOSError(path, e)) from None
+    try:
+        info = os.fstat(fd)
+        _checkRegular(path, info.st_mode)
+        return os.fdopen(fd, "rb", buffering=0), info
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def openFile(path: str, offset: int = 0, length: int | None = None) -> FileSource:
     """
     Open a regular file for streaming, without ever opening anything else.
@@ -242,25 +356,15 @@ def openFile(path: str, offset: int = 0, length: int | None = None) -> FileSourc
     @param offset: Where to start in the file.
     @param length: How many bytes to send from C{offset}; by default, the
         rest of the file as it is now.
-    @raise SourceError: If the path is not a readable regular file.
+    @raise SourceError: If the path is not a readable regular file (see
+        L{openRegularFile}).
     """
-    try:
-        _checkRegular(path, os.stat(path).st_mode)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError as e:
-        raise SourceError(_describeOSError(path, e)) from None
-    try:
-        info = os.fstat(fd)
-        _checkRegular(path, info.st_mode)
-        file = os.fdopen(fd, "rb", buffering=0)
-    except BaseException:
-        os.close(fd)
-        raise
+    file, info = openRegularFile(path)
     available = max(info.st_size - offset, 0)
     length = available if length is None else min(length, available)
-    if offset:
-        file.seek(offset)
-    return FileSource(file=file, length=length, description=f"file:{path}")
+    return FileSource(
+        file=file, length=length, offset=offset, description=f"file:{path}"
+    )
 
 
 def _checkRegular(path: str, mode: int) -> None:

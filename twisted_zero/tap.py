@@ -69,7 +69,7 @@ class Options(usage.Options):
             None,
             None,
             "Bytes per write to the transport. Default: 4M for zero and "
-            "chargen (shared by all connections), 1M for random, 192K for a "
+            "chargen (shared by all connections), 2M for random, 192K for a "
             "file (one chunk is what a stalled client costs).",
         ],
     ]
