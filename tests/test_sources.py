@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from twisted_zero import (
@@ -26,7 +27,14 @@ from twisted_zero import (
     parseSize,
     sourceFactory,
 )
-from twisted_zero._sources import CHARGEN_PERIOD
+from twisted_zero._sources import (
+    CHARGEN_PERIOD,
+    FILE_CHUNK_SIZE,
+    BytesSource,
+    ConcatenatedSource,
+    TimedSource,
+    openRegularFile,
+)
 
 from .helpers import CountingFile
 
@@ -380,3 +388,82 @@ class SourceFactoryTests:
         """
         with pytest.raises(SourceError, match="no such file"):
             sourceFactory(f"file:{tmp_path / 'nope'}")
+
+
+class CompositeSourceTests:
+    def test_bytesSource(self) -> None:
+        """
+        L{BytesSource} hands out its bytes, at most C{maxBytes} at a time.
+        """
+        source = BytesSource(data=b"abcdefg")
+        assert verifyObject(ISource, source)
+        assert [source.read(3) for _ in range(4)] == [b"abc", b"def", b"g", b""]
+        source = BytesSource(data=b"abc")
+        source.close()
+        assert source.read(3) == b""
+
+    def test_fileOffset(self) -> None:
+        """
+        A L{FileSource} with an offset seeks there before its first read, so
+        several may share one file.
+        """
+        file = CountingFile(b"0123456789")
+        first = FileSource(file=file, length=3, offset=7)
+        second = FileSource(file=file, length=2, offset=1)
+        assert readAll(first, [10, 10]) == b"789"
+        assert readAll(second, [1, 1, 1]) == b"12"
+
+    def test_concatenated(self) -> None:
+        """
+        L{ConcatenatedSource} reads its parts in turn, closing each as it
+        ends; closing it closes the rest.
+        """
+        file = CountingFile(b"0123456789")
+        parts: list[ISource] = [
+            BytesSource(data=b"<"),
+            FileSource(file=file, length=4, offset=2),
+            BytesSource(data=b">"),
+        ]
+        source = ConcatenatedSource(parts=parts)
+        assert verifyObject(ISource, source)
+        assert readAll(source, [100] * 5) == b"<2345>"
+        assert file.closeCount == 1
+        unfinished = CountingFile(b"xyz")
+        source = ConcatenatedSource(parts=[FileSource(file=unfinished, length=3)])
+        source.close()
+        assert unfinished.closeCount == 1
+
+    def test_timed(self) -> None:
+        """
+        L{TimedSource} passes reads on until its deadline, then ends; it
+        describes itself and closes as its source does.
+        """
+        clock = Clock()
+        file = CountingFile(bytes(100))
+        source = TimedSource(
+            source=FileSource(file=file, length=100, description="f"),
+            clock=clock,
+            seconds=2,
+        )
+        assert verifyObject(ISource, source)
+        assert (source.description, source.chunkSize) == ("f", FILE_CHUNK_SIZE)
+        assert source.read(10) == bytes(10)
+        clock.advance(1.9)
+        assert source.read(10) == bytes(10)
+        clock.advance(0.1)
+        assert source.read(10) == b""
+        source.close()
+        assert file.closeCount == 1
+
+
+class OpenRegularFileTests:
+    def test_statusAsOpened(self, tmp_path: Path) -> None:
+        """
+        L{openRegularFile} returns the unbuffered file and its status.
+        """
+        path = tmp_path / "f"
+        path.write_bytes(b"hello")
+        file, info = openRegularFile(str(path))
+        with file:
+            assert info.st_size == 5
+            assert file.read(100) == b"hello"
