@@ -5,6 +5,7 @@ Test doubles shared by the unit tests.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -53,6 +54,9 @@ class PausingTransport(StringTransport):
         ):
             self.producerState = "paused"
             self.producer.pauseProducing()
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))
 
     def drain(self) -> bytes:
         """

@@ -415,8 +415,8 @@ class CompositeSourceTests:
 
     def test_concatenated(self) -> None:
         """
-        L{ConcatenatedSource} reads its parts in turn, closing each as it
-        ends; closing it closes the rest.
+        L{ConcatenatedSource} reads its parts in turn, which may share a
+        file; closing it closes them all.
         """
         file = CountingFile(b"0123456789")
         parts: list[ISource] = [
@@ -427,6 +427,8 @@ class CompositeSourceTests:
         source = ConcatenatedSource(parts=parts)
         assert verifyObject(ISource, source)
         assert readAll(source, [100] * 5) == b"<2345>"
+        assert file.closeCount == 0
+        source.close()
         assert file.closeCount == 1
         unfinished = CountingFile(b"xyz")
         source = ConcatenatedSource(parts=[FileSource(file=unfinished, length=3)])

@@ -264,19 +264,21 @@ class BytesSource:
 @define
 class ConcatenatedSource:
     """
-    Several sources, one after the other; closing it closes them all.
+    Several sources, one after the other. Parts may share a file (the ranges
+    of a multipart response), so none is closed before the whole is.
     """
 
     _parts: list[ISource] = field(alias="parts")
     description: str = "parts"
     chunkSize: int = FILE_CHUNK_SIZE
+    _current: int = field(default=0, init=False)
 
     def read(self, maxBytes: int) -> bytes:
-        while self._parts:
-            chunk = self._parts[0].read(maxBytes)
+        while self._current < len(self._parts):
+            chunk = self._parts[self._current].read(maxBytes)
             if chunk:
                 return chunk
-            self._parts.pop(0).close()
+            self._current += 1
         return b""
 
     def close(self) -> None:

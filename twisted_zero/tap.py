@@ -5,6 +5,7 @@ pieces are put together.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
+    IProtocolFactory,
     IReactorCore,
     IStreamServerEndpoint,
 )
@@ -23,6 +25,7 @@ from twisted.python.failure import Failure
 from ._protocol import StreamFactory, formatAddress
 from ._sizes import parseSize
 from ._sources import SOURCE_NAMES, SourceError, sourceFactory
+from ._web import StreamSite, makeResource
 
 DEFAULT_LISTEN = "tcp:8019:interface=127.0.0.1"
 MAX_CHUNK_SIZE = 16 * 2**20
@@ -50,12 +53,21 @@ class Options(usage.Options):
     Command-line options of C{twistd zero}.
     """
 
-    synopsis = "[--listen ENDPOINT ...] [--source SOURCE] [--limit SIZE]"
+    synopsis = (
+        "[--listen ENDPOINT ...] [--source SOURCE] [--limit SIZE] "
+        "[--http ENDPOINT ... [--root DIR]]"
+    )
     longdesc = (
         "Stream zeros, the RFC 864 chargen pattern, incompressible random "
-        "bytes or a file to every client that connects, as fast as it reads. "
-        "SIZE takes K, M and G (powers of 1024)."
+        "bytes or a file to every client that connects, as fast as it reads; "
+        "with --http, the same over HTTP, and the files under --root. "
+        "SIZE takes K, M and G (powers of 1024). Without --listen or --http, "
+        "listens on tcp:8019:interface=127.0.0.1."
     )
+    optFlags: list[list[Any]] = [
+        ["listing", None, "HTTP: list the files of directories under --root."],
+        ["dotfiles", None, "HTTP: serve names starting with a dot (hidden)."],
+    ]
     optParameters: list[list[Any]] = [
         [
             "source",
@@ -72,15 +84,27 @@ class Options(usage.Options):
             "chargen (shared by all connections), 2M for random, 192K for a "
             "file (one chunk is what a stalled client costs).",
         ],
+        ["root", None, None, "HTTP: serve the files under DIR at /files/."],
+        [
+            "max-bytes",
+            None,
+            None,
+            "HTTP: the most bytes a generated stream may be asked for.",
+        ],
     ]
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self["listen"] = []
+        self["http"] = []
 
     def opt_listen(self, endpoint: str) -> None:
-        """Endpoint to listen on, repeatable [default: tcp:8019:interface=127.0.0.1]"""
+        """Endpoint for raw TCP streams, repeatable."""
         self["listen"].append(endpoint)
+
+    def opt_http(self, endpoint: str) -> None:
+        """Endpoint for HTTP, repeatable."""
+        self["http"].append(endpoint)
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         try:
@@ -90,8 +114,14 @@ class Options(usage.Options):
             raise
 
     def postOptions(self) -> None:
-        if not self["listen"]:
+        if not self["listen"] and not self["http"]:
             self["listen"] = [DEFAULT_LISTEN]
+        for option in ("root", "listing", "dotfiles", "max-bytes"):
+            if self[option] and not self["http"]:
+                raise usage.UsageError(f"--{option} needs --http")
+        self["max-bytes"] = _size(self["max-bytes"], "--max-bytes", 0)
+        if self["root"] is not None:
+            self["root"] = _directory(self["root"])
         self["limit"] = _size(self["limit"], "--limit", 0)
         self["chunk-size"] = _size(self["chunk-size"], "--chunk-size", 1)
         if self["chunk-size"] is not None and self["chunk-size"] > MAX_CHUNK_SIZE:
@@ -103,6 +133,16 @@ class Options(usage.Options):
             self["sourceFactory"] = sourceFactory(self["source"])
         except SourceError as e:
             raise usage.UsageError(f"--source: {e}") from None
+
+
+def _directory(path: str) -> str:
+    real = os.path.realpath(path)
+    if not os.path.isdir(real):
+        what = "no such directory" if not os.path.exists(real) else "not a directory"
+        raise usage.UsageError(f"--root: {path}: {what}")
+    if not os.access(real, os.R_OK | os.X_OK):
+        raise usage.UsageError(f"--root: {path}: permission denied")
+    return real
 
 
 def _size(text: str | None, option: str, minimum: int) -> int | None:
@@ -130,18 +170,25 @@ class ListeningService(Service):
         factory: StreamFactory,
         ports: list[IListeningPort],
         source: str,
+        httpPorts: list[IListeningPort],
     ) -> None:
         self.factory = factory
-        self.ports = ports
+        self.ports = ports + httpPorts
+        self._streamPorts = ports
+        self._httpPorts = httpPorts
         self.source = source
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        for port in self.ports:
+        for port in self._streamPorts:
             self._log.info(
                 "streaming {source} on {address}",
                 source=self.source,
                 address=formatAddress(port.getHost()),
+            )
+        for port in self._httpPorts:
+            self._log.info(
+                "serving HTTP on {address}", address=formatAddress(port.getHost())
             )
 
     def stopService(self) -> Deferred[None]:
@@ -169,21 +216,38 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         chunkSize=options["chunk-size"],
         limit=options["limit"],
     )
+    site = StreamSite(  # type: ignore[no-untyped-call]
+        makeResource(
+            clock=reactor,  # type: ignore[arg-type]
+            root=options["root"],
+            listing=bool(options["listing"]),
+            dotfiles=bool(options["dotfiles"]),
+            maxBytes=options["max-bytes"],
+            chunkSize=options["chunk-size"],
+        ),
+        reactor=reactor,
+    )
     ports: list[IListeningPort] = []
+    httpPorts: list[IListeningPort] = []
     try:
         for description in options["listen"]:
             ports.append(_listen(reactor, description, factory))
+        for description in options["http"]:
+            httpPorts.append(_listen(reactor, description, site))
     except StartupError as e:
-        for port in ports:
+        for port in ports + httpPorts:
             port.stopListening()
         _exitUnderTwistd(options, str(e))
         raise
     service = MultiService()
-    ListeningService(factory, ports, options["source"]).setServiceParent(service)  # type: ignore[no-untyped-call]
+    listening = ListeningService(factory, ports, options["source"], httpPorts)
+    listening.setServiceParent(service)  # type: ignore[no-untyped-call]
     return service
 
 
-def _listen(reactor: Any, description: str, factory: StreamFactory) -> IListeningPort:
+def _listen(
+    reactor: Any, description: str, factory: IProtocolFactory
+) -> IListeningPort:
     try:
         endpoint = serverFromString(reactor, description)
     except Exception as e:
@@ -192,7 +256,7 @@ def _listen(reactor: Any, description: str, factory: StreamFactory) -> IListenin
 
 
 def _listenNow(
-    endpoint: IStreamServerEndpoint, description: str, factory: StreamFactory
+    endpoint: IStreamServerEndpoint, description: str, factory: IProtocolFactory
 ) -> IListeningPort:
     """
     Listen on C{endpoint}, which must answer at once, as Twisted's own

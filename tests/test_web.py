@@ -1,0 +1,676 @@
+"""
+Tests for L{twisted_zero._web}: the HTTP front end driven through a real
+L{twisted.web.server.Site} over in-memory transports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionLost
+from twisted.logger import LogEvent, capturedLogs
+from twisted.python.failure import Failure
+
+from twisted_zero._sources import CHARGEN_PERIOD, openRegularFile
+from twisted_zero._web import StreamSite, makeResource
+
+from .helpers import PausingTransport, TurnClock
+
+CONTENT = bytes(range(256)) * 400  # 102400 bytes
+CHUNK = 4096
+
+
+class CountingReader:
+    """
+    A real file that counts its reads and closes.
+    """
+
+    def __init__(self, file: BinaryIO, log: list[CountingReader]) -> None:
+        self._file = file
+        self.reads = 0
+        self.closed = False
+        log.append(self)
+
+    def read(self, size: int = -1) -> bytes:
+        assert not self.closed, "read after close"
+        self.reads += 1
+        return self._file.read(size)
+
+    def seek(self, offset: int) -> int:
+        return self._file.seek(offset)
+
+    def close(self) -> None:
+        self.closed = True
+        self._file.close()
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.headers} {self.body[:80]!r}>"
+
+
+def parseResponses(data: bytes, head: bool = False) -> list[Response]:
+    """
+    Split raw HTTP/1.1 responses into status, lower-case headers and body.
+    """
+    responses = []
+    while data:
+        header, _, data = data.partition(b"\r\n\r\n")
+        lines = header.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if head or status in (204, 304):
+            body = b""
+        elif "content-length" in headers:
+            length = int(headers["content-length"])
+            body, data = data[:length], data[length:]
+        elif headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                size, _, data = data.partition(b"\r\n")
+                length = int(size, 16)
+                body += data[:length]
+                data = data[length + 2 :]
+                if length == 0:
+                    break
+        else:
+            body, data = data, b""
+        responses.append(Response(status, headers, body))
+    return responses
+
+
+class Server:
+    """
+    A L{StreamSite} with one client connection over a L{PausingTransport}.
+    """
+
+    def __init__(self, root: Path | None, **options: object) -> None:
+        self.clock = TurnClock()
+        self.files: list[CountingReader] = []
+
+        def opener(path: str) -> tuple[BinaryIO, os.stat_result]:
+            file, info = openRegularFile(path)
+            return CountingReader(file, self.files), info  # type: ignore[return-value]
+
+        resource = makeResource(
+            clock=self.clock,
+            root=None if root is None else os.path.realpath(root),
+            chunkSize=CHUNK,
+            opener=opener,
+            **options,  # type: ignore[arg-type]
+        )
+        self.site = StreamSite(resource, reactor=self.clock)
+        self.transport = PausingTransport(bufferSize=3 * CHUNK)
+        self.transport.peerAddr = IPv4Address("TCP", "127.0.0.1", 4321)
+        self.channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
+        assert self.channel is not None
+        self.channel.makeConnection(self.transport)
+
+    def send(self, request: bytes) -> None:
+        self.channel.dataReceived(request)
+
+    def pump(self) -> bytes:
+        """
+        Take everything, as a client reading as fast as it can would.
+        """
+        received = b""
+        for _ in range(100_000):
+            received += self.transport.drain()
+            idle = not self.clock.runTurn() and (
+                self.transport.producer is None
+                or self.transport.producerState != "paused"
+            )
+            if idle and not self.transport.value():
+                break
+        return received
+
+    def get(self, path: str, *headers: str, method: str = "GET") -> Response:
+        lines = [f"{method} {path} HTTP/1.1", "Host: test", *headers]
+        self.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        [response] = parseResponses(self.pump(), head=method == "HEAD")
+        return response
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "data.bin").write_bytes(CONTENT)
+    (root / "a b.txt").write_bytes(b"spaces\n")
+    (root / "<script>.txt").write_bytes(b"x")
+    (root / ".secret").write_bytes(b"hidden")
+    (root / "sub").mkdir()
+    (root / "sub" / "inner.txt").write_bytes(b"inner\n")
+    (root / "empty").write_bytes(b"")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"OUTSIDE-SECRET")
+    (root / "escape").symlink_to(outside / "secret.txt")
+    (root / "escape-dir").symlink_to(outside)
+    os.mkfifo(root / "fifo")
+    yield root
+
+
+class IndexTests:
+    def test_index(self) -> None:
+        """
+        C{GET /} describes the endpoints in plain text.
+        """
+        response = Server(None).get("/")
+        assert response.status == 200
+        assert response.headers["content-type"] == "text/plain; charset=utf-8"
+        assert b"/zero" in response.body and b"?bytes=N" in response.body
+        assert b"/files/" not in response.body
+
+    def test_head(self) -> None:
+        """
+        C{HEAD /} has the headers and no body.
+        """
+        response = Server(None).get("/", method="HEAD")
+        assert response.status == 200
+        assert int(response.headers["content-length"]) > 0
+        assert response.body == b""
+
+    @pytest.mark.parametrize("path", ["/", "/zero", "/files/data.bin"])
+    def test_otherMethods(self, root: Path, path: str) -> None:
+        """
+        Other methods than GET and HEAD get 405 with an C{Allow} header.
+        """
+        response = Server(root).get(path, method="POST")
+        assert response.status == 405
+        assert response.headers["allow"] == "GET, HEAD"
+
+    @pytest.mark.parametrize("path", ["/nothing", "/zero/more", "/files/nope", "/x/"])
+    def test_notFound(self, root: Path, path: str) -> None:
+        """
+        Unknown paths are 404.
+        """
+        assert Server(root).get(path).status == 404
+
+    def test_noRoot(self) -> None:
+        """
+        Without a root there is no C{/files/}.
+        """
+        assert Server(None).get("/files/data.bin").status == 404
+
+
+class GeneratedTests:
+    @pytest.mark.parametrize(
+        ("path", "expected", "contentType"),
+        [
+            ("/zero?bytes=10000", bytes(10_000), "application/octet-stream"),
+            ("/zero?bytes=10K", bytes(10_240), "application/octet-stream"),
+            (
+                "/chargen?bytes=20000",
+                (CHARGEN_PERIOD * 3)[:20_000],
+                "text/plain; charset=us-ascii",
+            ),
+            ("/zero?bytes=0", b"", "application/octet-stream"),
+        ],
+    )
+    def test_sized(self, path: str, expected: bytes, contentType: str) -> None:
+        """
+        C{?bytes=N} sends exactly N bytes with a C{Content-Length}, never
+        cached.
+        """
+        response = Server(None).get(path)
+        assert response.status == 200
+        assert response.body == expected
+        assert response.headers["content-length"] == str(len(expected))
+        assert response.headers["content-type"] == contentType
+        assert response.headers["cache-control"] == "no-store"
+        assert "content-encoding" not in response.headers
+
+    def test_random(self) -> None:
+        """
+        C{/random} sends the bytes asked for, all different.
+        """
+        server = Server(None)
+        first, second = (
+            server.get("/random?bytes=8192"),
+            server.get("/random?bytes=8192"),
+        )
+        assert len(first.body) == len(second.body) == 8192
+        assert first.body != second.body
+
+    def test_head(self) -> None:
+        """
+        C{HEAD} gives the length that C{GET} would send, and no body.
+        """
+        response = Server(None).get("/zero?bytes=5M", method="HEAD")
+        assert response.headers["content-length"] == str(5 * 2**20)
+        assert response.body == b""
+
+    def test_endless(self) -> None:
+        """
+        Without C{bytes} or C{seconds} the stream is chunked and does not
+        end; a client that leaves stops it.
+        """
+        server = Server(None)
+        server.send(b"GET /zero HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = server.transport.drain()
+        assert b"\r\ntransfer-encoding: chunked\r\n" in head.lower()
+        received = sum(len(server.transport.drain()) for _ in range(20))
+        assert received >= 20 * CHUNK
+        assert server.transport.producer is not None
+        server.channel.connectionLost(Failure(ConnectionLost()))
+        assert server.clock.runTurn() == 0
+
+    def test_seconds(self) -> None:
+        """
+        C{?seconds=T} streams, chunked, until T seconds have passed.
+        """
+        server = Server(None)
+        server.send(b"GET /chargen?seconds=2 HTTP/1.1\r\nHost: t\r\n\r\n")
+        received = server.transport.drain()
+        for _ in range(5):
+            received += server.transport.drain()
+        server.clock.advance(2)
+        received += server.pump()
+        [response] = parseResponses(received)
+        assert response.headers["transfer-encoding"] == "chunked"
+        assert len(response.body) > 0
+        assert response.body == (CHARGEN_PERIOD * 100)[: len(response.body)]
+
+    @pytest.mark.parametrize(
+        ("query", "message"),
+        [
+            ("bytes=lots", "bytes=lots: not a size"),
+            ("seconds=-1", "seconds=-1: not a positive number"),
+            ("seconds=soon", "seconds=soon: not a positive number"),
+            ("bytes=1&seconds=1", "ask for bytes= or seconds=, not both"),
+        ],
+    )
+    def test_badQuery(self, query: str, message: str) -> None:
+        """
+        A malformed query is a 400 that says what is wrong.
+        """
+        response = Server(None).get(f"/zero?{query}")
+        assert response.status == 400
+        assert response.body == f"400 Bad Request: {message}\n".encode()
+
+    @pytest.mark.parametrize(
+        ("query", "status"),
+        [("bytes=1M", 200), ("bytes=1025K", 400), ("", 400), ("seconds=1", 400)],
+    )
+    def test_maxBytes(self, query: str, status: int) -> None:
+        """
+        With a cap, larger, endless and timed requests are refused with a
+        400, never silently truncated.
+        """
+        response = Server(None, maxBytes=2**20).get(f"/zero?{query}")
+        assert response.status == status
+        if status == 200:
+            assert len(response.body) == 2**20
+
+
+def multipart(response: Response) -> list[tuple[str, bytes]]:
+    boundary = re.fullmatch(
+        r"multipart/byteranges; boundary=(\S+)", response.headers["content-type"]
+    )
+    assert boundary is not None
+    marker = b"--" + boundary.group(1).encode()
+    assert response.body.endswith(b"\r\n" + marker + b"--\r\n")
+    parts = []
+    for part in response.body.split(marker)[1:-1]:
+        head, _, body = part.partition(b"\r\n\r\n")
+        assert body.endswith(b"\r\n")
+        fields = dict(
+            line.split(": ", 1) for line in head.decode().strip("\r\n").split("\r\n")
+        )
+        assert fields["Content-Type"] == "application/octet-stream"
+        parts.append((fields["Content-Range"], body[:-2]))
+    return parts
+
+
+SIZE = len(CONTENT)
+
+
+class RangeTests:
+    @pytest.mark.parametrize(
+        ("range_", "status", "contentRange", "body"),
+        [
+            ("bytes=0-499", 206, f"bytes 0-499/{SIZE}", CONTENT[:500]),
+            ("bytes=500-999", 206, f"bytes 500-999/{SIZE}", CONTENT[500:1000]),
+            ("bytes=-500", 206, f"bytes {SIZE - 500}-{SIZE - 1}/{SIZE}", CONTENT[-500:]),
+            ("bytes=-999999", 206, f"bytes 0-{SIZE - 1}/{SIZE}", CONTENT),
+            ("bytes=100000-", 206, f"bytes 100000-{SIZE - 1}/{SIZE}", CONTENT[100000:]),
+            ("bytes=0-0", 206, f"bytes 0-0/{SIZE}", CONTENT[:1]),
+            ("bytes=100-999999", 206, f"bytes 100-{SIZE - 1}/{SIZE}", CONTENT[100:]),
+            ("bytes=102400-", 416, f"bytes */{SIZE}", None),
+            ("bytes=-0", 416, f"bytes */{SIZE}", None),
+            ("bytes=abc", 200, None, CONTENT),
+            ("bytes=5-1", 200, None, CONTENT),
+            ("items=0-1", 200, None, CONTENT),
+            ("bytes=" + ",".join(["0-1"] * 17), 200, None, CONTENT),
+        ],
+    )  # fmt: skip
+    def test_single(
+        self,
+        root: Path,
+        range_: str,
+        status: int,
+        contentRange: str | None,
+        body: bytes | None,
+    ) -> None:
+        """
+        One range gives a 206 with its C{Content-Range} and exactly those
+        bytes; an unsatisfiable one a 416 naming the size; a malformed or
+        unsupported one is ignored.
+        """
+        response = Server(root).get("/files/data.bin", f"Range: {range_}")
+        assert response.status == status
+        assert response.headers.get("content-range") == contentRange
+        if body is not None:
+            assert response.body == body
+            assert response.headers["content-length"] == str(len(body))
+        assert response.headers["accept-ranges"] == "bytes"
+
+    @pytest.mark.parametrize(
+        ("range_", "expected"),
+        [
+            ("bytes=0-9,20-29", [(0, 10), (20, 30)]),
+            ("bytes=0-0,-1", [(0, 1), (SIZE - 1, SIZE)]),
+            ("bytes=0-5,3-8", [(0, 6), (3, 9)]),
+            ("bytes=50-59, 10-19", [(50, 60), (10, 20)]),
+            ("bytes=0-9,999999-", [(0, 10)]),
+        ],
+    )
+    def test_multiple(
+        self, root: Path, range_: str, expected: list[tuple[int, int]]
+    ) -> None:
+        """
+        Several ranges give a C{multipart/byteranges} 206 whose parts hold
+        exactly those bytes, in the order asked; unsatisfiable ones are
+        dropped.
+        """
+        response = Server(root).get("/files/data.bin", f"Range: {range_}")
+        assert response.status == 206
+        if len(expected) == 1:
+            [(start, stop)] = expected
+            assert response.body == CONTENT[start:stop]
+            return
+        assert int(response.headers["content-length"]) == len(response.body)
+        assert multipart(response) == [
+            (f"bytes {start}-{stop - 1}/{SIZE}", CONTENT[start:stop])
+            for start, stop in expected
+        ]
+
+    def test_rangesLargerThanFile(self, root: Path) -> None:
+        """
+        Ranges adding up to more than the file get the plain whole file.
+        """
+        header = "Range: bytes=" + ",".join(["0-60000"] * 3)
+        response = Server(root).get("/files/data.bin", header)
+        assert (response.status, response.body) == (200, CONTENT)
+
+    def test_ifRange(self, root: Path) -> None:
+        """
+        C{If-Range} with the current strong ETag or exact date keeps the
+        range; anything else gets the whole file.
+        """
+        server = Server(root)
+        validators = server.get("/files/data.bin", method="HEAD").headers
+        for ifRange, status in [
+            (validators["etag"], 206),
+            (validators["last-modified"], 206),
+            ('"other"', 200),
+            ("W/" + validators["etag"], 200),
+            ("Sun, 06 Nov 1994 08:49:37 GMT", 200),
+        ]:
+            response = server.get(
+                "/files/data.bin", "Range: bytes=0-9", f"If-Range: {ifRange}"
+            )
+            assert response.status == status, ifRange
+            assert response.body == (CONTENT[:10] if status == 206 else CONTENT)
+
+    def test_headRange(self, root: Path) -> None:
+        """
+        C{HEAD} with a range gives the 206 headers and no body, and reads
+        nothing.
+        """
+        server = Server(root)
+        response = server.get("/files/data.bin", "Range: bytes=10-19", method="HEAD")
+        assert response.status == 206
+        assert response.headers["content-length"] == "10"
+        assert response.headers["content-range"] == f"bytes 10-19/{SIZE}"
+        assert [(f.reads, f.closed) for f in server.files] == [(0, True)]
+
+    def test_empty(self, root: Path) -> None:
+        """
+        An empty file is sent as such; any range of it is unsatisfiable.
+        """
+        server = Server(root)
+        assert server.get("/files/empty").body == b""
+        response = server.get("/files/empty", "Range: bytes=0-")
+        assert (response.status, response.headers["content-range"]) == (
+            416,
+            "bytes */0",
+        )
+
+
+class ValidatorTests:
+    def test_headers(self, root: Path) -> None:
+        """
+        Files carry a strong ETag, C{Last-Modified} and a type from the name.
+        """
+        server = Server(root)
+        response = server.get("/files/data.bin")
+        assert re.fullmatch(r'"[^"]+"', response.headers["etag"])
+        assert response.headers["last-modified"].endswith(" GMT")
+        assert response.headers["content-type"] == "application/octet-stream"
+        assert (
+            server.get("/files/a%20b.txt")
+            .headers["content-type"]
+            .startswith("text/plain")
+        )
+
+    def test_notModified(self, root: Path) -> None:
+        """
+        A matching C{If-None-Match} or a recent enough C{If-Modified-Since}
+        gives a 304 without a body, and the file is not read.
+        """
+        server = Server(root)
+        validators = server.get("/files/data.bin", method="HEAD").headers
+        for header in [
+            f"If-None-Match: {validators['etag']}",
+            f'If-None-Match: "x", {validators["etag"]}',
+            "If-None-Match: *",
+            f"If-Modified-Since: {validators['last-modified']}",
+        ]:
+            response = server.get("/files/data.bin", header)
+            assert (response.status, response.body) == (304, b""), header
+            assert response.headers["etag"] == validators["etag"]
+        assert all(f.reads == 0 and f.closed for f in server.files)
+
+    def test_preconditionFailed(self, root: Path) -> None:
+        """
+        A failing C{If-Match} or C{If-Unmodified-Since} gives a 412.
+        """
+        server = Server(root)
+        assert server.get("/files/data.bin", 'If-Match: "nope"').status == 412
+        header = "If-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT"
+        assert server.get("/files/data.bin", header).status == 412
+        etag = server.get("/files/data.bin", method="HEAD").headers["etag"]
+        assert server.get("/files/data.bin", f"If-Match: {etag}").status == 200
+
+
+class DirectoryTests:
+    def test_noListing(self, root: Path) -> None:
+        """
+        Without C{--listing} a directory is 404.
+        """
+        server = Server(root)
+        assert server.get("/files/").status == 404
+        assert server.get("/files/sub/").status == 404
+
+    def test_listing(self, root: Path) -> None:
+        """
+        With C{--listing}, a directory is an HTML index with names escaped,
+        links encoded, dotfiles and escaping links left out.
+        """
+        response = Server(root, listing=True).get("/files/")
+        assert response.status == 200
+        page = response.body.decode()
+        assert '<a href="a%20b.txt">a b.txt</a>' in page
+        assert '<a href="%3Cscript%3E.txt">&lt;script&gt;.txt</a>' in page
+        assert '<a href="sub/">sub/</a>' in page
+        assert "<script>" not in page
+        for hidden in (".secret", "escape", "fifo"):
+            assert f">{hidden}<" not in page
+
+    def test_redirect(self, root: Path) -> None:
+        """
+        A directory asked for without its slash is redirected to it.
+        """
+        response = Server(root, listing=True).get("/files/sub")
+        assert response.status == 301
+        assert response.headers["location"] == "/files/sub/"
+
+    def test_dotfiles(self, root: Path) -> None:
+        """
+        Dotfiles are served only with C{--dotfiles}.
+        """
+        assert Server(root).get("/files/.secret").status == 404
+        assert Server(root, dotfiles=True).get("/files/.secret").body == b"hidden"
+
+
+HOSTILE = [
+    "/files/..", "/files/../", "/files/../outside/secret.txt", "/files/%2e%2e/outside/secret.txt",
+    "/files/%2E%2E%2Foutside%2Fsecret.txt", "/files/..%2foutside%2fsecret.txt",
+    "/files/..%5coutside%5csecret.txt", "/files/%2e%2e%5coutside%5csecret.txt",
+    "/files/.%2e/outside/secret.txt", "/files/%2e./outside/secret.txt", "/files/....//outside/secret.txt",
+    "/files/..;/outside/secret.txt", "/files/sub/../../outside/secret.txt",
+    "/files/sub/%2e%2e/%2e%2e/outside/secret.txt", "/files/%252e%252e/outside/secret.txt",
+    "/files/%00", "/files/data.bin%00.txt", "/files/\\..\\outside\\secret.txt",
+    "/files/..\\..\\outside\\secret.txt", "/files/C:/Windows", "/files//etc/passwd",
+    "/files/%2Fetc%2Fpasswd", "/files/escape", "/files/escape-dir/secret.txt", "/files/.secret",
+    "/files/sub/.", "/files/./data.bin", "/files/fifo", "/files/..%2f..%2f..%2fetc%2fpasswd",
+    "/files/%2e%2E/outside/secret.txt", "/files/sub//inner.txt", "/files/%ff%fe",
+    "/files/" + "a" * 300, "/files/%c0%ae%c0%ae/outside/secret.txt", "/files/sub/..%00/",
+]  # fmt: skip
+
+
+class TraversalTests:
+    @pytest.mark.parametrize("path", HOSTILE)
+    def test_hostile(self, root: Path, path: str) -> None:
+        """
+        No hostile path gets a byte from outside the root, or reveals a
+        filesystem path; FIFOs are never opened (this would hang).
+        """
+        server = Server(root, listing=True)
+        response = server.get(path)
+        assert response.status in (404, 400), response
+        assert b"OUTSIDE-SECRET" not in response.body
+        assert str(root).encode() not in response.body
+        assert str(root.parent).encode() not in response.body
+
+
+class BackpressureTests:
+    def start(self, root: Path, *headers: str) -> Server:
+        server = Server(root)
+        lines = ["GET /files/data.bin HTTP/1.1", "Host: t", *headers]
+        server.send(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return server
+
+    def test_pausedTransport(self, root: Path) -> None:
+        """
+        While the transport has the HTTP channel paused, the file is not
+        read further; once resumed, it is read to the end.
+        """
+        server = self.start(root)
+        [file] = server.files
+        assert server.transport.producerState == "paused"
+        reads = file.reads
+        for _ in range(10):
+            server.clock.runTurn()
+        assert file.reads == reads
+        [response] = parseResponses(server.pump())
+        assert response.body == CONTENT
+        assert file.closed
+
+    @pytest.mark.parametrize(
+        "range_", [None, "Range: bytes=10-60000", "Range: bytes=0-9,20000-90000"]
+    )
+    def test_disconnect(self, root: Path, range_: str | None) -> None:
+        """
+        A client that leaves mid-body (mid-range, mid-multipart) closes the
+        file at once; it is never read again.
+        """
+        server = self.start(root, *([range_] if range_ else []))
+        [file] = server.files
+        assert not file.closed
+        reads = file.reads
+        with capturedLogs() as events:
+            server.channel.connectionLost(Failure(ConnectionLost()))
+        assert file.closed
+        server.transport.drain()
+        server.clock.runTurn()
+        assert file.reads == reads
+        [event] = [e for e in events if "status" in e]
+        assert event["reason"] == "client reset"
+
+    def test_truncated(self, root: Path) -> None:
+        """
+        A file that shrinks while being sent aborts the connection, so the
+        client can tell; nothing is padded.
+        """
+        server = self.start(root)
+        os.truncate(root / "data.bin", 20_000)
+        with capturedLogs() as events:
+            received = server.pump()
+            assert "abortConnection" in server.transport.calls
+            server.channel.connectionLost(Failure(ConnectionLost()))
+        assert len(received) < SIZE
+        [event] = [e for e in events if "status" in e]
+        assert event["reason"] == "aborted: source failed"
+
+
+class ConnectionTests:
+    def test_pipelined(self, root: Path) -> None:
+        """
+        Pipelined requests on one connection are answered in order.
+        """
+        server = Server(root)
+        server.send(
+            b"GET /files/sub/inner.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"GET /zero?bytes=5 HTTP/1.1\r\nHost: t\r\n\r\n"
+            b"GET /files/data.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=1-2\r\n\r\n"
+        )
+        responses = parseResponses(server.pump())
+        assert [r.body for r in responses] == [b"inner\n", bytes(5), CONTENT[1:3]]
+        assert not server.transport.disconnecting
+
+    def test_log(self, root: Path) -> None:
+        """
+        Each request ends in one event: method, path, status, range, bytes,
+        seconds, reason.
+        """
+        server = Server(root)
+        with capturedLogs() as events:
+            server.get("/files/data.bin", "Range: bytes=0-9,20-29")
+            server.get("/nothing")
+        logged: list[LogEvent] = [e for e in events if "status" in e]
+        assert [
+            (e["method"], e["path"], e["status"], e["range"], e["reason"])
+            for e in logged
+        ] == [
+            ("GET", "/files/data.bin", 206, "0-9,20-29", "complete"),
+            ("GET", "/nothing", 404, "-", "complete"),
+        ]
+        assert logged[0]["bytes"] > 20
+        assert logged[0]["peer"] == "127.0.0.1:4321"

@@ -1,0 +1,170 @@
+"""
+Map a request path onto a file or directory under a served root, refusing
+anything that could reach outside it.
+
+Pure path arithmetic and C{stat}: nothing here opens a file or imports Twisted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from typing import Literal
+from urllib.parse import unquote_to_bytes
+
+from attrs import frozen
+
+MAX_PATH = 4096
+"""The longest raw (still percent-encoded) request path accepted, in bytes."""
+
+MAX_SEGMENT = 255
+"""The longest decoded path segment accepted, in bytes (C{NAME_MAX})."""
+
+_OUTSIDE = "outside the root"
+_HIDDEN = "hidden"
+_NOT_FOUND = "not found"
+_NOT_REGULAR = "not a regular file"
+_BAD_PATH = "bad path"
+
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+
+class NotFound(Exception):
+    """
+    The request path names nothing that may be served.
+
+    The message is a short generic reason for logs (C{"bad path"},
+    C{"hidden"}, C{"outside the root"}, C{"not found"},
+    C{"not a regular file"}) and never includes a filesystem path.
+    """
+
+
+@frozen
+class Resolved:
+    """
+    A request path resolved to something servable under the root.
+
+    @ivar path: The absolute real path (symlinks resolved), inside the root.
+    @ivar kind: C{"file"} for a regular file, C{"directory"} for a directory.
+    @ivar relative: C{path} relative to the root, C{/}-separated, C{""} for
+        the root itself. It describes the resolved target, so for a symlink
+        it is where the link leads, not the name that was requested.
+    """
+
+    path: str
+    kind: Literal["file", "directory"]
+    relative: str
+
+
+def _segments(rawPath: bytes) -> list[str] | None:
+    """
+    Split a percent-encoded request path into decoded names.
+
+    @return: The names in order, or L{None} if the path is malformed.
+    """
+    if len(rawPath) > MAX_PATH:
+        return None
+    parts = rawPath.split(b"/")
+    if parts[0] == b"" and len(parts) > 1:
+        parts = parts[1:]
+    if parts[-1] == b"":
+        parts = parts[:-1]
+    names = []
+    for part in parts:
+        decoded = unquote_to_bytes(part)
+        if not decoded or len(decoded) > MAX_SEGMENT:
+            return None
+        try:
+            name = decoded.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if (
+            name in (".", "..")
+            or "\0" in name
+            or "/" in name
+            or "\\" in name
+            or _DRIVE.match(name)
+        ):
+            return None
+        names.append(name)
+    return names
+
+
+def _isHidden(names: list[str]) -> bool:
+    """
+    @return: Whether any of C{names} starts with a dot.
+    """
+    return any(name.startswith(".") for name in names)
+
+
+def _realPath(path: str) -> str | None:
+    """
+    @return: C{os.path.realpath(path)}, or L{None} if it cannot be computed.
+    """
+    # NotFound is raised by the caller, outside this handler, so no OSError
+    # (whose message holds the path) is ever chained onto it.
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError, RecursionError):
+        # RecursionError: before Python 3.13, realpath recurses once per
+        # link in a chain of symlinks.
+        return None
+
+
+def _mode(path: str) -> int | None:
+    """
+    @return: The C{st_mode} of C{path}, following symlinks, or L{None} if it
+        cannot be C{stat}ed.
+    """
+    try:
+        return os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+
+
+def resolveUnderRoot(root: str, rawPath: bytes, dotfiles: bool = False) -> Resolved:
+    """
+    Resolve a request path to a file or directory inside C{root}.
+
+    C{rawPath} is split on C{/} before each segment is percent-decoded and
+    decoded as strict UTF-8, so an encoded C{%2F} can never act as a
+    separator. One leading and one trailing slash are ignored; C{b""} and
+    C{b"/"} name the root. Symlinks are followed only while their real
+    target stays inside C{root}. Nothing is opened.
+
+    @param root: The served directory: absolute and already passed through
+        C{os.path.realpath}.
+    @param rawPath: The request path below the mount point, still
+        percent-encoded, without a query string.
+    @param dotfiles: Whether names starting with C{.} may be served, both in
+        the request and in the real path a symlink leads to.
+    @return: The resolved file or directory.
+    @raise NotFound: If the path is malformed (C{"bad path"}: C{.} or C{..}
+        segments, empty inner segments, NUL, encoded C{/}, backslashes,
+        drive letters, invalid UTF-8, overlong paths or names), names a
+        hidden entry (C{"hidden"}), leads outside C{root}
+        (C{"outside the root"}), cannot be C{stat}ed (C{"not found"}), or is
+        neither a regular file nor a directory (C{"not a regular file"}).
+    """
+    names = _segments(rawPath)
+    if names is None:
+        raise NotFound(_BAD_PATH)
+    if not dotfiles and _isHidden(names):
+        raise NotFound(_HIDDEN)
+    real = _realPath(os.path.join(root, *names))
+    if real is None:
+        raise NotFound(_NOT_FOUND)
+    if os.path.commonpath([root, real]) != root:
+        raise NotFound(_OUTSIDE)
+    relative = "" if real == root else real[len(root.rstrip("/")) + 1 :]
+    if not dotfiles and _isHidden(relative.split("/")):
+        raise NotFound(_HIDDEN)
+    mode = _mode(real)
+    if mode is None:
+        raise NotFound(_NOT_FOUND)
+    if stat.S_ISDIR(mode):
+        return Resolved(path=real, kind="directory", relative=relative)
+    if stat.S_ISREG(mode):
+        return Resolved(path=real, kind="file", relative=relative)
+    raise NotFound(_NOT_REGULAR)

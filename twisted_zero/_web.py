@@ -1,0 +1,526 @@
+"""
+The HTTP front end: generated streams and a file root, streamed by the same
+push producer as the raw-TCP daemon, registered on the request.
+"""
+
+from __future__ import annotations
+
+import html
+import mimetypes
+import os
+import secrets
+from collections.abc import Callable
+from typing import BinaryIO, cast
+from urllib.parse import quote
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from ._paths import NotFound, resolveUnderRoot
+from ._producer import StreamProducer, StreamStopped
+from ._protocol import formatAddress, sendWholeChunks
+from ._ranges import UNSATISFIABLE, ByteRange, parseRange
+from ._sizes import parseSize
+from ._sources import (
+    BytesSource,
+    ChargenSource,
+    ConcatenatedSource,
+    FileSource,
+    ISource,
+    RandomSource,
+    SourceError,
+    TimedSource,
+    ZeroSource,
+    openRegularFile,
+)
+from ._validators import (
+    evaluatePreconditions,
+    httpDate,
+    ifRangeAllowsRange,
+    makeETag,
+)
+
+_ALLOWED = [b"GET", b"HEAD"]
+_ENCODED_TYPES = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "br": "application/x-brotli",
+    "compress": "application/x-compress",
+}
+
+
+class StreamRequest(Request):
+    """
+    A request that logs one structured event when it ends, however it ends:
+    method, path, status, range, bytes, seconds and why it ended.
+
+    @ivar ending: Set by the resource when it ends the response itself
+        (C{"aborted: source failed"}); otherwise the reason is read from how
+        the request finished.
+    @ivar rangeNote: The byte ranges sent, for the log (C{"-"} for none).
+    """
+
+    _log = Logger()
+    ending: str | None = None
+    rangeNote: str = "-"
+    _started: float = 0.0
+
+    def process(self) -> None:
+        site: Site = self.channel.site  # type: ignore[attr-defined]
+        self._clock: IReactorTime = site.reactor
+        self._started = self._clock.seconds()
+        self.notifyFinish().addBoth(self._logEnd)
+        super().process()  # type: ignore[no-untyped-call]
+
+    def _logEnd(self, result: Failure | None) -> None:
+        if self.ending is not None:
+            reason = self.ending
+        elif result is None:
+            reason = "complete"
+        elif result.check(ConnectionDone):
+            reason = "client closed"
+        else:
+            reason = "client reset"
+        self._log.info(
+            "{method} {path} {status} from {peer} ({reason}): range {range}, "
+            "{bytes} bytes in {seconds:.3f}s",
+            method=self.method.decode("ascii", "replace"),
+            path=self.uri.decode("ascii", "backslashreplace"),
+            status=self.code,
+            peer=_peer(self),
+            range=self.rangeNote,
+            bytes=self.sentLength,
+            seconds=self._clock.seconds() - self._started,
+            reason=reason,
+        )
+
+
+class StreamSite(Site):
+    """
+    A L{Site} of L{StreamRequest}s: the structured event per request replaces
+    the access log.
+    """
+
+    requestFactory = StreamRequest
+    noisy = False
+
+    def log(self, request: http.Request) -> None:
+        """
+        Nothing: L{StreamRequest} logs each request when it ends.
+        """
+
+
+def _plain(request: Request, code: int, message: str) -> bytes:
+    body = f"{message}\n".encode()
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"content-length", b"%d" % (len(body),))
+    return b"" if request.method == b"HEAD" else body
+
+
+def _notAllowed(request: Request) -> bytes | None:
+    if request.method in _ALLOWED:
+        return None
+    request.setHeader(b"allow", b", ".join(_ALLOWED))
+    return _plain(request, http.NOT_ALLOWED, "405 Method Not Allowed: use GET or HEAD")
+
+
+def _stream(
+    request: Request,
+    source: ISource,
+    clock: IReactorTime,
+    limit: int | None = None,
+    chunkSize: int | None = None,
+) -> int:
+    """
+    Stream C{source} as the response body with a push producer registered on
+    the request; finish the request at the end.
+    """
+    producer = StreamProducer(
+        source=source, chunkSize=chunkSize, limit=limit, clock=clock
+    )
+    sendWholeChunks(request.channel.transport, producer.chunkSize)
+
+    def finished(sent: int) -> None:
+        request.finish()
+
+    def failed(failure: Failure) -> None:
+        if failure.check(StreamStopped):
+            return  # the client went away; the request logs it
+        if isinstance(request, StreamRequest):
+            request.ending = "aborted: source failed"
+        if failure.check(SourceError):
+            _log.warn(
+                "aborting response to {peer}: {error}",
+                peer=_peer(request),
+                error=str(failure.value),
+            )
+        else:
+            _log.failure("aborting response", failure)
+        # The client must be able to tell the body is short.
+        cast(ITCPTransport, request.channel.transport).abortConnection()
+
+    producer.startStreaming(request).addCallbacks(finished, failed)
+    # The transport stops the producer when the connection is lost, before
+    # the request hears of it; stop it here too, whatever the transport.
+    request.notifyFinish().addErrback(lambda reason: producer.stopProducing())
+    return NOT_DONE_YET
+
+
+_log = Logger()
+
+
+def _peer(request: Request) -> str:
+    return formatAddress(request.getClientAddress())
+
+
+class _NotFound(Resource):
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        return _plain(request, http.NOT_FOUND, "404 Not Found")
+
+
+class _Top(Resource):
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return _NotFound()  # type: ignore[no-untyped-call]
+
+
+class _Index(Resource):
+    isLeaf = True
+
+    def __init__(self, files: bool) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._files = files
+
+    def render(self, request: Request) -> bytes:
+        refused = _notAllowed(request)
+        if refused is not None:
+            return refused
+        if request.postpath not in ([], [b""]):
+            return _plain(request, http.NOT_FOUND, "404 Not Found")
+        lines = [
+            "twisted-zero",
+            "",
+            "GET /zero      zero bytes",
+            "GET /random    incompressible random bytes",
+            "GET /chargen   the RFC 864 character generator pattern",
+            "    ?bytes=N     exactly N bytes (K, M, G: powers of 1024)",
+            "    ?seconds=T   for T seconds",
+            "    (neither)    without end",
+        ]
+        if self._files:
+            lines.append("GET /files/    files (Range requests welcome)")
+        return _plain(request, http.OK, "\n".join(lines))
+
+
+class _Generated(Resource):
+    """
+    An endless, sized or timed stream of a generated source.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        sourceFactory: Callable[[], ISource],
+        contentType: bytes,
+        clock: IReactorTime,
+        maxBytes: int | None,
+        chunkSize: int | None,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._sourceFactory = sourceFactory
+        self._contentType = contentType
+        self._clock = clock
+        self._maxBytes = maxBytes
+        self._chunkSize = chunkSize
+
+    def render(self, request: Request) -> bytes | int:
+        refused = _notAllowed(request)
+        if refused is not None:
+            return refused
+        if request.postpath not in ([], [b""]):
+            return _plain(request, http.NOT_FOUND, "404 Not Found")
+        try:
+            size, seconds = self._parseQuery(request.args or {})
+        except ValueError as e:
+            return _plain(request, http.BAD_REQUEST, f"400 Bad Request: {e}")
+        request.setHeader(b"content-type", self._contentType)
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        if size is not None:
+            request.setHeader(b"content-length", b"%d" % (size,))
+        if request.method == b"HEAD":
+            return b""
+        source = self._sourceFactory()
+        if seconds is not None:
+            source = TimedSource(source=source, clock=self._clock, seconds=seconds)
+        return _stream(request, source, self._clock, size, self._chunkSize)
+
+    def _parseQuery(
+        self, args: dict[bytes, list[bytes]]
+    ) -> tuple[int | None, float | None]:
+        size = seconds = None
+        if b"bytes" in args:
+            text = args[b"bytes"][-1].decode("ascii", "replace")
+            try:
+                size = parseSize(text)
+            except ValueError:
+                raise ValueError(f"bytes={text}: not a size") from None
+        if b"seconds" in args:
+            text = args[b"seconds"][-1].decode("ascii", "replace")
+            try:
+                seconds = float(text)
+            except ValueError:
+                seconds = -1.0
+            if not 0 < seconds < 10**9:
+                raise ValueError(f"seconds={text}: not a positive number")
+        if size is not None and seconds is not None:
+            raise ValueError("ask for bytes= or seconds=, not both")
+        if self._maxBytes is not None:
+            if size is None:
+                raise ValueError(
+                    f"this server sends at most {self._maxBytes} bytes: ask for bytes=N"
+                )
+            if size > self._maxBytes:
+                raise ValueError(
+                    f"bytes={size} is more than this server sends ({self._maxBytes})"
+                )
+        return size, seconds
+
+
+def _contentType(name: str) -> bytes:
+    kind, encoding = mimetypes.guess_type(name, strict=False)
+    if encoding is not None:
+        kind = _ENCODED_TYPES.get(encoding, "application/octet-stream")
+    return (kind or "application/octet-stream").encode("ascii")
+
+
+class _Files(Resource):
+    """
+    The regular files under a root directory, with byte ranges and
+    validators; directories as an index if asked for.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        root: str,
+        clock: IReactorTime,
+        listing: bool,
+        dotfiles: bool,
+        chunkSize: int | None,
+        opener: Callable[[str], tuple[BinaryIO, os.stat_result]],
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._root = root
+        self._clock = clock
+        self._listing = listing
+        self._dotfiles = dotfiles
+        self._chunkSize = chunkSize
+        self._open = opener
+
+    def render(self, request: Request) -> bytes | int:
+        refused = _notAllowed(request)
+        if refused is not None:
+            return refused
+        path = request.path
+        raw = path[len(b"/files") :]
+        try:
+            resolved = resolveUnderRoot(self._root, raw, self._dotfiles)
+        except NotFound:
+            return _plain(request, http.NOT_FOUND, "404 Not Found")
+        if resolved.kind == "directory":
+            if not self._listing:
+                return _plain(request, http.NOT_FOUND, "404 Not Found")
+            if not path.endswith(b"/"):
+                request.setResponseCode(http.MOVED_PERMANENTLY)
+                request.setHeader(b"location", path + b"/")
+                return _plain(request, http.MOVED_PERMANENTLY, "301 Moved Permanently")
+            return self._index(request, resolved.path, resolved.relative)
+        try:
+            file, info = self._open(resolved.path)
+        except SourceError:
+            return _plain(request, http.NOT_FOUND, "404 Not Found")
+        try:
+            return self._file(request, file, info, resolved.relative)
+        except BaseException:
+            file.close()
+            raise
+
+    def _file(
+        self, request: Request, file: BinaryIO, info: os.stat_result, name: str
+    ) -> bytes | int:
+        size = info.st_size
+        lastModified = info.st_mtime_ns // 10**9
+        etag = makeETag(size, info.st_mtime_ns, info.st_ino)
+        request.setHeader(b"accept-ranges", b"bytes")
+        request.setHeader(b"etag", etag.encode("ascii"))
+        request.setHeader(b"last-modified", httpDate(lastModified).encode("ascii"))
+        # Repeated fields are one comma-separated list (RFC 9110, 5.3).
+        headers = {
+            key.decode("latin-1").lower(): b", ".join(values).decode("latin-1")
+            for key, values in request.requestHeaders.getAllRawHeaders()
+        }
+        method = request.method.decode("ascii", "replace")
+        status = evaluatePreconditions(method, headers, etag, lastModified)
+        if status is not None:
+            file.close()
+            if status == http.NOT_MODIFIED:
+                request.setResponseCode(http.NOT_MODIFIED)
+                return b""
+            return _plain(request, status, "412 Precondition Failed")
+        contentType = _contentType(name)
+        ranges: list[ByteRange] | None = None
+        if "range" in headers and ifRangeAllowsRange(
+            headers.get("if-range"), etag, lastModified
+        ):
+            parsed = parseRange(headers["range"], size)
+            if parsed is UNSATISFIABLE:
+                file.close()
+                request.setHeader(b"content-range", b"bytes */%d" % (size,))
+                return _plain(
+                    request,
+                    http.REQUESTED_RANGE_NOT_SATISFIABLE,
+                    "416 Range Not Satisfiable",
+                )
+            if isinstance(parsed, list):
+                ranges = parsed
+        description = f"file:/{name}"
+        body: ISource
+        if ranges is None:
+            length = size
+            request.setHeader(b"content-type", contentType)
+            body = FileSource(file=file, length=size, description=description)
+        elif len(ranges) == 1:
+            [only] = ranges
+            length = only.stop - only.start
+            request.setResponseCode(http.PARTIAL_CONTENT)
+            request.setHeader(b"content-type", contentType)
+            request.setHeader(b"content-range", only.contentRange(size).encode())
+            body = FileSource(
+                file=file,
+                length=length,
+                offset=only.start,
+                description=description,
+            )
+        else:
+            body, length, boundary = _multipart(file, ranges, size, contentType)
+            request.setResponseCode(http.PARTIAL_CONTENT)
+            request.setHeader(
+                b"content-type", b"multipart/byteranges; boundary=" + boundary
+            )
+        if ranges is not None and isinstance(request, StreamRequest):
+            request.rangeNote = ",".join(f"{r.start}-{r.stop - 1}" for r in ranges)
+        request.setHeader(b"content-length", b"%d" % (length,))
+        if request.method == b"HEAD":
+            body.close()
+            return b""
+        return _stream(request, body, self._clock, chunkSize=self._chunkSize)
+
+    def _index(self, request: Request, directory: str, relative: str) -> bytes:
+        entries = []
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            return _plain(request, http.NOT_FOUND, "404 Not Found")
+        for name in names:
+            link = quote(name, safe="")
+            try:
+                entry = resolveUnderRoot(
+                    self._root,
+                    f"/{quote(relative)}/{link}".replace("//", "/").encode("ascii"),
+                    self._dotfiles,
+                )
+            except NotFound:
+                continue
+            if entry.kind == "directory":
+                link, name = link + "/", name + "/"
+            entries.append(
+                f'<li><a href="{html.escape(link)}">{html.escape(name)}</a></li>'
+            )
+        title = html.escape(f"/{relative}")
+        page = (
+            '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+            f"<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n"
+            "<ul>\n" + "\n".join(entries) + "\n</ul></body></html>\n"
+        )
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        return b"" if request.method == b"HEAD" else page.encode("utf-8")
+
+
+def _multipart(
+    file: BinaryIO, ranges: list[ByteRange], size: int, contentType: bytes
+) -> tuple[ISource, int, bytes]:
+    """
+    The body of a C{multipart/byteranges} response: each range of C{file}
+    after its part headers, then the closing boundary.
+    """
+    boundary = secrets.token_hex(16)
+    parts: list[ISource] = []
+    length = 0
+    for index, byteRange in enumerate(ranges):
+        head = (
+            ("\r\n" if index else "")
+            + f"--{boundary}\r\nContent-Type: {contentType.decode('ascii')}\r\n"
+            f"Content-Range: {byteRange.contentRange(size)}\r\n\r\n"
+        ).encode("ascii")
+        parts.append(BytesSource(data=head))
+        parts.append(
+            FileSource(
+                file=file,
+                length=byteRange.stop - byteRange.start,
+                offset=byteRange.start,
+            )
+        )
+        length += len(head) + byteRange.stop - byteRange.start
+    tail = f"\r\n--{boundary}--\r\n".encode("ascii")
+    parts.append(BytesSource(data=tail))
+    length += len(tail)
+    return ConcatenatedSource(parts=parts), length, boundary.encode("ascii")
+
+
+def makeResource(
+    clock: IReactorTime,
+    root: str | None = None,
+    listing: bool = False,
+    dotfiles: bool = False,
+    maxBytes: int | None = None,
+    chunkSize: int | None = None,
+    opener: Callable[[str], tuple[BinaryIO, os.stat_result]] = openRegularFile,
+) -> IResource:
+    """
+    The whole HTTP front end: C{/} describes it, C{/zero}, C{/random} and
+    C{/chargen} stream generated bytes, C{/files/} serves C{root}.
+
+    @param root: A real (symlink-free) absolute directory path, or L{None}
+        for no file root.
+    @param listing: Whether directories get an HTML index.
+    @param dotfiles: Whether names starting with a dot may be served.
+    @param maxBytes: The most bytes a generated stream may be asked for;
+        L{None} for no limit.
+    @param chunkSize: Bytes per write; L{None} for each source's own.
+    @param opener: Opens a file under C{root} (see L{openRegularFile}).
+    """
+    top = _Top()  # type: ignore[no-untyped-call]
+    top.putChild(b"", _Index(root is not None))
+    for name, factory, contentType in [
+        (b"zero", ZeroSource, b"application/octet-stream"),
+        (b"random", RandomSource, b"application/octet-stream"),
+        (b"chargen", ChargenSource, b"text/plain; charset=us-ascii"),
+    ]:
+        top.putChild(name, _Generated(factory, contentType, clock, maxBytes, chunkSize))
+    if root is not None:
+        files = _Files(root, clock, listing, dotfiles, chunkSize, opener)
+        top.putChild(b"files", files)
+    return top
