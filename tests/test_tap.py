@@ -19,6 +19,7 @@ from twisted.python.usage import UsageError
 from twisted.scripts._twistd_unix import ServerOptions
 
 from twisted_zero import ChargenSource, StreamFactory
+from twisted_zero._web import StreamSite
 from twisted_zero.tap import (
     DEFAULT_LISTEN,
     Options,
@@ -110,6 +111,78 @@ class OptionsTests:
             str(raised.value.code)
             == "twistd zero: error: --limit: 'x' is not a size (use a whole number of bytes, optionally followed by K, M or G)"
         )
+
+
+class HTTPOptionsTests:
+    def test_httpOnly(self, tmp_path: Path) -> None:
+        """
+        With C{--http} and no C{--listen}, only HTTP is served; the root is
+        made real.
+        """
+        (tmp_path / "real").mkdir()
+        (tmp_path / "link").symlink_to(tmp_path / "real")
+        options = parse(
+            "--http", "tcp:8080", "--http", "tcp:8081", "--root", str(tmp_path / "link")
+        )
+        assert options["listen"] == []
+        assert options["http"] == ["tcp:8080", "tcp:8081"]
+        assert options["root"] == str((tmp_path / "real").resolve())
+
+    def test_both(self) -> None:
+        """
+        C{--listen} and C{--http} combine; C{--max-bytes} takes a size.
+        """
+        options = parse(
+            "--listen", "tcp:1", "--http", "tcp:2", "--max-bytes", "1G", "--listing"
+        )
+        assert (options["listen"], options["http"]) == (["tcp:1"], ["tcp:2"])
+        assert options["max-bytes"] == 2**30
+        assert options["listing"]
+
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["--root", "/tmp"], "--root needs --http"),
+            (["--listing"], "--listing needs --http"),
+            (["--dotfiles"], "--dotfiles needs --http"),
+            (["--max-bytes", "1M"], "--max-bytes needs --http"),
+            (
+                ["--http", "tcp:1", "--root", "/nonexistent"],
+                "--root: /nonexistent: no such directory",
+            ),
+            (
+                ["--http", "tcp:1", "--root", "/etc/passwd"],
+                "--root: /etc/passwd: not a directory",
+            ),
+            (["--http", "tcp:1", "--max-bytes", "x"], "--max-bytes: 'x' is not a size"),
+        ],
+    )
+    def test_errors(self, args: list[str], message: str) -> None:
+        """
+        HTTP options are checked like the others.
+        """
+        with pytest.raises(UsageError) as raised:
+            parse(*args)
+        assert str(raised.value).startswith(message)
+
+    def test_service(self, tmp_path: Path) -> None:
+        """
+        L{makeService} binds every C{--http} endpoint to one HTTP site and
+        logs it.
+        """
+        reactor = MemoryReactorClock()
+        options = parse(
+            "--http", "tcp:8080", "--http", "tcp:8081", "--root", str(tmp_path)
+        )
+        service = makeService(options, reactor)
+        assert [port for port, _, _, _ in reactor.tcpServers] == [8080, 8081]
+        [site] = {factory for _, factory, _, _ in reactor.tcpServers}
+        assert isinstance(site, StreamSite)
+        with capturedLogs() as events:
+            service.startService()
+        assert [e["log_format"].split(" on ")[0] for e in events if "address" in e] == [
+            "serving HTTP"
+        ] * 2
 
 
 class MakeServiceTests:

@@ -9,6 +9,7 @@ import hashlib
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,8 @@ PROJECT = Path(twisted_zero.__file__).resolve().parent.parent
 DEADLINE = 30.0
 LISTENING = re.compile(r"streaming (?P<source>\S+) on (?P<host>[\d.]+):(?P<port>\d+)")
 LISTENING_ANY = re.compile(r"streaming \S+ on (?P<address>\S+)$")
+SERVING_HTTP = re.compile(r"serving HTTP on 127\.0\.0\.1:(?P<port>\d+)")
+CURL = shutil.which("curl")
 
 
 TWISTD = Path(sys.executable).parent / "twistd"
@@ -278,6 +281,93 @@ class DisconnectTests:
         assert daemon.process.poll() is None
 
 
+class HTTPTests:
+    """
+    The HTTP front end with the real C{curl}.
+    """
+
+    def start(self, daemons: list[Daemon], tmp_path: Path) -> tuple[Daemon, str, bytes]:
+        assert CURL is not None, "these tests need curl"
+        root = tmp_path / "root"
+        root.mkdir()
+        content = os.urandom(4 * 2**20 + 99)
+        (root / "data.bin").write_bytes(content)
+        with (root / "huge.bin").open("wb") as f:
+            f.truncate(64 * 2**30)
+        daemon = start(
+            daemons,
+            tmp_path,
+            "--http",
+            "tcp:0:interface=127.0.0.1",
+            "--root",
+            str(root),
+        )
+        port = daemon.waitFor(SERVING_HTTP).group("port")
+        return daemon, f"http://127.0.0.1:{port}/files/", content
+
+    def curl(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        assert CURL is not None
+        return subprocess.run(
+            [CURL, "--silent", "--show-error", *args],
+            capture_output=True,
+            timeout=DEADLINE,
+            check=False,
+        )
+
+    def test_ranges(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        C{curl -r} gets exactly the bytes asked for, one range or several.
+        """
+        daemon, url, content = self.start(daemons, tmp_path)
+        assert self.curl("-r", "100-199", url + "data.bin").stdout == content[100:200]
+        assert self.curl("-r", "-10", url + "data.bin").stdout == content[-10:]
+        several = self.curl("-r", "0-9,20-29", "-D", "-", url + "data.bin").stdout
+        assert b"multipart/byteranges; boundary=" in several
+        assert content[:10] in several and content[20:30] in several
+
+    def test_resume(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        C{curl -C -} completes a partial download byte for byte.
+        """
+        daemon, url, content = self.start(daemons, tmp_path)
+        partial = tmp_path / "download"
+        partial.write_bytes(content[: 2**20 + 7])
+        result = self.curl("-C", "-", "-o", str(partial), url + "data.bin")
+        assert result.returncode == 0, result.stderr
+        assert partial.read_bytes() == content
+
+    def test_head(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        C{curl --head} shows the size, validators and range support.
+        """
+        daemon, url, content = self.start(daemons, tmp_path)
+        head = self.curl("--head", url + "data.bin").stdout.decode().lower()
+        assert head.startswith("http/1.1 200 ok\r\n")
+        assert f"content-length: {len(content)}\r\n" in head
+        assert "accept-ranges: bytes\r\n" in head
+        assert re.search(r'etag: "[^"]+"\r\n', head)
+        assert "last-modified: " in head
+
+    def test_disconnectMidDownload(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        When C{curl} gives up in the middle of a huge download, the daemon
+        reads not one more byte of the file.
+        """
+        daemon, url, content = self.start(daemons, tmp_path)
+        before = daemon.io()
+        result = self.curl(
+            "--max-time", "1", "--limit-rate", "20M", "-o", os.devnull, url + "huge.bin"
+        )
+        assert result.returncode == 28, result.stderr  # curl's "operation timed out"
+        daemon.waitFor(
+            re.compile(r"GET /files/huge.bin 200 .*\(client (reset|closed)\)")
+        )
+        settled = daemon.readsSettle()
+        time.sleep(1)
+        assert daemon.io() == settled
+        assert settled - before < 512 * 2**20
+
+
 def runBad(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         twistdCommand(*args),
@@ -305,6 +395,8 @@ class BadInputTests:
             (["--listen", "tcp:eighty"], "bad endpoint 'tcp:eighty': invalid literal for int() with base 10: 'eighty'"),
             (["--listen", "carrier-pigeon:1"], "bad endpoint 'carrier-pigeon:1': Unknown endpoint type: 'carrier-pigeon'"),
             (["--no-such-option"], "option --no-such-option not recognized"),
+            (["--http", "tcp:0", "--root", "{tmp}/missing"], "--root: {tmp}/missing: no such directory"),
+            (["--root", "{tmp}"], "--root needs --http"),
         ],
     )  # fmt: skip
     def test_refused(self, tmp_path: Path, args: list[str], message: str) -> None:

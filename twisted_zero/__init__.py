@@ -27,6 +27,7 @@ from ._sources import (
     openFile,
     sourceFactory,
 )
+from ._web import StreamSite, makeResource
 
 __version__ = "0.1.0"
 
@@ -40,9 +41,11 @@ __all__ = [
     "StreamFactory",
     "StreamProducer",
     "StreamProtocol",
+    "StreamSite",
     "StreamStopped",
     "ZeroSource",
     "__version__",
+    "makeResource",
     "openFile",
     "parseSize",
     "sourceFactory",
