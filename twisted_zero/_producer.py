@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._limits import Throttle
 from ._sources import ISource
 
 MAX_CHUNKS_PER_TURN = 16
@@ -68,6 +69,7 @@ class StreamProducer:
     _chunkSize: int | None = field(default=None, alias="chunkSize")
     _limit: int | None = field(default=None, alias="limit")
     _clock: IReactorTime | None = field(default=None, alias="clock")
+    _throttle: Throttle | None = field(default=None, alias="throttle")
     bytesSent: int = field(default=0, init=False)
     _state: _State = field(default=_State.IDLE, init=False)
     _consumer: IConsumer | None = field(default=None, init=False)
@@ -166,11 +168,19 @@ class StreamProducer:
                 if wanted <= 0:
                     self._finish(None)
                     return
+            if self._throttle is not None:
+                allowed = self._throttle.allowance(wanted)
+                if not allowed:
+                    self._waitFor(self._throttle.delay(wanted))
+                    return
+                wanted = allowed
             try:
                 chunk = self._source.read(wanted)
             except Exception:
                 self._finish(Failure())
                 return
+            if self._throttle is not None and len(chunk) < wanted:
+                self._throttle.refund(wanted - len(chunk))
             if not chunk:
                 self._finish(None)
                 return
@@ -185,8 +195,14 @@ class StreamProducer:
                 return
             if self._state is not _State.PRODUCING:
                 return
+        self._waitFor(0)
+
+    def _waitFor(self, seconds: float) -> None:
+        """
+        Go on producing after C{seconds}, unless paused or stopped by then.
+        """
         assert self._clock is not None
-        self._nextTurn = self._clock.callLater(0, self._continue)
+        self._nextTurn = self._clock.callLater(seconds, self._continue)
 
     def _continue(self) -> None:
         self._nextTurn = None
