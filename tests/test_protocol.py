@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
@@ -18,7 +17,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import LogEvent, capturedLogs
 from twisted.python.failure import Failure
 from twisted.test import iosim
@@ -35,8 +33,8 @@ from twisted_zero import (
     StreamProtocol,
     ZeroSource,
 )
-from twisted_zero._protocol import LINGER_SECONDS, formatAddress, sendWholeChunks
-from twisted_zero._sources import CHARGEN_PERIOD, SHARED_CHUNK_SIZE
+from twisted_zero._protocol import LINGER_SECONDS, formatAddress
+from twisted_zero._sources import CHARGEN_PERIOD
 
 from .helpers import CountingFile, PausingTransport
 
@@ -359,43 +357,6 @@ class StreamEndLogTests(SynchronousTestCase):
                 protocol.connectionLost(Failure(reason))
             event = streamEnded(list(events))
             self.assertEqual((event["reason"], event["bytes"]), (expected, 10))
-
-
-class SendWholeChunksTests(SynchronousTestCase):
-    def test_socketTransport(self) -> None:
-        """
-        A socket transport may send a whole large chunk at once; its limit
-        is never lowered, and the class's is untouched.
-        """
-        transport = FileDescriptor(reactor=MemoryReactor())
-        sendWholeChunks(transport, 4 * 2**20)
-        self.assertEqual(transport.SEND_LIMIT, 4 * 2**20)
-        sendWholeChunks(transport, 1000)
-        self.assertEqual(transport.SEND_LIMIT, 4 * 2**20)
-        self.assertEqual(FileDescriptor.SEND_LIMIT, 128 * 1024)
-
-    def test_otherTransport(self) -> None:
-        """
-        Other transports are left alone.
-        """
-        transport = StringTransport()
-        sendWholeChunks(transport, 4 * 2**20)
-        self.assertFalse(hasattr(transport, "SEND_LIMIT"))
-
-    def test_onConnect(self) -> None:
-        """
-        The protocol applies it with the stream's chunk size.
-        """
-
-        class Socket(FileDescriptor):
-            def getPeer(self) -> IPv4Address:
-                return PEER
-
-        factory = StreamFactory(sourceFactory=ZeroSource, clock=Clock(), limit=0)
-        protocol = factory.buildProtocol(PEER)
-        transport = Socket(reactor=MemoryReactor())
-        protocol.makeConnection(transport)
-        self.assertEqual(transport.SEND_LIMIT, SHARED_CHUNK_SIZE)
 
 
 class FormatAddressTests(SynchronousTestCase):

@@ -5,10 +5,13 @@ and counts of connections, globally and per address.
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import Callable, Sequence
 
 from attrs import define, field
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 MIN_BURST = 16 * 1024
 BURST_SECONDS = 0.05
@@ -144,3 +147,208 @@ class ConnectionLimits:
             self._perAddress[address] = remaining
         else:
             del self._perAddress[address]
+
+
+def _addressKey(address: object) -> str:
+    """
+    The client address that per-address limits count: the IP address, or
+    the kind of address where there is none (UNIX sockets).
+    """
+    host = getattr(address, "host", None)
+    return host if isinstance(host, str) else type(address).__name__
+
+
+def tcpBytesAcked(transport: object) -> int | None:
+    """
+    How many bytes the peer's kernel has acknowledged on this connection (a
+    count that grows while a client reads, however slowly, and stops when it
+    does not), or L{None} where the kernel does not say: not TCP, not
+    Linux. Wrapping transports (TLS) are looked through.
+    """
+    for _ in range(4):
+        getHandle = getattr(transport, "getHandle", None)
+        handle = getHandle() if getHandle is not None else None
+        if isinstance(handle, socket.socket) and handle.family in _TCP_FAMILIES:
+            try:
+                info = handle.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 256)
+            except OSError:
+                return None
+            if len(info) < _BYTES_ACKED_OFFSET + 8:
+                return None
+            acked: int = struct.unpack_from("Q", info, _BYTES_ACKED_OFFSET)[0]
+            return acked
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return None
+    return None
+
+
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+_TCP_INFO = getattr(socket, "TCP_INFO", 11)
+_BYTES_ACKED_OFFSET = 120
+"""
+Where C{tcpi_bytes_acked} lies in Linux's C{struct tcp_info} (since 4.1).
+"""
+
+
+@define
+class StallWatch:
+    """
+    Call C{onStall} once a progress count has not changed for C{timeout}
+    seconds of the clock.
+    """
+
+    _clock: IReactorTime = field(alias="clock")
+    _timeout: float = field(alias="timeout")
+    _progress: Callable[[], object] = field(alias="progress")
+    _onStall: Callable[[], None] = field(alias="onStall")
+    _last: object = field(default=None, init=False)
+    _since: float = field(default=0.0, init=False)
+    _check: IDelayedCall | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        """
+        Start watching.
+        """
+        self._last = self._progress()
+        self._since = self._clock.seconds()
+        self._schedule()
+
+    def stop(self) -> None:
+        """
+        Stop watching. Idempotent.
+        """
+        check, self._check = self._check, None
+        if check is not None and check.active():
+            check.cancel()
+
+    def _schedule(self) -> None:
+        self._check = self._clock.callLater(max(self._timeout / 4, 0.1), self._look)
+
+    def _look(self) -> None:
+        self._check = None
+        now = self._clock.seconds()
+        current = self._progress()
+        if current != self._last:
+            self._last, self._since = current, now
+        elif now - self._since >= self._timeout:
+            self._onStall()
+            return
+        self._schedule()
+
+
+@define
+class Protection:
+    """
+    What the daemon does against slow, stuck, greedy or too many clients;
+    one for all listeners.
+
+    @ivar stallTimeout: Abort a connection that has made no write progress
+        for this many seconds; L{None} for never.
+    @ivar maxDuration: Abort any stream after this many seconds; L{None}
+        for never.
+    @ivar rate: Bytes per second for each connection; L{None} for no limit.
+    @ivar totalRate: Bytes per second for all connections together.
+    @ivar limits: How many connections are let in.
+    @ivar onRateWait: Told of every wait for rate tokens (for metrics).
+    """
+
+    clock: IReactorTime
+    stallTimeout: float | None = None
+    maxDuration: float | None = None
+    rate: float | None = None
+    totalRate: float | None = None
+    limits: ConnectionLimits = field(factory=ConnectionLimits)
+    onRateWait: Callable[[float], None] | None = None
+    _total: TokenBucket | None = field(default=None, init=False)
+    _open: set[object] = field(factory=set, init=False)
+    _drained: list[Deferred[None]] = field(factory=list, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.totalRate is not None:
+            self._total = TokenBucket(clock=self.clock, rate=self.totalRate)
+
+    def admit(self, address: object) -> str | None:
+        """
+        Let a new connection from C{address} in, or say why not (see
+        L{ConnectionLimits.admit}).
+        """
+        return self.limits.admit(_addressKey(address))
+
+    def opened(self, transport: object) -> None:
+        """
+        A connection is open: count it until L{closed}.
+        """
+        self._open.add(transport)
+
+    def closed(self, transport: object, admitted: object) -> None:
+        """
+        A connection L{opened} (and admitted from the address C{admitted},
+        unless L{None}) is closed.
+        """
+        self._open.discard(transport)
+        if admitted is not None:
+            self.limits.release(_addressKey(admitted))
+        if not self._open:
+            drained, self._drained = self._drained, []
+            for waiting in drained:
+                waiting.callback(None)
+
+    @property
+    def openConnections(self) -> int:
+        """
+        How many connections are open now.
+        """
+        return len(self._open)
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Wait for the open connections to end, for C{timeout} seconds at most;
+        then abort those left.
+
+        @return: A L{Deferred} that fires once none is open.
+        """
+        if not self._open:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._drained.append(waiting)
+        abort = self.clock.callLater(timeout, self._abortAll)
+        waiting.addBoth(lambda result: abort.cancel() if abort.active() else None)
+        return waiting
+
+    def _abortAll(self) -> None:
+        for transport in list(self._open):
+            transport.abortConnection()  # type: ignore[attr-defined]
+
+    def throttle(self, requested: float | None = None) -> Throttle | None:
+        """
+        The throttle for a new stream: its own rate (the lower of the
+        server's and C{requested}, which may only lower it) and the shared
+        total.
+        """
+        rates = [rate for rate in (self.rate, requested) if rate is not None]
+        buckets = [TokenBucket(clock=self.clock, rate=min(rates))] if rates else []
+        if self._total is not None:
+            buckets.append(self._total)
+        if not buckets:
+            return None
+        return Throttle(buckets=buckets, onWait=self.onRateWait)
+
+    def watch(
+        self, transport: object, sent: Callable[[], int], onStall: Callable[[], None]
+    ) -> StallWatch | None:
+        """
+        Start watching a connection for stalls, if a stall timeout is set.
+        Progress is what the peer acknowledged (TCP) or what the producer
+        could write.
+        """
+        if not self.stallTimeout:
+            return None
+        watch = StallWatch(
+            clock=self.clock,
+            timeout=self.stallTimeout,
+            progress=lambda: (tcpBytesAcked(transport), sent()),
+            onStall=onStall,
+        )
+        watch.start()
+        return watch

@@ -5,6 +5,7 @@ The push producer that streams a source to any L{IConsumer}.
 from __future__ import annotations
 
 import enum
+from typing import Protocol
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
@@ -41,6 +42,23 @@ class StreamStopped(Exception):
         self.bytesSent = bytesSent
 
 
+class StreamObserver(Protocol):
+    """
+    What a producer tells about itself as it goes, for metrics.
+    """
+
+    def chunkWritten(self, count: int) -> None:
+        """
+        C{count} more bytes were written to the consumer.
+        """
+
+    def pauseChanged(self, paused: bool) -> None:
+        """
+        The consumer paused the producer, or it is producing again (or has
+        ended) after a pause.
+        """
+
+
 class _State(enum.Enum):
     IDLE = "idle"
     PRODUCING = "producing"
@@ -70,6 +88,8 @@ class StreamProducer:
     _limit: int | None = field(default=None, alias="limit")
     _clock: IReactorTime | None = field(default=None, alias="clock")
     _throttle: Throttle | None = field(default=None, alias="throttle")
+    _observer: StreamObserver | None = field(default=None, alias="observer")
+    _observedPause: bool = field(default=False, init=False)
     bytesSent: int = field(default=0, init=False)
     _state: _State = field(default=_State.IDLE, init=False)
     _consumer: IConsumer | None = field(default=None, init=False)
@@ -132,6 +152,7 @@ class StreamProducer:
         if self._state is _State.PRODUCING:
             self._state = _State.PAUSED
             self._cancelNextTurn()
+            self._notePause(True)
 
     def resumeProducing(self) -> None:
         """
@@ -140,6 +161,7 @@ class StreamProducer:
         """
         if self._state is _State.PAUSED:
             self._state = _State.PRODUCING
+            self._notePause(False)
             self._produce()
 
     def stopProducing(self) -> None:
@@ -153,6 +175,7 @@ class StreamProducer:
         self._state = _State.STOPPED
         try:
             self._cancelNextTurn()
+            self._notePause(False)
             self._consumer = None
             self._closeSource()
             self._done.errback(Failure(StreamStopped(self.bytesSent)))
@@ -185,6 +208,8 @@ class StreamProducer:
                 self._finish(None)
                 return
             self.bytesSent += len(chunk)
+            if self._observer is not None:
+                self._observer.chunkWritten(len(chunk))
             assert self._consumer is not None
             self._consumer.write(chunk)
             # The write may have paused or stopped us.
@@ -209,6 +234,11 @@ class StreamProducer:
         if self._state is _State.PRODUCING:
             self._produce()
 
+    def _notePause(self, paused: bool) -> None:
+        if self._observer is not None and paused != self._observedPause:
+            self._observedPause = paused
+            self._observer.pauseChanged(paused)
+
     def _cancelNextTurn(self) -> None:
         nextTurn, self._nextTurn = self._nextTurn, None
         if nextTurn is not None:
@@ -226,6 +256,7 @@ class StreamProducer:
         """
         self._state = _State.FINISHED
         self._cancelNextTurn()
+        self._notePause(False)
         self._closeSource()
         consumer, self._consumer = self._consumer, None
         assert consumer is not None

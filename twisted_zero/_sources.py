@@ -84,10 +84,12 @@ stalled connection holds one; measured, 2 MiB streams faster than 1 MiB
 (fewer reactor turns per byte) and no slower than 4 MiB.
 """
 
-FILE_CHUNK_SIZE = 192 * 1024
+FILE_CHUNK_SIZE = 128 * 1024
 """
-Chunk size of L{FileSource}: a stalled connection holds one chunk, so this
-keeps it, with the connection's own overhead, under 256 KiB.
+Chunk size of L{FileSource}: a stalled connection holds one chunk, so it
+is kept small; and it is what a socket transport sends at once (its
+C{SEND_LIMIT}), so each chunk goes out in one C{send()} and is never
+partly copied by the transport.
 """
 
 
@@ -413,7 +415,7 @@ def sourceFactory(spec: str) -> Callable[[], ISource]:
     if spec in generated:
         return generated[spec]
     if spec.startswith("file:") and spec != "file:":
-        path = spec[len("file:") :]
+        path = os.path.abspath(spec[len("file:") :])
         openFile(path).close()
         return partial(openFile, path)
     raise SourceError(

@@ -14,16 +14,20 @@ from typing import BinaryIO, cast
 from urllib.parse import quote
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IAddress, IReactorTime, ITCPTransport
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from ._limits import Protection
+from ._metrics import Metrics
 from ._paths import NotFound, resolveUnderRoot
 from ._producer import StreamProducer, StreamStopped
-from ._protocol import formatAddress, sendWholeChunks
+from ._protocol import MetricsObserver, formatAddress
 from ._ranges import UNSATISFIABLE, ByteRange, parseRange
 from ._sizes import parseSize
 from ._sources import (
@@ -109,11 +113,84 @@ class StreamSite(Site):
 
     requestFactory = StreamRequest
     noisy = False
+    _log = Logger()
+
+    def __init__(
+        self,
+        resource: IResource,
+        reactor: IReactorTime,
+        protection: Protection | None = None,
+        metrics: Metrics | None = None,
+        timeout: float | None = 60 * 60 * 12,
+    ) -> None:
+        super().__init__(resource, reactor=reactor, timeout=timeout)  # type: ignore[no-untyped-call]
+        self.protection = Protection(reactor) if protection is None else protection
+        self.metrics = Metrics() if metrics is None else metrics
+        self.protocol = self._channel  # type: ignore[method-assign,assignment]
+
+    def _channel(self) -> HTTPChannel:
+        return _Channel(self)
+
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:  # type: ignore[override]
+        refused = self.protection.admit(addr)
+        if refused is not None:
+            self.metrics.rejected("http", refused)
+            self._log.warn(
+                "refused a connection from {peer}: {why}",
+                peer=formatAddress(addr),
+                why=refused,
+            )
+            return _Busy()
+        channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
+        if isinstance(channel, _Channel):
+            channel.admitted = addr
+        built: Protocol | None = channel
+        return built
 
     def log(self, request: http.Request) -> None:
         """
         Nothing: L{StreamRequest} logs each request when it ends.
         """
+
+
+class _Channel(HTTPChannel):
+    """
+    An HTTP/1.1 channel counted in its site's connections and metrics.
+    """
+
+    admitted: IAddress | None = None
+
+    def __init__(self, site: StreamSite) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._site = site
+
+    def connectionMade(self) -> None:
+        super().connectionMade()  # type: ignore[no-untyped-call]
+        self._site.metrics.connectionOpened("http")
+        self._site.protection.opened(self.transport)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        try:
+            super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        finally:
+            clean = reason.check(ConnectionDone) is not None
+            self._site.metrics.connectionClosed("http", "closed" if clean else "reset")
+            self._site.protection.closed(self.transport, self.admitted)
+
+
+class _Busy(Protocol):
+    """
+    Tell a client the server is full, and close.
+    """
+
+    def connectionMade(self) -> None:
+        body = b"503 Service Unavailable: too many connections\n"
+        self.transport.write(  # type: ignore[union-attr]
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.loseConnection()  # type: ignore[union-attr]
 
 
 def _plain(request: Request, code: int, message: str) -> bytes:
@@ -132,21 +209,74 @@ def _notAllowed(request: Request) -> bytes | None:
     return _plain(request, http.NOT_ALLOWED, "405 Method Not Allowed: use GET or HEAD")
 
 
+def _requestedRate(request: Request) -> float | None:
+    """
+    The rate a client asks for with C{?rate=}, in bytes per second.
+
+    @raise ValueError: If it is not a positive size.
+    """
+    values = (request.args or {}).get(b"rate")
+    if not values:
+        return None
+    text = values[-1].decode("ascii", "replace")
+    try:
+        rate = parseSize(text)
+    except ValueError:
+        rate = 0
+    if rate <= 0:
+        raise ValueError(f"rate={text}: not a positive number of bytes per second")
+    return float(rate)
+
+
 def _stream(
     request: Request,
     source: ISource,
     clock: IReactorTime,
     limit: int | None = None,
     chunkSize: int | None = None,
+    rate: float | None = None,
 ) -> int:
     """
     Stream C{source} as the response body with a push producer registered on
-    the request; finish the request at the end.
+    the request; finish the request at the end. On a L{StreamSite}, its
+    protection (rates, stall timeout, maximum duration) and metrics apply.
     """
+    protection: Protection | None = getattr(request.site, "protection", None)
+    metrics: Metrics | None = getattr(request.site, "metrics", None)
     producer = StreamProducer(
-        source=source, chunkSize=chunkSize, limit=limit, clock=clock
+        source=source,
+        chunkSize=chunkSize,
+        limit=limit,
+        clock=clock,
+        throttle=None if protection is None else protection.throttle(rate),
+        observer=None
+        if metrics is None
+        else MetricsObserver(metrics, source.description),
     )
-    sendWholeChunks(request.channel.transport, producer.chunkSize)
+    transport = request.channel.transport
+
+    def abort(why: str) -> None:
+        if isinstance(request, StreamRequest) and request.ending is None:
+            request.ending = why
+        cast(ITCPTransport, transport).abortConnection()
+
+    def stalled() -> None:
+        if metrics is not None:
+            metrics.stallAborted("http")
+        abort("stalled")
+
+    watch = expiry = None
+    if protection is not None:
+        watch = protection.watch(transport, lambda: producer.bytesSent, stalled)
+        if protection.maxDuration is not None:
+            expiry = clock.callLater(protection.maxDuration, abort, "max duration")
+
+    def ended(result: object) -> object:
+        if watch is not None:
+            watch.stop()
+        if expiry is not None and expiry.active():
+            expiry.cancel()
+        return result
 
     def finished(sent: int) -> None:
         request.finish()
@@ -170,7 +300,9 @@ def _stream(
     producer.startStreaming(request).addCallbacks(finished, failed)
     # The transport stops the producer when the connection is lost, before
     # the request hears of it; stop it here too, whatever the transport.
-    request.notifyFinish().addErrback(lambda reason: producer.stopProducing())
+    request.notifyFinish().addBoth(ended).addErrback(
+        lambda reason: producer.stopProducing()
+    )
     return NOT_DONE_YET
 
 
@@ -251,6 +383,7 @@ class _Generated(Resource):
             return _plain(request, http.NOT_FOUND, "404 Not Found")
         try:
             size, seconds = self._parseQuery(request.args or {})
+            rate = _requestedRate(request)
         except ValueError as e:
             return _plain(request, http.BAD_REQUEST, f"400 Bad Request: {e}")
         request.setHeader(b"content-type", self._contentType)
@@ -263,7 +396,7 @@ class _Generated(Resource):
         source = self._sourceFactory()
         if seconds is not None:
             source = TimedSource(source=source, clock=self._clock, seconds=seconds)
-        return _stream(request, source, self._clock, size, self._chunkSize)
+        return _stream(request, source, self._clock, size, self._chunkSize, rate)
 
     def _parseQuery(
         self, args: dict[bytes, list[bytes]]
@@ -333,6 +466,10 @@ class _Files(Resource):
         refused = _notAllowed(request)
         if refused is not None:
             return refused
+        try:
+            rate = _requestedRate(request)
+        except ValueError as e:
+            return _plain(request, http.BAD_REQUEST, f"400 Bad Request: {e}")
         path = request.path
         raw = path[len(b"/files") :]
         try:
@@ -352,13 +489,18 @@ class _Files(Resource):
         except SourceError:
             return _plain(request, http.NOT_FOUND, "404 Not Found")
         try:
-            return self._file(request, file, info, resolved.relative)
+            return self._file(request, file, info, resolved.relative, rate)
         except BaseException:
             file.close()
             raise
 
     def _file(
-        self, request: Request, file: BinaryIO, info: os.stat_result, name: str
+        self,
+        request: Request,
+        file: BinaryIO,
+        info: os.stat_result,
+        name: str,
+        rate: float | None,
     ) -> bytes | int:
         size = info.st_size
         lastModified = info.st_mtime_ns // 10**9
@@ -425,7 +567,7 @@ class _Files(Resource):
         if request.method == b"HEAD":
             body.close()
             return b""
-        return _stream(request, body, self._clock, chunkSize=self._chunkSize)
+        return _stream(request, body, self._clock, chunkSize=self._chunkSize, rate=rate)
 
     def _index(self, request: Request, directory: str, relative: str) -> bytes:
         entries = []

@@ -16,12 +16,16 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
     IReactorCore,
+    IReactorTime,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.web.server import Site
 
+from ._limits import ConnectionLimits, Protection
+from ._metrics import Metrics, MetricsResource
 from ._protocol import StreamFactory, formatAddress
 from ._sizes import parseSize
 from ._sources import SOURCE_NAMES, SourceError, sourceFactory
@@ -81,10 +85,29 @@ class Options(usage.Options):
             None,
             None,
             "Bytes per write to the transport. Default: 4M for zero and "
-            "chargen (shared by all connections), 2M for random, 192K for a "
+            "chargen (shared by all connections), 2M for random, 128K for a "
             "file (one chunk is what a stalled client costs).",
         ],
         ["root", None, None, "HTTP: serve the files under DIR at /files/."],
+        [
+            "stall-timeout",
+            None,
+            "60",
+            "Abort a connection that makes no write progress for SECONDS "
+            "(and close idle HTTP connections after as long); 0: never.",
+        ],
+        ["max-duration", None, None, "Abort any stream after SECONDS."],
+        ["max-connections", None, None, "Refuse connections beyond N at once."],
+        ["max-per-ip", None, None, "Refuse connections beyond N per address."],
+        ["rate", None, None, "Bytes per second for each connection (K, M, G)."],
+        ["total-rate", None, None, "Bytes per second for all connections."],
+        [
+            "shutdown-timeout",
+            None,
+            "10",
+            "On SIGTERM, let streams finish for SECONDS, then abort them.",
+        ],
+        ["metrics", None, None, "Serve Prometheus metrics on ENDPOINT."],
         [
             "max-bytes",
             None,
@@ -133,6 +156,12 @@ class Options(usage.Options):
             self["sourceFactory"] = sourceFactory(self["source"])
         except SourceError as e:
             raise usage.UsageError(f"--source: {e}") from None
+        for option in ("stall-timeout", "max-duration", "shutdown-timeout"):
+            self[option] = _seconds(self[option], option)
+        for option in ("max-connections", "max-per-ip"):
+            self[option] = _count(self[option], option)
+        for option in ("rate", "total-rate"):
+            self[option] = _size(self[option], f"--{option}", 1)
 
 
 def _directory(path: str) -> str:
@@ -143,6 +172,29 @@ def _directory(path: str) -> str:
     if not os.access(real, os.R_OK | os.X_OK):
         raise usage.UsageError(f"--root: {path}: permission denied")
     return real
+
+
+def _seconds(text: str | None, option: str) -> float | None:
+    """
+    A duration in seconds; L{None} (or 0) for none.
+    """
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < 10**9:
+        raise usage.UsageError(f"--{option}: {text!r} is not a number of seconds")
+    return seconds or None
+
+
+def _count(text: str | None, option: str) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise usage.UsageError(f"--{option}: {text!r} is not a positive whole number")
+    return int(text)
 
 
 def _size(text: str | None, option: str, minimum: int) -> int | None:
@@ -171,12 +223,16 @@ class ListeningService(Service):
         ports: list[IListeningPort],
         source: str,
         httpPorts: list[IListeningPort],
+        metricsPorts: list[IListeningPort],
+        shutdownTimeout: float,
     ) -> None:
         self.factory = factory
-        self.ports = ports + httpPorts
+        self.ports = ports + httpPorts + metricsPorts
         self._streamPorts = ports
         self._httpPorts = httpPorts
+        self._metricsPorts = metricsPorts
         self.source = source
+        self._shutdownTimeout = shutdownTimeout
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -190,11 +246,29 @@ class ListeningService(Service):
             self._log.info(
                 "serving HTTP on {address}", address=formatAddress(port.getHost())
             )
+        for port in self._metricsPorts:
+            self._log.info(
+                "serving metrics on {address}", address=formatAddress(port.getHost())
+            )
 
     def stopService(self) -> Deferred[None]:
+        """
+        Stop accepting connections, let the open ones finish for the
+        shutdown timeout, then abort those left.
+        """
         super().stopService()  # type: ignore[no-untyped-call]
         self.factory.shuttingDown = True
-        stopping = [maybeDeferred(port.stopListening) for port in self.ports]
+        stopping: list[Deferred[object]] = [
+            maybeDeferred(port.stopListening) for port in self.ports
+        ]
+        protection = self.factory.protection
+        if protection.openConnections:
+            self._log.info(
+                "stopping: waiting up to {timeout}s for {count} connections",
+                timeout=self._shutdownTimeout,
+                count=protection.openConnections,
+            )
+        stopping.append(protection.drain(self._shutdownTimeout))  # type: ignore[arg-type]
         return gatherResults(stopping, consumeErrors=True).addCallback(lambda _: None)
 
 
@@ -210,13 +284,29 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
+    clock: IReactorTime = reactor  # type: ignore[assignment]
+    metrics = Metrics()
+    protection = Protection(
+        clock=clock,
+        stallTimeout=options["stall-timeout"],
+        maxDuration=options["max-duration"],
+        rate=options["rate"],
+        totalRate=options["total-rate"],
+        limits=ConnectionLimits(
+            maxConnections=options["max-connections"],
+            maxPerAddress=options["max-per-ip"],
+        ),
+        onRateWait=metrics.rateLimitWaited,
+    )
     factory = StreamFactory(
         sourceFactory=options["sourceFactory"],
-        clock=reactor,  # type: ignore[arg-type]
+        clock=clock,
         chunkSize=options["chunk-size"],
         limit=options["limit"],
+        protection=protection,
+        metrics=metrics,
     )
-    site = StreamSite(  # type: ignore[no-untyped-call]
+    site = StreamSite(
         makeResource(
             clock=reactor,  # type: ignore[arg-type]
             root=options["root"],
@@ -225,8 +315,14 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
             maxBytes=options["max-bytes"],
             chunkSize=options["chunk-size"],
         ),
-        reactor=reactor,
+        reactor=clock,
+        protection=protection,
+        metrics=metrics,
+        timeout=options["stall-timeout"],
     )
+    metricsSite = Site(MetricsResource(metrics), reactor=clock)
+    metricsSite.noisy = False
+    metricsPorts: list[IListeningPort] = []
     ports: list[IListeningPort] = []
     httpPorts: list[IListeningPort] = []
     try:
@@ -234,13 +330,22 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
             ports.append(_listen(reactor, description, factory))
         for description in options["http"]:
             httpPorts.append(_listen(reactor, description, site))
+        if options["metrics"] is not None:
+            metricsPorts.append(_listen(reactor, options["metrics"], metricsSite))
     except StartupError as e:
-        for port in ports + httpPorts:
+        for port in ports + httpPorts + metricsPorts:
             port.stopListening()
         _exitUnderTwistd(options, str(e))
         raise
     service = MultiService()
-    listening = ListeningService(factory, ports, options["source"], httpPorts)
+    listening = ListeningService(
+        factory,
+        ports,
+        options["source"],
+        httpPorts,
+        metricsPorts,
+        options["shutdown-timeout"] or 0.0,
+    )
     listening.setServiceParent(service)  # type: ignore[no-untyped-call]
     return service
 
