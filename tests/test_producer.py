@@ -24,7 +24,7 @@ from twisted_zero import (
     ZeroSource,
 )
 from twisted_zero._producer import MAX_CHUNKS_PER_TURN
-from twisted_zero._sources import FILE_CHUNK_SIZE, SHARED_CHUNK_SIZE
+from twisted_zero._sources import CHARGEN_PERIOD, FILE_CHUNK_SIZE, SHARED_CHUNK_SIZE
 
 from .helpers import CountingFile, PausingTransport, TurnClock
 
@@ -268,6 +268,26 @@ class StreamProducerTests(SynchronousTestCase):
         self.assertEqual(StreamProducer(source=source).chunkSize, FILE_CHUNK_SIZE)
         self.assertEqual(StreamProducer(source=source, chunkSize=5).chunkSize, 5)
 
+    def test_pausedWhileRegistering(self) -> None:
+        """
+        A consumer that pauses the producer as it registers it gets nothing
+        until it resumes it.
+        """
+
+        class Busy(StringTransport):
+            def registerProducer(
+                self, producer: IPushProducer, streaming: bool
+            ) -> None:
+                super().registerProducer(producer, streaming)
+                producer.pauseProducing()
+
+        transport = Busy()
+        producer, file = fileProducer()
+        producer.startStreaming(transport)
+        self.assertEqual((transport.value(), file.reads), (b"", 0))
+        producer.resumeProducing()
+        self.assertTrue(transport.value())
+
     def test_startTwice(self) -> None:
         """
         A producer streams once.
@@ -329,9 +349,8 @@ class LimitTests(SynchronousTestCase):
                 )
             )
             self.assertEqual((len(received), count), (limit, limit))
-            self.assertEqual(
-                received, ChargenSource().read(limit) if limit < 7030 else received
-            )
+            pattern = CHARGEN_PERIOD * (limit // len(CHARGEN_PERIOD) + 1)
+            self.assertEqual(received, pattern[:limit])
 
     def test_zeroLimit(self) -> None:
         """

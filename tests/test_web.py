@@ -45,6 +45,9 @@ class CountingReader:
     def seek(self, offset: int) -> int:
         return self._file.seek(offset)
 
+    def fileno(self) -> int:
+        return self._file.fileno()
+
     def close(self) -> None:
         self.closed = True
         self._file.close()
@@ -440,14 +443,14 @@ class RangeTests:
 
     def test_headRange(self, root: Path) -> None:
         """
-        C{HEAD} with a range gives the 206 headers and no body, and reads
-        nothing.
+        C{HEAD} ignores a range (ranges are defined for GET only): the 200
+        headers, no body, nothing read.
         """
         server = Server(root)
         response = server.get("/files/data.bin", "Range: bytes=10-19", method="HEAD")
-        assert response.status == 206
-        assert response.headers["content-length"] == "10"
-        assert response.headers["content-range"] == f"bytes 10-19/{SIZE}"
+        assert response.status == 200
+        assert response.headers["content-length"] == str(SIZE)
+        assert "content-range" not in response.headers
         assert [(f.reads, f.closed) for f in server.files] == [(0, True)]
 
     def test_empty(self, root: Path) -> None:
@@ -495,6 +498,7 @@ class ValidatorTests:
             response = server.get("/files/data.bin", header)
             assert (response.status, response.body) == (304, b""), header
             assert response.headers["etag"] == validators["etag"]
+            assert "content-length" not in response.headers
         assert all(f.reads == 0 and f.closed for f in server.files)
 
     def test_preconditionFailed(self, root: Path) -> None:
@@ -638,6 +642,46 @@ class BackpressureTests:
         assert len(received) < SIZE
         [event] = [e for e in events if "status" in e]
         assert event["reason"] == "aborted: source failed"
+
+
+class PrefixTests:
+    def test_encodedPrefix(self, root: Path) -> None:
+        """
+        C{/%66iles/...} names the files resource only once decoded: it is a
+        404, not another file.
+        """
+        (root / "es").mkdir()
+        (root / "es" / "data.bin").write_bytes(b"wrong file")
+        assert Server(root).get("/%66iles/data.bin").status == 404
+
+    def test_swappedPath(self, root: Path, tmp_path: Path) -> None:
+        """
+        A file that turns out, once opened, to lie outside the root (a
+        directory on the way swapped for a symlink after the check) is not
+        served.
+        """
+        server = Server(root)
+        outside = tmp_path / "outside" / "secret.txt"
+
+        def swapped(path: str) -> tuple[BinaryIO, os.stat_result]:
+            return openRegularFile(str(outside))
+
+        server.site.resource.children[b"files"]._open = swapped  # type: ignore[attr-defined]
+        response = server.get("/files/data.bin")
+        assert response.status == 404
+        assert b"OUTSIDE-SECRET" not in response.body
+
+    def test_undecodableName(self, root: Path) -> None:
+        """
+        A name that is not UTF-8 is left out of a listing, which still
+        works.
+        """
+        os.close(
+            os.open(os.fsencode(root) + b"/\xff\xfe.bin", os.O_CREAT | os.O_WRONLY)
+        )
+        response = Server(root, listing=True).get("/files/")
+        assert response.status == 200
+        assert b"data.bin" in response.body
 
 
 class ConnectionTests:

@@ -139,10 +139,11 @@ class StreamProducer:
 
             self._clock = reactor
         self._consumer = consumer
-        self._state = _State.PAUSED
+        self._state = _State.PRODUCING
         consumer.registerProducer(self, True)
-        # registerProducer stops us at once if the consumer is already gone.
-        self.resumeProducing()
+        # registerProducer may pause us, or stop us if the consumer is gone.
+        if self._state is _State.PRODUCING:
+            self._produce()
         return self._done
 
     def pauseProducing(self) -> None:

@@ -471,6 +471,9 @@ class _Files(Resource):
         except ValueError as e:
             return _plain(request, http.BAD_REQUEST, f"400 Bad Request: {e}")
         path = request.path
+        if not (path == b"/files" or path.startswith(b"/files/")):
+            # Twisted found this resource by a decoded name (/%66iles/).
+            return _plain(request, http.NOT_FOUND, "404 Not Found")
         raw = path[len(b"/files") :]
         try:
             resolved = resolveUnderRoot(self._root, raw, self._dotfiles)
@@ -487,6 +490,9 @@ class _Files(Resource):
         try:
             file, info = self._open(resolved.path)
         except SourceError:
+            return _plain(request, http.NOT_FOUND, "404 Not Found")
+        if not self._opensUnderRoot(file):
+            file.close()
             return _plain(request, http.NOT_FOUND, "404 Not Found")
         try:
             return self._file(request, file, info, resolved.relative, rate)
@@ -518,13 +524,18 @@ class _Files(Resource):
         if status is not None:
             file.close()
             if status == http.NOT_MODIFIED:
+                # No Content-Length: a 304's would have to be the 200's.
                 request.setResponseCode(http.NOT_MODIFIED)
-                return b""
+                request.finish()
+                return NOT_DONE_YET
             return _plain(request, status, "412 Precondition Failed")
         contentType = _contentType(name)
         ranges: list[ByteRange] | None = None
-        if "range" in headers and ifRangeAllowsRange(
-            headers.get("if-range"), etag, lastModified
+        # Ranges are defined for GET only (RFC 9110, 14.2).
+        if (
+            method == "GET"
+            and "range" in headers
+            and ifRangeAllowsRange(headers.get("if-range"), etag, lastModified)
         ):
             parsed = parseRange(headers["range"], size)
             if parsed is UNSATISFIABLE:
@@ -569,6 +580,19 @@ class _Files(Resource):
             return b""
         return _stream(request, body, self._clock, chunkSize=self._chunkSize, rate=rate)
 
+    def _opensUnderRoot(self, file: BinaryIO) -> bool:
+        """
+        Whether the file opened is still under the root: a directory on
+        the way may have been swapped for a symlink since the path was
+        checked. Where the kernel does not say (no C{/proc}), trust the
+        check.
+        """
+        try:
+            opened = os.readlink(f"/proc/self/fd/{file.fileno()}")
+        except (OSError, ValueError):
+            return True
+        return os.path.commonpath([self._root, opened]) == self._root
+
     def _index(self, request: Request, directory: str, relative: str) -> bytes:
         entries = []
         try:
@@ -576,6 +600,10 @@ class _Files(Resource):
         except OSError:
             return _plain(request, http.NOT_FOUND, "404 Not Found")
         for name in names:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                continue  # not UTF-8: it could not be asked for either
             link = quote(name, safe="")
             try:
                 entry = resolveUnderRoot(

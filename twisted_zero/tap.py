@@ -6,6 +6,7 @@ pieces are put together.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamServerEndpoint,
 )
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -29,9 +31,14 @@ from ._metrics import Metrics, MetricsResource
 from ._protocol import StreamFactory, formatAddress
 from ._sizes import parseSize
 from ._sources import SOURCE_NAMES, SourceError, sourceFactory
+from ._systemd import SystemdNotifier
 from ._web import StreamSite, makeResource
 
 DEFAULT_LISTEN = "tcp:8019:interface=127.0.0.1"
+STATUS_INTERVAL = 5.0
+"""
+How often systemd is told how many connections are open, in seconds.
+"""
 MAX_CHUNK_SIZE = 16 * 2**20
 
 
@@ -225,6 +232,8 @@ class ListeningService(Service):
         httpPorts: list[IListeningPort],
         metricsPorts: list[IListeningPort],
         shutdownTimeout: float,
+        reactor: IReactorCore,
+        notifier: SystemdNotifier,
     ) -> None:
         self.factory = factory
         self.ports = ports + httpPorts + metricsPorts
@@ -233,6 +242,10 @@ class ListeningService(Service):
         self._metricsPorts = metricsPorts
         self.source = source
         self._shutdownTimeout = shutdownTimeout
+        self._reactor = reactor
+        self._notifier = notifier
+        self._status = LoopingCall(self._reportStatus)
+        self._status.clock = notifier.clock
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -250,6 +263,29 @@ class ListeningService(Service):
             self._log.info(
                 "serving metrics on {address}", address=formatAddress(port.getHost())
             )
+        # Every listener is bound (makeService did it): tell systemd.
+        self._notifier.ready()
+        self._notifier.startWatchdog()
+        if self._notifier.enabled:
+            self._status.start(STATUS_INTERVAL)
+        self._reactor.callWhenRunning(self._handleSIGTERM)
+
+    def _handleSIGTERM(self) -> None:
+        """
+        Stop on SIGTERM like the reactor does, but exit with status 0 once
+        the graceful shutdown is done: twistd otherwise ends the process by
+        the signal again, which a supervisor may count as a failure.
+        """
+        reactor = self._reactor
+
+        def stop(signum: int, frame: object) -> None:
+            reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+
+        signal.signal(signal.SIGTERM, stop)
+
+    def _reportStatus(self) -> None:
+        count = self.factory.protection.openConnections
+        self._notifier.status(f"{count} connection{'' if count == 1 else 's'} open")
 
     def stopService(self) -> Deferred[None]:
         """
@@ -258,6 +294,9 @@ class ListeningService(Service):
         """
         super().stopService()  # type: ignore[no-untyped-call]
         self.factory.shuttingDown = True
+        self._notifier.stopping()
+        if self._status.running:
+            self._status.stop()
         stopping: list[Deferred[object]] = [
             maybeDeferred(port.stopListening) for port in self.ports
         ]
@@ -269,7 +308,8 @@ class ListeningService(Service):
                 count=protection.openConnections,
             )
         stopping.append(protection.drain(self._shutdownTimeout))  # type: ignore[arg-type]
-        return gatherResults(stopping, consumeErrors=True).addCallback(lambda _: None)
+        done = gatherResults(stopping, consumeErrors=True)
+        return done.addBoth(lambda _: self._notifier.close())
 
 
 def makeService(options: Options, reactor: IReactorCore | None = None) -> IService:
@@ -345,6 +385,8 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         httpPorts,
         metricsPorts,
         options["shutdown-timeout"] or 0.0,
+        reactor,
+        SystemdNotifier(clock=clock),
     )
     listening.setServiceParent(service)  # type: ignore[no-untyped-call]
     return service
