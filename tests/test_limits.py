@@ -5,7 +5,11 @@ clock.
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
@@ -13,8 +17,11 @@ from twisted_zero import StreamProducer, ZeroSource
 from twisted_zero._limits import (
     MIN_BURST,
     ConnectionLimits,
+    Protection,
+    StallWatch,
     Throttle,
     TokenBucket,
+    tcpBytesAcked,
 )
 
 from .helpers import PausingTransport
@@ -184,3 +191,165 @@ class ConnectionLimitsTests:
         """
         limits = ConnectionLimits()
         assert {limits.admit("a") for _ in range(1000)} == {None}
+
+
+class StallWatchTests:
+    def test_stall(self) -> None:
+        """
+        No change in progress for the timeout calls C{onStall}, once.
+        """
+        clock = Clock()
+        stalls: list[float] = []
+        progress = [0]
+        watch = StallWatch(
+            clock=clock,
+            timeout=10,
+            progress=lambda: progress[0],
+            onStall=lambda: stalls.append(clock.seconds()),
+        )
+        watch.start()
+        for _ in range(8):
+            clock.advance(2.5)
+            progress[0] += 1
+        assert stalls == []
+        for _ in range(12):
+            clock.advance(2.5)
+        assert stalls == [32.5]
+        assert clock.getDelayedCalls() == []
+
+    def test_stop(self) -> None:
+        """
+        A stopped watch leaves nothing scheduled and never fires.
+        """
+        clock = Clock()
+        watch = StallWatch(
+            clock=clock, timeout=1, progress=lambda: 0, onStall=pytest.fail
+        )
+        watch.start()
+        watch.stop()
+        watch.stop()
+        assert clock.getDelayedCalls() == []
+
+
+class TCPBytesAckedTests:
+    def test_socket(self) -> None:
+        """
+        For a TCP socket (through wrappers with C{getHandle} or a
+        C{transport}), the kernel's count of acknowledged bytes grows as the
+        peer takes data.
+        """
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+            client = socket.create_connection(server.getsockname())
+            accepted, _ = server.accept()
+            with client, accepted:
+
+                class Transport:
+                    def getHandle(self) -> socket.socket:
+                        return accepted
+
+                class Wrapper:
+                    transport = Transport()
+
+                before = tcpBytesAcked(Wrapper())
+                assert before is not None
+                accepted.sendall(b"x" * 1000)
+                client.recv(1000)
+                for _ in range(100):
+                    if tcpBytesAcked(Wrapper()) == before + 1000:
+                        break
+                    time.sleep(0.01)
+                assert tcpBytesAcked(Wrapper()) == before + 1000
+
+    def test_notTCP(self) -> None:
+        """
+        Anything else says nothing.
+        """
+        assert tcpBytesAcked(StringTransport()) is None
+        assert tcpBytesAcked(object()) is None
+        left, right = socket.socketpair()
+        with left, right:
+
+            class Transport:
+                def getHandle(self) -> socket.socket:
+                    return left
+
+            assert tcpBytesAcked(Transport()) is None
+
+
+class ProtectionTests:
+    def test_throttle(self) -> None:
+        """
+        A stream's throttle has the lower of the server's and the client's
+        rate, and the shared total; with no rates there is none.
+        """
+        clock = Clock()
+        assert Protection(clock).throttle() is None
+        protection = Protection(clock, rate=1000, totalRate=5000)
+        throttle = protection.throttle(requested=100_000)
+        assert throttle is not None
+        assert [b.rate for b in throttle._buckets] == [1000, 5000]
+        throttle = protection.throttle(requested=10)
+        assert throttle is not None
+        assert [b.rate for b in throttle._buckets] == [10, 5000]
+        assert Protection(clock).throttle(requested=10) is not None
+
+    def test_admission(self) -> None:
+        """
+        Connections are admitted by address and released when closed.
+        """
+        protection = Protection(Clock(), limits=ConnectionLimits(maxPerAddress=1))
+        address = IPv4Address("TCP", "10.0.0.1", 1)
+        assert protection.admit(address) is None
+        assert protection.admit(IPv4Address("TCP", "10.0.0.1", 2)) == "max-per-ip"
+        transport = StringTransport()
+        protection.opened(transport)
+        assert protection.openConnections == 1
+        protection.closed(transport, address)
+        assert protection.openConnections == 0
+        assert protection.admit(address) is None
+
+    def test_drain(self) -> None:
+        """
+        Draining waits for open connections to close, and aborts those still
+        open after the timeout.
+        """
+        clock = Clock()
+        protection = Protection(clock)
+        assert protection.drain(5).called
+        aborted: list[str] = []
+
+        class Transport:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            def abortConnection(self) -> None:
+                aborted.append(self.name)
+
+        first, second = Transport("first"), Transport("second")
+        protection.opened(first)
+        protection.opened(second)
+        drained = protection.drain(5)
+        protection.closed(first, None)
+        clock.advance(4.9)
+        assert not drained.called and aborted == []
+        clock.advance(0.1)
+        assert aborted == ["second"]
+        protection.closed(second, None)
+        assert drained.called
+        assert clock.getDelayedCalls() == []
+
+    def test_watch(self) -> None:
+        """
+        With a stall timeout, a watch starts; without, none.
+        """
+        clock = Clock()
+        assert Protection(clock).watch(object(), lambda: 0, pytest.fail) is None
+        stalled: list[bool] = []
+        watch = Protection(clock, stallTimeout=1).watch(
+            object(), lambda: 0, lambda: stalled.append(True)
+        )
+        assert watch is not None
+        clock.advance(2)
+        assert stalled == [True]
