@@ -56,14 +56,16 @@ class Daemon:
     A running C{twistd zero}, with its log lines collected by a thread.
     """
 
-    def __init__(self, *args: str, cwd: Path) -> None:
+    def __init__(
+        self, *args: str, cwd: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.process = subprocess.Popen(
             twistdCommand("--listen", "tcp:0:interface=127.0.0.1", *args),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=cwd,
-            env=environment(),
+            env={**environment(), **(env or {})},
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
@@ -147,8 +149,10 @@ def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
         daemon.stop()
 
 
-def start(daemons: list[Daemon], tmp_path: Path, *args: str) -> Daemon:
-    daemon = Daemon(*args, cwd=tmp_path)
+def start(
+    daemons: list[Daemon], tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> Daemon:
+    daemon = Daemon(*args, cwd=tmp_path, env=env)
     daemons.append(daemon)
     return daemon
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.server import Site
@@ -421,3 +422,12 @@ def _listenNow(
             f"cannot listen on {description!r}: {result.getErrorMessage()}"
         )
     return result
+
+
+def jsonLogObserver() -> ILogObserver:
+    """
+    One JSON object per line on standard output, every field of every event
+    kept (for journald and log shippers): C{twistd --logger
+    twisted_zero.tap.jsonLogObserver -n zero ...}.
+    """
+    return jsonFileLogObserver(sys.stdout, recordSeparator="")
