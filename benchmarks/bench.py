@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import fcntl
 import os
 import platform
 import random
@@ -30,26 +28,41 @@ import re
 import selectors
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import termios
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
-HOST = "127.0.0.1"
+from benchutil import (
+    HOST,
+    TWISTD,
+    BenchError,
+    GiB,
+    MiB,
+    Throughput,
+    cpuSeconds,
+    dieWithParent,
+    fmt,
+    formatSize,
+    median,
+    openFds,
+    parseSize,
+    progress,
+    rssKiB,
+    table,
+    terminate,
+    waitUntil,
+    waitUntilSettled,
+    warmPageCache,
+    writeTestFile,
+)
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 REFERENCE_SERVERS = BENCH_DIR / "reference_servers.py"
-GB = 10**9
-KiB = 1024
-MiB = 1024 * KiB
-GiB = 1024 * MiB
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STARTUP_TIMEOUT = 20.0
 STALLED_BATCH = 25
 
@@ -58,10 +71,6 @@ ASYNCIO_STREAM = "asyncio-stream"
 ASYNCIO_SENDFILE = "asyncio-sendfile"
 FILESENDER = "twisted-filesender"
 
-TWISTD = (
-    "import sys; sys.argv[0] = 'twistd'; "
-    "from twisted.scripts.twistd import run; sys.exit(run())"
-)
 SOURCES = ("zero", "random", "chargen", "file")
 PROBE = """
 import sys, twisted, twisted_zero
@@ -83,64 +92,6 @@ OUR_PORT_LINE = re.compile(
     r"ListeningService#info\] streaming .* on 127\.0\.0\.1:(\d+)$", re.MULTILINE
 )
 REFERENCE_PORT_LINE = re.compile(r"\A(\d+)\n")
-
-
-class BenchError(Exception):
-    """
-    A measurement or a server failed; the message says how.
-    """
-
-
-# Sizes and /proc ---------------------------------------------------------
-
-_SIZE = re.compile(r"([0-9]+)\s*([KMG]?)(?:i?B)?", re.IGNORECASE)
-_UNITS = {"": 1, "K": KiB, "M": MiB, "G": GiB}
-
-
-def parseSize(text: str) -> int:
-    """
-    C{65536}, C{64K}, C{256M}, C{1G}: powers of 1024.
-    """
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 256M")
-    return int(match.group(1)) * _UNITS[match.group(2).upper()]
-
-
-def formatSize(size: int) -> str:
-    for unit, scale in (("G", GiB), ("M", MiB), ("K", KiB)):
-        if size >= scale and size % scale == 0:
-            return f"{size // scale}{unit}"
-    return str(size)
-
-
-def cpuSeconds(pid: int) -> float:
-    """
-    User plus system CPU time of a process so far.
-    """
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # The command name, in parentheses, may itself hold spaces.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def rssKiB(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise BenchError(f"no VmRSS for process {pid}")
-
-
-def openFds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def queuedBytes(sock: socket.socket) -> int:
-    """
-    Bytes received on C{sock} and not yet read.
-    """
-    result = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-    return int.from_bytes(result, sys.byteorder)
 
 
 # Servers -----------------------------------------------------------------
@@ -207,15 +158,6 @@ class Setup:
         ]
 
 
-def _dieWithParent() -> None:
-    """
-    In a child before it execs: get SIGTERM when the benchmark dies, even by
-    SIGKILL, so no server outlives it.
-    """
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 @dataclass
 class Server:
     """
@@ -244,7 +186,7 @@ class Server:
                 cwd=setup.workDir,
                 env=setup.environment(),
                 start_new_session=True,
-                preexec_fn=_dieWithParent,
+                preexec_fn=dieWithParent,
             )
         server = cls(spec, process, logPath)
         try:
@@ -381,34 +323,6 @@ def _readMany(
                     selector.unregister(sock)
 
 
-@dataclass(frozen=True)
-class Throughput:
-    """
-    One throughput measurement.
-    """
-
-    seconds: float
-    bytes: int
-    serverCpu: float
-    clientCpu: float
-
-    @property
-    def gbPerSecond(self) -> float:
-        return self.bytes / GB / self.seconds
-
-    @property
-    def serverCpuPerGb(self) -> float:
-        return self.serverCpu / (self.bytes / GB)
-
-    @property
-    def serverLoad(self) -> float:
-        return self.serverCpu / self.seconds
-
-    @property
-    def clientLoad(self) -> float:
-        return self.clientCpu / self.seconds
-
-
 def measureThroughput(
     server: Server,
     connections: int,
@@ -463,51 +377,18 @@ def measureStalled(
         while len(socks) < count:
             for _ in range(min(STALLED_BATCH, count - len(socks))):
                 socks.append(_connect(server.port, deadline))
-            _waitUntil(
+            waitUntil(
                 lambda: openFds(server.pid) - baseFds >= len(socks),
                 deadline,
                 f"{server.spec.label} to accept {len(socks)} connections",
             )
-        _waitUntilSettled(server.pid, socks, deadline)
+        waitUntilSettled(lambda: rssKiB(server.pid), socks, deadline)
         server.checkAlive()
         rss = rssKiB(server.pid)
     finally:
         for sock in socks:
             sock.close()
     return (rss - baseRss) / count
-
-
-def _waitUntil(condition: Callable[[], bool], deadline: float, what: str) -> None:
-    while not condition():
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def _waitUntilSettled(
-    pid: int,
-    socks: list[socket.socket],
-    deadline: float,
-    least: float = 1.0,
-    quiet: float = 1.0,
-    most: float = 10.0,
-) -> None:
-    """
-    Wait until neither the server's RSS (within 64 KiB) nor the bytes queued
-    at the clients have changed for C{quiet} seconds; at least C{least} and at
-    most C{most} seconds.
-    """
-    started = time.monotonic()
-    end = min(started + most, deadline)
-    settled = (rssKiB(pid), sum(map(queuedBytes, socks)))
-    since = started
-    while (now := time.monotonic()) < end:
-        if now - started >= least and now - since >= quiet:
-            return
-        time.sleep(0.1)
-        current = (rssKiB(pid), sum(map(queuedBytes, socks)))
-        if abs(current[0] - settled[0]) > 64 or current[1] != settled[1]:
-            settled, since = current, time.monotonic()
 
 
 # The plan ----------------------------------------------------------------
@@ -602,10 +483,10 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
             servers[spec] = stack.enter_context(running(spec, setup, serial))
         for roundIndex in range(plan.rounds):
             if roundIndex and time.monotonic() - began > plan.budget:
-                _progress(f"time budget of {plan.budget:.0f}s spent: stopping early")
+                progress(f"time budget of {plan.budget:.0f}s spent: stopping early")
                 break
-            _progress(f"round {roundIndex + 1}/{plan.rounds}")
-            _warmPageCache(setup.filePath, buffer)
+            progress(f"round {roundIndex + 1}/{plan.rounds}")
+            warmPageCache(setup.filePath, buffer)
             groups = [
                 (specs, connections)
                 for specs in (GENERATED, FILES)
@@ -634,10 +515,10 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
                     except (OSError, BenchError) as e:
                         sample = None
                         results.failures.append(f"round {roundIndex + 1}: {name}: {e}")
-                        _progress(f"  {name}: FAILED: {e}")
+                        progress(f"  {name}: FAILED: {e}")
                     else:
                         assert sample is not None
-                        _progress(
+                        progress(
                             f"  {name:36} {sample.gbPerSecond:6.2f} GB/s  "
                             f"{sample.serverCpuPerGb:5.2f} CPU s/GB  "
                             f"server {sample.serverLoad:4.0%}  "
@@ -659,54 +540,15 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
                 except (OSError, BenchError) as e:
                     perConnection = None
                     results.failures.append(f"round {roundIndex + 1}: {name}: {e}")
-                    _progress(f"  {name}: FAILED: {e}")
+                    progress(f"  {name}: FAILED: {e}")
                 else:
-                    _progress(f"  {name:36} {perConnection:6.1f} KiB/conn")
+                    progress(f"  {name:36} {perConnection:6.1f} KiB/conn")
                 results.addStalled(spec, roundIndex, perConnection)
             results.roundsDone = roundIndex + 1
     return results
 
 
-def _warmPageCache(path: Path, buffer: bytearray) -> None:
-    with open(path, "rb", buffering=0) as file:
-        while file.readinto(buffer):
-            pass
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 # The report --------------------------------------------------------------
-
-
-def _median(values: Sequence[float | None]) -> float | None:
-    present = [value for value in values if value is not None]
-    return statistics.median(present) if present else None
-
-
-def _fmt(value: float | None, spec: str = ".2f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def _table(
-    header: Sequence[str], rows: Sequence[Sequence[str]], textColumns: int = 2
-) -> str:
-    """
-    Align C{rows} under C{header}: the first C{textColumns} columns to the
-    left, the numbers to the right.
-    """
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(row: Sequence[str]) -> str:
-        cells = [
-            cell.ljust(width) if i < textColumns else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        return "  ".join(cells).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(header), rule, *map(line, rows)])
 
 
 def _ratios(plan: Plan) -> list[Ratio]:
@@ -790,17 +632,17 @@ def report(plan: Plan, results: Results) -> str:
                 [
                     f"{spec.source} x{connections}",
                     spec.kind,
-                    _fmt(_median(speeds)),
+                    fmt(median(speeds)),
                     f"{min(speeds):.2f}-{max(speeds):.2f}" if speeds else "n/a",
-                    _fmt(_median([sample.serverCpuPerGb for sample in done])),
-                    _fmt(_median([sample.serverLoad for sample in done]), ".0%"),
-                    _fmt(_median([sample.clientLoad for sample in done]), ".0%"),
+                    fmt(median([sample.serverCpuPerGb for sample in done])),
+                    fmt(median([sample.serverLoad for sample in done]), ".0%"),
+                    fmt(median([sample.clientLoad for sample in done]), ".0%"),
                     str(len(done)),
                 ]
             )
     out.append(f"Throughput ({rounds}; GB = 10^9 bytes)")
     out.append(
-        _table(
+        table(
             [
                 "test",
                 "server",
@@ -826,36 +668,36 @@ def report(plan: Plan, results: Results) -> str:
             [
                 spec.source,
                 spec.kind,
-                _fmt(_median(values), ".1f"),
+                fmt(median(values), ".1f"),
                 f"{min(values):.1f}-{max(values):.1f}" if values else "n/a",
                 str(len(values)),
             ]
         )
-    out.append(_table(["source", "server", "KiB/conn", "min-max", "n"], rows))
+    out.append(table(["source", "server", "KiB/conn", "min-max", "n"], rows))
     out.append("")
     out.append(f"Ratios and targets ({rounds} of per-round values)")
     rows = []
     for ratio in _ratios(plan):
         values = [value for value in _ratioValues(results, ratio) if value is not None]
-        median = _median(values)
+        middle = median(values)
         if ratio.atLeast is not None:
             target = f">= {ratio.atLeast:.2f}"
-            verdict = median is not None and median >= ratio.atLeast
+            verdict = middle is not None and middle >= ratio.atLeast
         elif ratio.atMost is not None:
             target = f"<= {ratio.atMost:.0f}"
-            verdict = median is not None and median <= ratio.atMost
+            verdict = middle is not None and middle <= ratio.atMost
         else:
             target, verdict = "", None
         rows.append(
             [
                 ratio.title,
-                _fmt(median),
+                fmt(middle),
                 f"{min(values):.2f}-{max(values):.2f}" if values else "n/a",
                 target,
                 "" if verdict is None else ("PASS" if verdict else "FAIL"),
             ]
         )
-    out.append(_table(["ratio", "median", "min-max", "target", ""], rows, 1))
+    out.append(table(["ratio", "median", "min-max", "target", ""], rows, 1))
     if results.failures:
         out.append("")
         out.append(f"{len(results.failures)} measurement(s) failed:")
@@ -884,18 +726,6 @@ def _probeOurs(setup: Setup) -> tuple[str, str, dict[str, int]]:
         raise BenchError(f"unexpected output of the probe: {output}")
     sizes = dict(zip(SOURCES, map(int, output[2:]), strict=True))
     return output[0], output[1], sizes
-
-
-def _writeTestFile(path: Path, size: int) -> None:
-    block = os.urandom(MiB)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        written = 0
-        while written < size:
-            written += os.write(fd, block[: min(MiB, size - written)])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def parseArguments(argv: Sequence[str] | None) -> tuple[Plan, str | None]:
@@ -994,13 +824,9 @@ def parseArguments(argv: Sequence[str] | None) -> tuple[Plan, str | None]:
     return plan, None if chunk is None else str(chunk)
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     plan, ourChunkOption = parseArguments(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     with tempfile.TemporaryDirectory(prefix="twisted-zero-bench-") as tmp:
         workDir = Path(tmp)
         filePath = workDir / "stream.bin"
@@ -1039,8 +865,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{plan.stalledCount} stalled readers\n",
             flush=True,
         )
-        _progress(f"writing {formatSize(plan.fileSize)} to {filePath}")
-        _writeTestFile(filePath, plan.fileSize)
+        progress(f"writing {formatSize(plan.fileSize)} to {filePath}")
+        writeTestFile(filePath, plan.fileSize)
         started = time.monotonic()
         results = runRounds(plan, setup)
         print(report(plan, results))

@@ -1,0 +1,281 @@
+"""
+Helpers shared by the benchmarks (C{bench.py}, C{http_bench.py}): sizes,
+what /proc says of a server, waiting for a server to settle, the test file
+and the report's tables. Not a benchmark itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import os
+import re
+import signal
+import socket
+import statistics
+import sys
+import termios
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+HOST = "127.0.0.1"
+GB = 10**9
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+TWISTD = (
+    "import sys; sys.argv[0] = 'twistd'; "
+    "from twisted.scripts.twistd import run; sys.exit(run())"
+)
+"""
+C{python -c TWISTD ...} runs twistd with this interpreter (and its
+C{PYTHONPATH}), whatever C{twistd} script is on C{PATH}.
+"""
+
+
+class BenchError(Exception):
+    """
+    A measurement or a server failed; the message says how.
+    """
+
+
+# Sizes -------------------------------------------------------------------
+
+_SIZE = re.compile(r"([0-9]+)\s*([KMG]?)(?:i?B)?", re.IGNORECASE)
+_UNITS = {"": 1, "K": KiB, "M": MiB, "G": GiB}
+
+
+def parseSize(text: str) -> int:
+    """
+    C{65536}, C{64K}, C{256M}, C{1G}: powers of 1024.
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 256M")
+    return int(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def formatSize(size: int) -> str:
+    for unit, scale in (("G", GiB), ("M", MiB), ("K", KiB)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{unit}"
+    return str(size)
+
+
+# Measurements ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """
+    One throughput measurement.
+    """
+
+    seconds: float
+    bytes: int
+    serverCpu: float
+    clientCpu: float
+
+    @property
+    def gbPerSecond(self) -> float:
+        return self.bytes / GB / self.seconds
+
+    @property
+    def serverCpuPerGb(self) -> float:
+        return self.serverCpu / (self.bytes / GB)
+
+    @property
+    def serverLoad(self) -> float:
+        return self.serverCpu / self.seconds
+
+    @property
+    def clientLoad(self) -> float:
+        return self.clientCpu / self.seconds
+
+
+# /proc and sockets -------------------------------------------------------
+
+
+def cpuTimes(pid: int) -> tuple[float, float]:
+    """
+    User and system CPU time of a process so far, in seconds.
+    """
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name, in parentheses, may itself hold spaces.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def cpuSeconds(pid: int) -> float:
+    """
+    User plus system CPU time of a process so far.
+    """
+    return sum(cpuTimes(pid))
+
+
+def rssKiB(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise BenchError(f"no VmRSS for process {pid}")
+
+
+def openFds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def childPids(pid: int) -> list[int]:
+    """
+    The processes whose parent is C{pid}.
+    """
+    children = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            children.append(int(entry.name))
+    return sorted(children)
+
+
+def queuedBytes(sock: socket.socket) -> int:
+    """
+    Bytes received on C{sock} and not yet read.
+    """
+    result = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    return int.from_bytes(result, sys.byteorder)
+
+
+# Processes ---------------------------------------------------------------
+
+
+def dieWithParent() -> None:
+    """
+    In a child before it execs: get SIGTERM when the benchmark dies, even by
+    SIGKILL, so no server outlives it.
+    """
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def terminate(signum: int, frame: FrameType | None) -> None:
+    """
+    A SIGTERM handler that unwinds the benchmark, so that its C{finally}
+    clauses stop the servers and remove the temporary directory.
+    """
+    raise SystemExit(128 + signum)
+
+
+# Waiting -----------------------------------------------------------------
+
+
+def waitUntil(condition: Callable[[], bool], deadline: float, what: str) -> None:
+    while not condition():
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def waitUntilSettled(
+    rss: Callable[[], int],
+    socks: Sequence[socket.socket],
+    deadline: float,
+    least: float = 1.0,
+    quiet: float = 1.0,
+    most: float = 10.0,
+) -> None:
+    """
+    Wait until neither the server's RSS (C{rss()}, in KiB: within 64 KiB) nor
+    the bytes queued at the clients have changed for C{quiet} seconds; at
+    least C{least} and at most C{most} seconds.
+    """
+    started = time.monotonic()
+    end = min(started + most, deadline)
+    settled = (rss(), sum(map(queuedBytes, socks)))
+    since = started
+    while (now := time.monotonic()) < end:
+        if now - started >= least and now - since >= quiet:
+            return
+        time.sleep(0.1)
+        current = (rss(), sum(map(queuedBytes, socks)))
+        if abs(current[0] - settled[0]) > 64 or current[1] != settled[1]:
+            settled, since = current, time.monotonic()
+
+
+# The test file -----------------------------------------------------------
+
+
+def writeTestFile(path: Path, size: int) -> None:
+    """
+    Write C{size} random bytes to a new file at C{path}.
+    """
+    block = os.urandom(MiB)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        written = 0
+        while written < size:
+            written += os.write(fd, block[: min(MiB, size - written)])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def warmPageCache(path: Path, buffer: bytearray) -> None:
+    with open(path, "rb", buffering=0) as file:
+        while file.readinto(buffer):
+            pass
+
+
+# The report --------------------------------------------------------------
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+def fmt(value: float | None, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def spread(values: Sequence[float | None], spec: str = ".2f") -> str:
+    """
+    C{min-max} of the values present, or C{n/a}.
+    """
+    present = [value for value in values if value is not None]
+    if not present:
+        return "n/a"
+    return f"{min(present):{spec}}-{max(present):{spec}}"
+
+
+def table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], textColumns: int = 2
+) -> str:
+    """
+    Align C{rows} under C{header}: the first C{textColumns} columns to the
+    left, the numbers to the right.
+    """
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(row: Sequence[str]) -> str:
+        cells = [
+            cell.ljust(width) if i < textColumns else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        return "  ".join(cells).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(header), rule, *map(line, rows)])

@@ -1,0 +1,1124 @@
+#!/usr/bin/env python3
+"""
+Side-by-side HTTP file-download benchmark of the twisted-zero daemon's HTTP
+front end (C{twistd zero --http ... --root DIR}) against
+C{twisted.web.static.File} (C{twistd web --path DIR}), aiohttp's
+C{web.FileResponse} (C{aiohttp_server.py}) and nginx with C{sendfile on}.
+Run by hand, never in CI; see C{README.rst}.
+
+Measures, on 127.0.0.1 with ephemeral ports only, downloads of one file in
+the page cache:
+
+  - throughput (GB/s, GB = 10**9 bytes of body) of one connection and of
+    several at once;
+  - the server's CPU seconds per GB (utime + stime from /proc/PID/stat,
+    summed over its processes: nginx's master and worker);
+  - the server's resident memory per stalled download: many clients send a
+    GET, read the response head and then nothing more.
+
+Every round measures every server once, in a shuffled order, and the target
+(ours ahead of twisted.web.static and aiohttp) is judged on the medians of
+per-round ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing
+import os
+import platform
+import random
+import re
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
+from pathlib import Path
+
+from benchutil import (
+    HOST,
+    TWISTD,
+    BenchError,
+    GiB,
+    MiB,
+    Throughput,
+    childPids,
+    cpuTimes,
+    dieWithParent,
+    fmt,
+    formatSize,
+    median,
+    parseSize,
+    progress,
+    rssKiB,
+    spread,
+    table,
+    terminate,
+    waitUntilSettled,
+    warmPageCache,
+    writeTestFile,
+)
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+AIOHTTP_SERVER = BENCH_DIR / "aiohttp_server.py"
+STARTUP_TIMEOUT = 20.0
+STALLED_BATCH = 25
+MAX_HEAD = 64 * 1024
+HEAD_READ = 16 * 1024
+FILE_NAME = "download.bin"
+WARM_NAME = "warm.bin"
+WARM_SIZE = 4 * MiB
+
+OURS = "ours"
+TWISTED_STATIC = "twisted.web.static"
+AIOHTTP = "aiohttp"
+NGINX = "nginx"
+TARGETS = (TWISTED_STATIC, AIOHTTP)
+"""
+The servers ours must be ahead of; nginx is measured for reference only.
+"""
+
+PROBE = """
+import twisted, twisted_zero, aiohttp
+print(twisted_zero.__file__)
+print(twisted.__version__)
+print(aiohttp.__version__)
+"""
+"""
+Where the daemon's package is imported from, and the versions of Twisted and
+aiohttp, as the servers' interpreter sees them.
+"""
+PORT_LINES = {
+    OURS: re.compile(
+        r"ListeningService#info\] serving HTTP on 127\.0\.0\.1:(\d+)$", re.MULTILINE
+    ),
+    TWISTED_STATIC: re.compile(r"\[-\] Site starting on (\d+)$", re.MULTILINE),
+    AIOHTTP: re.compile(r"\A(\d+)\n"),
+}
+NGINX_CONFIG = """\
+{user}daemon off;
+master_process on;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log off;
+    sendfile on;
+    default_type application/octet-stream;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen {host}:{port};
+        location /files/ {{
+            alias {root}/;
+        }}
+    }}
+}}
+"""
+
+
+# Servers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setup:
+    """
+    What every server of a run is started with.
+    """
+
+    workDir: Path
+    """
+    Logs and nginx configurations.
+    """
+    dataDir: Path
+    """
+    The directory served: the test file and a small warm-up file.
+    """
+    nginx: str | None
+    """
+    The nginx executable, or L{None} to leave nginx out.
+    """
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        paths = [str(REPO_ROOT), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
+        env.pop("AIOHTTP_NOSENDFILE", None)
+        return env
+
+    def kinds(self) -> tuple[str, ...]:
+        return (OURS, TWISTED_STATIC, AIOHTTP) + (
+            () if self.nginx is None else (NGINX,)
+        )
+
+    def urlPath(self, kind: str, name: str) -> str:
+        """
+        Where C{kind} serves the file C{name} of L{dataDir}.
+        """
+        return f"/{name}" if kind == TWISTED_STATIC else f"/files/{name}"
+
+
+def _freePort() -> int:
+    """
+    A port of 127.0.0.1 that was free a moment ago, for nginx, which cannot
+    listen on port 0 and say which port it got.
+    """
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class HttpServer:
+    """
+    A running HTTP server that this benchmark started: one process, or for
+    nginx a master and its worker.
+    """
+
+    kind: str
+    process: subprocess.Popen[bytes]
+    logPath: Path
+    extraLogs: tuple[Path, ...] = ()
+    port: int = 0
+    workers: tuple[int, ...] = ()
+    """
+    The processes the server forked (nginx's worker), found at start.
+    """
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def label(self) -> str:
+        return self.kind
+
+    def cpuTimes(self) -> tuple[float, float]:
+        """
+        User and system CPU time so far, of all the server's processes.
+        """
+        times = [cpuTimes(pid) for pid in (self.pid, *self.workers)]
+        return sum(user for user, _ in times), sum(system for _, system in times)
+
+    def rssKiB(self) -> int:
+        """
+        The resident memory of the processes that serve: the workers if the
+        server has any (a master's does not change with connections), else
+        the one process.
+        """
+        return sum(map(rssKiB, self.workers or (self.pid,)))
+
+    @classmethod
+    def start(cls, kind: str, setup: Setup, serial: int) -> HttpServer:
+        logPath = setup.workDir / f"{serial:03d}-{kind}.log"
+        errPath = logPath.with_suffix(".err")
+        if kind == NGINX:
+            return cls._startNginx(setup, logPath, errPath)
+        root = str(setup.dataDir)
+        if kind == OURS:
+            command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero"]
+            command += ["--http", f"tcp:0:interface={HOST}", "--root", root]
+        elif kind == TWISTED_STATIC:
+            command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "web"]
+            command += ["--listen", f"tcp:0:interface={HOST}", "--path", root]
+        else:
+            command = [sys.executable, str(AIOHTTP_SERVER), "--root", root]
+            command += ["--port", "0"]
+        server = cls(
+            kind, _spawn(command, setup, logPath, errPath), logPath, (errPath,)
+        )
+        try:
+            server.port = server._waitForPort(PORT_LINES[kind])
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    @classmethod
+    def _startNginx(cls, setup: Setup, logPath: Path, errPath: Path) -> HttpServer:
+        assert setup.nginx is not None
+        prefix = logPath.with_suffix("")
+        for attempt in range(3):
+            shutil.rmtree(prefix, ignore_errors=True)
+            prefix.mkdir()
+            port = _freePort()
+            config = prefix / "nginx.conf"
+            config.write_text(
+                NGINX_CONFIG.format(
+                    # The worker must read the private temporary directory.
+                    user="user root;\n" if os.geteuid() == 0 else "",
+                    prefix=prefix,
+                    host=HOST,
+                    port=port,
+                    root=setup.dataDir,
+                )
+            )
+            errorLog = prefix / "error.log"
+            command = [setup.nginx, "-p", f"{prefix}/", "-c", str(config)]
+            command += ["-e", str(errorLog)]
+            server = cls(
+                NGINX,
+                _spawn(command, setup, logPath, errPath),
+                logPath,
+                (errPath, errorLog),
+                port,
+            )
+            try:
+                server._waitForNginx()
+            except BenchError:
+                server.stop()
+                if attempt < 2 and "Address already in use" in server.logTail():
+                    continue  # another process took the port meanwhile
+                raise
+            except BaseException:
+                server.stop()
+                raise
+            return server
+        raise AssertionError("unreachable")
+
+    def _waitForPort(self, portLine: re.Pattern[str]) -> int:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            match = portLine.search(self.logPath.read_text(errors="replace"))
+            if match:
+                return int(match.group(1))
+            self.checkAlive()
+            time.sleep(0.05)
+        raise BenchError(f"{self.label}: no port after {STARTUP_TIMEOUT}s")
+
+    def _waitForNginx(self) -> None:
+        """
+        Wait until nginx accepts connections and its worker is there.
+        """
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            self.checkAlive()
+            workers = childPids(self.pid)
+            if workers:
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection((HOST, self.port), timeout=1),
+                ):
+                    self.workers = tuple(workers)
+                    return
+            time.sleep(0.05)
+        raise BenchError(f"{self.label}: not serving after {STARTUP_TIMEOUT}s")
+
+    def checkAlive(self) -> None:
+        if self.process.poll() is not None:
+            raise BenchError(
+                f"{self.label} (pid {self.pid}) exited with "
+                f"{self.process.returncode}:\n{self.logTail()}"
+            )
+
+    def logTail(self, lines: int = 15) -> str:
+        text = ""
+        for path in (self.logPath, *self.extraLogs):
+            with contextlib.suppress(OSError):
+                text += path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """
+        Terminate this server (by its PID only) and reap it; then kill any
+        worker of it that outlived it.
+        """
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        for pid in self.workers:
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "nginx":
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _spawn(
+    command: list[str], setup: Setup, logPath: Path, errPath: Path
+) -> subprocess.Popen[bytes]:
+    with open(logPath, "wb") as log, open(errPath, "wb") as err:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=err,
+            cwd=setup.workDir,
+            env=setup.environment(),
+            start_new_session=True,
+            preexec_fn=dieWithParent,
+        )
+
+
+@contextlib.contextmanager
+def running(kind: str, setup: Setup, serial: int) -> Iterator[HttpServer]:
+    server = HttpServer.start(kind, setup, serial)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# The client --------------------------------------------------------------
+
+
+def _request(path: str) -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").encode(
+        "ascii"
+    )
+
+
+def _connect(port: int, deadline: float) -> socket.socket:
+    timeout = max(deadline - time.monotonic(), 0.1)
+    return socket.create_connection((HOST, port), timeout=timeout)
+
+
+def parseHead(data: bytes | bytearray, expected: int) -> int | None:
+    """
+    Check the response head at the start of C{data}: status 200 and a
+    C{Content-Length} of C{expected}, no transfer coding.
+
+    @return: The length of the head, or L{None} if it is not all there yet.
+    @raise BenchError: If the response is not the one expected.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        if len(data) > MAX_HEAD:
+            raise BenchError(f"no end of the response head in {MAX_HEAD} bytes")
+        return None
+    statusLine, *lines = bytes(data[:end]).decode("latin-1").split("\r\n")
+    parts = statusLine.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or parts[1] != "200":
+        raise BenchError(f"status line {statusLine!r}, not 200")
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if "transfer-encoding" in headers:
+        raise BenchError(f"transfer-encoding {headers['transfer-encoding']!r}")
+    if headers.get("content-length") != str(expected):
+        raise BenchError(
+            f"content-length {headers.get('content-length')!r}, not {expected}"
+        )
+    return end + 4
+
+
+@dataclass
+class _Download:
+    sock: socket.socket
+    head: bytearray = field(default_factory=bytearray)
+    body: int = 0
+    headDone: bool = False
+
+
+def download(
+    port: int,
+    path: str,
+    connections: int,
+    expected: int,
+    view: memoryview,
+    deadline: float,
+) -> int:
+    """
+    GET C{path} on C{connections} connections at once and read each whole
+    body (C{expected} bytes) into C{view}, which is overwritten: the data is
+    thrown away.
+
+    @return: The body bytes read.
+    """
+    request = _request(path)
+    size = len(view)
+    downloads: list[_Download] = []
+    try:
+        for _ in range(connections):
+            sock = _connect(port, deadline)
+            downloads.append(_Download(sock))
+            sock.sendall(request)
+            sock.setblocking(False)
+        with selectors.DefaultSelector() as selector:
+            for item in downloads:
+                selector.register(item.sock, selectors.EVENT_READ, item)
+            while selector.get_map():
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    raise BenchError("the downloads took too long")
+                for key, _ in selector.select(timeout):
+                    item = key.data
+                    want = HEAD_READ if not item.headDone else expected - item.body
+                    try:
+                        count = item.sock.recv_into(view, min(size, want))
+                    except BlockingIOError:
+                        continue
+                    if not count:
+                        raise BenchError(
+                            f"connection closed after {item.body} of {expected} "
+                            "body bytes"
+                        )
+                    if item.headDone:
+                        item.body += count
+                    else:
+                        item.head += view[:count]
+                        headLength = parseHead(item.head, expected)
+                        if headLength is not None:
+                            item.headDone = True
+                            item.body = len(item.head) - headLength
+                            if item.body > expected:
+                                raise BenchError("more bytes than Content-Length")
+                    if item.headDone and item.body == expected:
+                        selector.unregister(item.sock)
+    finally:
+        for item in downloads:
+            item.sock.close()
+    return sum(item.body for item in downloads)
+
+
+@dataclass(frozen=True)
+class ClientJob:
+    """
+    What one client process does: C{sequential} times, download the file on
+    C{connections} connections at once.
+    """
+
+    port: int
+    path: str
+    connections: int
+    sequential: int
+    expected: int
+    recvSize: int
+    deadline: float
+    """
+    On the C{time.monotonic} clock, which forked processes share.
+    """
+
+
+ClientResult = tuple[int, float, str | None]
+"""
+Body bytes read, CPU seconds spent, and what went wrong if anything did.
+"""
+
+
+def _clientProcess(job: ClientJob, go: Event, results: Connection) -> None:
+    """
+    A forked client process: get ready, wait for C{go}, do C{job}, send a
+    L{ClientResult} on C{results}.
+    """
+    view = memoryview(bytearray(job.recvSize))
+    if not go.wait(max(job.deadline - time.monotonic(), 0)):
+        return
+    before = time.process_time()
+    received = 0
+    error: str | None = None
+    try:
+        for _ in range(job.sequential):
+            received += download(
+                job.port, job.path, job.connections, job.expected, view, job.deadline
+            )
+    except BenchError as e:
+        error = str(e)
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+    result: ClientResult = (received, time.process_time() - before, error)
+    results.send(result)
+    results.close()
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    """
+    C{total} split into C{parts} near-equal positive parts.
+    """
+    parts = max(1, min(parts, total))
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+@dataclass(frozen=True)
+class HttpThroughput(Throughput):
+    """
+    A throughput measurement that also tells the server's CPU time in the
+    kernel apart.
+    """
+
+    serverSystemCpu: float
+
+    @property
+    def serverSystemShare(self) -> float:
+        return self.serverSystemCpu / self.serverCpu if self.serverCpu else 0.0
+
+
+def measureThroughput(
+    server: HttpServer,
+    path: str,
+    connections: int,
+    sequential: int,
+    expected: int,
+    plan: Plan,
+) -> HttpThroughput:
+    """
+    Download C{path} from C{server} on C{connections} connections at once,
+    C{sequential} times, with the connections spread over client processes
+    forked (and ready) before the clock starts, and time it.
+    """
+    server.checkAlive()
+    time.sleep(0.2)  # Let the server finish with the previous clients.
+    deadline = time.monotonic() + plan.timeout
+    context = multiprocessing.get_context("fork")
+    go = context.Event()
+    clients: list[tuple[BaseProcess, Connection]] = []
+    results: list[ClientResult] = []
+    try:
+        for share in _shares(connections, plan.clientProcesses):
+            job = ClientJob(
+                server.port, path, share, sequential, expected, plan.recvSize, deadline
+            )
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_clientProcess, args=(job, go, sender), daemon=True
+            )
+            process.start()
+            sender.close()
+            clients.append((process, receiver))
+        userBefore, systemBefore = server.cpuTimes()
+        started = time.perf_counter()
+        go.set()
+        for _, receiver in clients:
+            if not receiver.poll(max(deadline - time.monotonic(), 0)):
+                raise BenchError(f"the downloads took over {plan.timeout:.0f}s")
+            try:
+                results.append(receiver.recv())
+            except EOFError:
+                raise BenchError("a client process died") from None
+        seconds = time.perf_counter() - started
+        userAfter, systemAfter = server.cpuTimes()
+    finally:
+        for client, receiver in clients:
+            receiver.close()
+            client.join(5)
+            if client.is_alive():
+                client.kill()
+                client.join(5)
+    errors = [error for _, _, error in results if error is not None]
+    if errors:
+        raise BenchError(f"{server.label}: {errors[0]}")
+    received = sum(count for count, _, _ in results)
+    if received != connections * sequential * expected:
+        raise BenchError(f"{server.label}: {received} body bytes read, expected more")
+    clientCpu = sum(cpu for _, cpu, _ in results)
+    systemCpu = systemAfter - systemBefore
+    serverCpu = userAfter - userBefore + systemCpu
+    return HttpThroughput(seconds, received, serverCpu, clientCpu, systemCpu)
+
+
+def _readHead(sock: socket.socket, expected: int, deadline: float) -> None:
+    sock.settimeout(max(deadline - time.monotonic(), 0.1))
+    head = bytearray()
+    while parseHead(head, expected) is None:
+        data = sock.recv(4096)
+        if not data:
+            raise BenchError("connection closed before the response head")
+        head += data
+
+
+def openStalled(
+    server: HttpServer, path: str, count: int, expected: int, deadline: float
+) -> list[socket.socket]:
+    """
+    Open C{count} downloads of C{path} that read the response head and stop.
+    """
+    request = _request(path)
+    socks: list[socket.socket] = []
+    try:
+        while len(socks) < count:
+            batch = [
+                _connect(server.port, deadline)
+                for _ in range(min(STALLED_BATCH, count - len(socks)))
+            ]
+            socks += batch
+            for sock in batch:
+                sock.sendall(request)
+            for sock in batch:
+                _readHead(sock, expected, deadline)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def measureStalled(
+    server: HttpServer, setup: Setup, plan: Plan, buffer: bytearray
+) -> float:
+    """
+    Start C{count} downloads that stop reading after the response head, wait
+    for the server to fill what it can, and return its added resident memory
+    per download in KiB.
+
+    A few whole and stalled downloads first make the server's one-time
+    allocations (lazy imports, caches, buffers) before the baseline is taken.
+    """
+    deadline = time.monotonic() + plan.timeout
+    warmPath = setup.urlPath(server.kind, WARM_NAME)
+    filePath = setup.urlPath(server.kind, FILE_NAME)
+    view = memoryview(buffer)
+    for _ in range(2):
+        download(server.port, warmPath, 2, WARM_SIZE, view, deadline)
+    for sock in openStalled(server, filePath, 4, plan.fileSize, deadline):
+        sock.close()
+    time.sleep(0.5)
+    server.checkAlive()
+    baseRss = server.rssKiB()
+    socks = openStalled(server, filePath, plan.stalledCount, plan.fileSize, deadline)
+    try:
+        # At least 2 s: time for the server's reads of the file to settle.
+        waitUntilSettled(server.rssKiB, socks, deadline, least=2.0)
+        server.checkAlive()
+        rss = server.rssKiB()
+    finally:
+        for sock in socks:
+            sock.close()
+    return (rss - baseRss) / plan.stalledCount
+
+
+# The plan ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    rounds: int
+    fileSize: int
+    singleDownloads: int
+    connections: int
+    stalledCount: int
+    recvSize: int
+    clientProcesses: int
+    timeout: float
+    budget: float
+    seed: int
+
+
+@dataclass
+class Results:
+    rounds: int
+    throughput: dict[tuple[str, int], list[HttpThroughput | None]] = field(
+        default_factory=dict
+    )
+    stalled: dict[str, list[float | None]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    roundsDone: int = 0
+
+    def addThroughput(
+        self, kind: str, connections: int, roundIndex: int, value: HttpThroughput | None
+    ) -> None:
+        slots = self.throughput.setdefault((kind, connections), [None] * self.rounds)
+        slots[roundIndex] = value
+
+    def addStalled(self, kind: str, roundIndex: int, value: float | None) -> None:
+        self.stalled.setdefault(kind, [None] * self.rounds)[roundIndex] = value
+
+    def samples(self, kind: str, connections: int) -> list[HttpThroughput | None]:
+        return self.throughput.get((kind, connections), [None] * self.rounds)
+
+
+def runRounds(plan: Plan, setup: Setup) -> Results:
+    results = Results(plan.rounds)
+    rng = random.Random(plan.seed)
+    buffer = bytearray(plan.recvSize)
+    kinds = setup.kinds()
+    serial = 0
+    began = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, HttpServer] = {}
+        for kind in kinds:
+            serial += 1
+            servers[kind] = stack.enter_context(running(kind, setup, serial))
+        for roundIndex in range(plan.rounds):
+            if roundIndex and time.monotonic() - began > plan.budget:
+                progress(f"time budget of {plan.budget:.0f}s spent: stopping early")
+                break
+            progress(f"round {roundIndex + 1}/{plan.rounds}")
+            warmPageCache(setup.dataDir / FILE_NAME, buffer)
+            for connections in rng.sample(
+                [1, plan.connections], 2 if plan.connections > 1 else 1
+            ):
+                sequential = plan.singleDownloads if connections == 1 else 1
+                for kind in rng.sample(kinds, len(kinds)):
+                    name = f"{kind} x{connections}"
+                    try:
+                        sample: HttpThroughput | None = measureThroughput(
+                            servers[kind],
+                            setup.urlPath(kind, FILE_NAME),
+                            connections,
+                            sequential,
+                            plan.fileSize,
+                            plan,
+                        )
+                    except (OSError, BenchError) as e:
+                        sample = None
+                        results.failures.append(f"round {roundIndex + 1}: {name}: {e}")
+                        progress(f"  {name}: FAILED: {e}")
+                    else:
+                        assert sample is not None
+                        progress(
+                            f"  {name:26} {sample.gbPerSecond:6.2f} GB/s  "
+                            f"{sample.serverCpuPerGb:5.2f} CPU s/GB  "
+                            f"server {sample.serverLoad:4.0%} "
+                            f"({sample.serverSystemShare:4.0%} sys)  "
+                            f"client {sample.clientLoad:4.0%}"
+                        )
+                    results.addThroughput(kind, connections, roundIndex, sample)
+            for kind in rng.sample(kinds, len(kinds)):
+                serial += 1
+                name = f"{kind} stalled x{plan.stalledCount}"
+                try:
+                    with running(kind, setup, serial) as server:
+                        perDownload: float | None = measureStalled(
+                            server, setup, plan, buffer
+                        )
+                except (OSError, BenchError) as e:
+                    perDownload = None
+                    results.failures.append(f"round {roundIndex + 1}: {name}: {e}")
+                    progress(f"  {name}: FAILED: {e}")
+                else:
+                    progress(f"  {name:26} {perDownload:7.1f} KiB/download")
+                results.addStalled(kind, roundIndex, perDownload)
+            results.roundsDone = roundIndex + 1
+    return results
+
+
+# The report --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """
+    A per-round ratio ours / C{other} of the throughputs (or of the CPU
+    seconds per GB) of C{connections} connections, with a target or not.
+    """
+
+    other: str
+    connections: int
+    cpu: bool = False
+    target: bool = False
+
+    @property
+    def title(self) -> str:
+        what = "CPU s/GB" if self.cpu else "GB/s"
+        return f"{what} x{self.connections}: ours / {self.other}"
+
+    def values(self, results: Results) -> list[float | None]:
+        def value(sample: HttpThroughput) -> float:
+            return sample.serverCpuPerGb if self.cpu else sample.gbPerSecond
+
+        return [
+            None if top is None or bottom is None else value(top) / value(bottom)
+            for top, bottom in zip(
+                results.samples(OURS, self.connections),
+                results.samples(self.other, self.connections),
+                strict=True,
+            )
+        ]
+
+
+def _ratios(plan: Plan, setup: Setup) -> list[Ratio]:
+    others = [kind for kind in setup.kinds() if kind != OURS]
+    connectionCounts = sorted({1, plan.connections})
+    ratios = [
+        Ratio(other, connections, target=other in TARGETS)
+        for connections in connectionCounts
+        for other in others
+    ]
+    ratios += [
+        Ratio(other, connections, cpu=True)
+        for connections in connectionCounts
+        for other in others
+    ]
+    return ratios
+
+
+def report(plan: Plan, setup: Setup, results: Results) -> tuple[str, bool]:
+    """
+    The tables of medians and ratios, and whether the target is met.
+    """
+    out: list[str] = []
+    rounds = f"median of {results.roundsDone} round(s)"
+    rows: list[list[str]] = []
+    for connections in sorted({1, plan.connections}):
+        for kind in setup.kinds():
+            done = [s for s in results.samples(kind, connections) if s is not None]
+            speeds: list[float | None] = [sample.gbPerSecond for sample in done]
+            rows.append(
+                [
+                    f"x{connections}",
+                    kind,
+                    fmt(median(speeds)),
+                    spread(speeds),
+                    fmt(median([sample.serverCpuPerGb for sample in done])),
+                    fmt(median([sample.serverLoad for sample in done]), ".0%"),
+                    fmt(median([s.serverSystemShare for s in done]), ".0%"),
+                    fmt(median([sample.clientLoad for sample in done]), ".0%"),
+                    str(len(done)),
+                ]
+            )
+    out.append(f"Throughput ({rounds}; GB = 10^9 bytes of body)")
+    header = ["conns", "server", "GB/s", "min-max", "srv CPU s/GB", "srv CPU"]
+    out.append(table([*header, "srv sys", "client CPU", "n"], rows))
+    out.append("")
+    out.append(
+        f"Stalled downloads ({plan.stalledCount} clients that read the head "
+        f"and stop; added server RSS, {rounds})"
+    )
+    rows = []
+    for kind in setup.kinds():
+        values = results.stalled.get(kind, [])
+        count = sum(value is not None for value in values)
+        rows.append(
+            [kind, fmt(median(values), ".1f"), spread(values, ".1f"), str(count)]
+        )
+    out.append(table(["server", "KiB/download", "min-max", "n"], rows, 1))
+    out.append("")
+    out.append(f"Ratios ours / other ({rounds} of per-round values)")
+    rows = []
+    met = True
+    for ratio in _ratios(plan, setup):
+        values = ratio.values(results)
+        middle = median(values)
+        verdict = ""
+        if ratio.target:
+            ahead = middle is not None and middle > 1.0
+            met = met and ahead
+            verdict = "PASS" if ahead else "FAIL"
+        elif not ratio.cpu:
+            verdict = "(reference)"
+        rows.append(
+            [
+                ratio.title,
+                fmt(middle),
+                spread(values),
+                "> 1.00" if ratio.target else "",
+                verdict,
+            ]
+        )
+    out.append(table(["ratio", "median", "min-max", "target", ""], rows, 1))
+    out.append("")
+    out.append(
+        f"Target: ours ahead of {' and '.join(TARGETS)} (median per-round GB/s "
+        f"ratio > 1 with 1 and {plan.connections} connections): "
+        f"{'PASS' if met else 'FAIL'}"
+    )
+    if setup.nginx is None:
+        out.append("nginx: skipped (not installed)")
+    if results.failures:
+        out.append("")
+        out.append(f"{len(results.failures)} measurement(s) failed:")
+        out += [f"  {failure}" for failure in results.failures]
+    return "\n".join(out), met
+
+
+# Setup and command line --------------------------------------------------
+
+
+def _probe(setup: Setup) -> tuple[str, str, str]:
+    """
+    Where the daemon's package is imported from, and the versions of Twisted
+    and aiohttp, as the servers' interpreter sees them.
+    """
+    completed = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        env=setup.environment(),
+        cwd=setup.workDir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if completed.returncode != 0:
+        raise SystemExit(
+            f"cannot import the servers' packages (pip install aiohttp?):\n"
+            f"{completed.stderr.strip()}"
+        )
+    output = completed.stdout.split()
+    if len(output) != 3:
+        raise BenchError(f"unexpected output of the probe: {output}")
+    return output[0], output[1], output[2]
+
+
+def _findNginx(option: str | None) -> str | None:
+    if option is not None:
+        return option or None
+    found = shutil.which("nginx")
+    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
+        found = "/usr/sbin/nginx"
+    return found
+
+
+def _nginxVersion(nginx: str) -> str:
+    completed = subprocess.run(
+        [nginx, "-v"], capture_output=True, text=True, timeout=30, check=True
+    )
+    return completed.stderr.strip().removeprefix("nginx version: ")
+
+
+def parseArguments(argv: Sequence[str] | None) -> tuple[Plan, str | None]:
+    parser = argparse.ArgumentParser(
+        description="Benchmark downloads from twisted-zero's HTTP front end "
+        "against twisted.web.static, aiohttp and nginx on 127.0.0.1 (run by "
+        "hand, not in CI).",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="one round, small sizes: a smoke test"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds (default 5; quick 1)")
+    parser.add_argument(
+        "--file-size",
+        type=parseSize,
+        help="size of the downloaded file (default 512M; quick 64M)",
+    )
+    parser.add_argument(
+        "--single-downloads",
+        type=int,
+        help="downloads one after the other in the one-connection test "
+        "(default 2; quick 1)",
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=16,
+        help="downloads at once in the multi-connection test (default 16)",
+    )
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        help="client processes the connections are spread over (default: as "
+        "many as the machine has CPUs, so that the client can use whatever CPU "
+        "the server leaves)",
+    )
+    parser.add_argument(
+        "--stalled",
+        type=int,
+        default=200,
+        help="stalled downloads for the memory test (default 200)",
+    )
+    parser.add_argument(
+        "--recv-size",
+        type=parseSize,
+        default=MiB,
+        help="client recv_into buffer (default 1M)",
+    )
+    parser.add_argument(
+        "--nginx",
+        help="the nginx executable (default: nginx on PATH or /usr/sbin/nginx; "
+        "empty: leave nginx out)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds one measurement may take (default 300)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=3600.0,
+        help="start no new round after this many seconds (default 3600)",
+    )
+    parser.add_argument("--seed", type=int, help="seed of the shuffled order")
+    args = parser.parse_args(argv)
+    quick: bool = args.quick
+
+    def pick(value: int | None, normal: int, small: int) -> int:
+        return value if value is not None else (small if quick else normal)
+
+    plan = Plan(
+        rounds=pick(args.rounds, 5, 1),
+        fileSize=pick(args.file_size, 512 * MiB, 64 * MiB),
+        singleDownloads=pick(args.single_downloads, 2, 1),
+        connections=args.connections,
+        stalledCount=args.stalled,
+        recvSize=args.recv_size,
+        clientProcesses=(
+            args.client_processes
+            if args.client_processes is not None
+            else os.cpu_count() or 1
+        ),
+        timeout=args.timeout,
+        budget=args.budget,
+        seed=args.seed if args.seed is not None else random.randrange(2**32),
+    )
+    for name, value in [
+        ("--rounds", plan.rounds),
+        ("--file-size", plan.fileSize),
+        ("--single-downloads", plan.singleDownloads),
+        ("--connections", plan.connections),
+        ("--client-processes", plan.clientProcesses),
+        ("--stalled", plan.stalledCount),
+        ("--recv-size", plan.recvSize),
+    ]:
+        if value < 1:
+            parser.error(f"{name} is too small")
+    if plan.timeout <= 0:
+        parser.error("--timeout must be positive")
+    if plan.fileSize > 64 * GiB:
+        parser.error("--file-size is too large")
+    return plan, _findNginx(args.nginx)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    plan, nginx = parseArguments(argv)
+    signal.signal(signal.SIGTERM, terminate)
+    with tempfile.TemporaryDirectory(prefix="twisted-zero-http-bench-") as tmp:
+        workDir = Path(tmp).resolve()
+        dataDir = workDir / "data"
+        dataDir.mkdir()
+        setup = Setup(workDir, dataDir, nginx)
+        ourPackage, twistedVersion, aiohttpVersion = _probe(setup)
+        if not Path(ourPackage).resolve().is_relative_to(REPO_ROOT):
+            raise SystemExit(f"the daemon would import {ourPackage}, not {REPO_ROOT}")
+        if nginx is None:
+            nginxNote = "nginx skipped: not installed (apt-get install nginx)"
+            progress(nginxNote)
+        else:
+            nginxNote = f"nginx {_nginxVersion(nginx)} (sendfile on, 1 worker)"
+        processes = min(plan.clientProcesses, plan.connections)
+        print(
+            f"twisted-zero HTTP bench: {platform.python_implementation()} "
+            f"{platform.python_version()}, Twisted {twistedVersion}, aiohttp "
+            f"{aiohttpVersion}, {nginxNote}; {os.cpu_count()} CPUs, Linux "
+            f"{platform.release()}\n"
+            f"ours from {Path(ourPackage).parent}; rounds {plan.rounds}; "
+            f"seed {plan.seed}\n"
+            f"file of {formatSize(plan.fileSize)} (page cache), downloaded "
+            f"{plan.singleDownloads} x on 1 connection and once on each of "
+            f"{plan.connections} at once; client: {processes} process(es), "
+            f"recv_into {formatSize(plan.recvSize)}; "
+            f"{plan.stalledCount} stalled downloads\n",
+            flush=True,
+        )
+        progress(f"writing {formatSize(plan.fileSize)} to {dataDir / FILE_NAME}")
+        writeTestFile(dataDir / FILE_NAME, plan.fileSize)
+        writeTestFile(dataDir / WARM_NAME, WARM_SIZE)
+        started = time.monotonic()
+        results = runRounds(plan, setup)
+        text, _ = report(plan, setup, results)
+        print(text)
+        print(f"\n({time.monotonic() - started:.0f}s)")
+    return 1 if results.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
