@@ -93,7 +93,7 @@ class Options(usage.Options):
             None,
             None,
             "Bytes per write to the transport. Default: 4M for zero and "
-            "chargen (shared by all connections), 2M for random, 128K for a "
+            "chargen (shared by all connections), 2M for random, 240K for a "
             "file (one chunk is what a stalled client costs).",
         ],
         ["root", None, None, "HTTP: serve the files under DIR at /files/."],
