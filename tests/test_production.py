@@ -343,3 +343,37 @@ class LeakTests:
             cycle(300)
         assert openFiles() == baselineFds
         assert daemon.rss() - baselineRSS < 8 * 2**20
+
+
+class WorkerTests:
+    def test_workers(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        With C{--workers 2}, two processes serve the same listener; one that
+        dies is restarted; SIGTERM stops them all and the daemon exits 0.
+        """
+        daemon = start(daemons, tmp_path, "--workers", "2", "--limit", "1M")
+        started = re.compile(r"started worker (\d), pid (\d+)")
+        pids = {}
+        for _ in range(2):
+            match = daemon.waitFor(started)
+            pids[match.group(1)] = int(match.group(2))
+        for _ in range(2):  # each worker logs that it streams
+            daemon.waitFor(re.compile(r"streaming zero on"))
+        for _ in range(8):
+            with daemon.connect() as client:
+                assert receive(client) == 2**20
+        os.kill(pids["0"], 9)
+        daemon.waitFor(re.compile(r"worker 0 \(pid \d+\) ended .*restarting"))
+        replacement = int(
+            daemon.waitFor(re.compile(r"started worker 0, pid (\d+)")).group(1)
+        )
+        assert replacement != pids["0"]
+        for _ in range(4):
+            with daemon.connect() as client:
+                assert receive(client) == 2**20
+        assert daemon.stop() == 0
+        for pid in (replacement, pids["1"]):
+            assert (
+                not Path(f"/proc/{pid}").exists()
+                or "zombie" in Path(f"/proc/{pid}/status").read_text()
+            )

@@ -401,6 +401,11 @@ class BadInputTests:
             (["--no-such-option"], "option --no-such-option not recognized"),
             (["--http", "tcp:0", "--root", "{tmp}/missing"], "--root: {tmp}/missing: no such directory"),
             (["--root", "{tmp}"], "--root needs --http"),
+            (["--workers", "0"], "--workers: '0' is not a positive whole number"),
+            (["--workers", "2", "--metrics", "tcp:0"], "--metrics cannot be used with --workers yet (each worker counts its own connections)"),
+            (["--stall-timeout", "soon"], "--stall-timeout: 'soon' is not a number of seconds"),
+            (["--rate", "fast"], "--rate: 'fast' is not a size (use a whole number of bytes, optionally followed by K, M or G)"),
+            (["--max-connections", "-3"], "--max-connections: '-3' is not a positive whole number"),
         ],
     )  # fmt: skip
     def test_refused(self, tmp_path: Path, args: list[str], message: str) -> None:

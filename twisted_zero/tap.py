@@ -34,8 +34,16 @@ from ._sizes import parseSize
 from ._sources import SOURCE_NAMES, SourceError, sourceFactory
 from ._systemd import SystemdNotifier
 from ._web import StreamSite, makeResource
+from ._workers import (
+    FIRST_WORKER_FD,
+    InheritedSocket,
+    WorkerSupervisor,
+    parseInherited,
+    workerCommand,
+)
 
 DEFAULT_LISTEN = "tcp:8019:interface=127.0.0.1"
+MAX_WORKERS = 64
 STATUS_INTERVAL = 5.0
 """
 How often systemd is told how many connections are open, in seconds.
@@ -117,6 +125,14 @@ class Options(usage.Options):
         ],
         ["metrics", None, None, "Serve Prometheus metrics on ENDPOINT."],
         [
+            "workers",
+            None,
+            "1",
+            "Serve the same listeners from N processes (the parent binds "
+            "them and restarts a worker that dies).",
+        ],
+        ["worker-sockets", None, None, "(internal: the sockets a worker adopts)"],
+        [
             "max-bytes",
             None,
             None,
@@ -166,10 +182,22 @@ class Options(usage.Options):
             raise usage.UsageError(f"--source: {e}") from None
         for option in ("stall-timeout", "max-duration", "shutdown-timeout"):
             self[option] = _seconds(self[option], option)
-        for option in ("max-connections", "max-per-ip"):
+        for option in ("max-connections", "max-per-ip", "workers"):
             self[option] = _count(self[option], option)
         for option in ("rate", "total-rate"):
             self[option] = _size(self[option], f"--{option}", 1)
+        if self["workers"] > MAX_WORKERS:
+            raise usage.UsageError(f"--workers: at most {MAX_WORKERS}")
+        if self["workers"] > 1 and self["metrics"] is not None:
+            raise usage.UsageError(
+                "--metrics cannot be used with --workers yet (each worker "
+                "counts its own connections)"
+            )
+        if self["worker-sockets"] is not None:
+            try:
+                self["worker-sockets"] = parseInherited(self["worker-sockets"])
+            except ValueError as e:
+                raise usage.UsageError(f"--worker-sockets: {e}") from None
 
 
 def _directory(path: str) -> str:
@@ -367,10 +395,15 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
     ports: list[IListeningPort] = []
     httpPorts: list[IListeningPort] = []
     try:
-        for description in options["listen"]:
-            ports.append(_listen(reactor, description, factory))
-        for description in options["http"]:
-            httpPorts.append(_listen(reactor, description, site))
+        if options["worker-sockets"] is not None:
+            for inherited in options["worker-sockets"]:
+                adopted = _adopt(reactor, inherited, factory, site)
+                (ports if inherited.kind == "tcp" else httpPorts).append(adopted)
+        else:
+            for description in options["listen"]:
+                ports.append(_listen(reactor, description, factory))
+            for description in options["http"]:
+                httpPorts.append(_listen(reactor, description, site))
         if options["metrics"] is not None:
             metricsPorts.append(_listen(reactor, options["metrics"], metricsSite))
     except StartupError as e:
@@ -390,7 +423,46 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         SystemdNotifier(clock=clock),
     )
     listening.setServiceParent(service)  # type: ignore[no-untyped-call]
+    if options["workers"] > 1 and options["worker-sockets"] is None:
+        # The parent only binds; its workers accept.
+        inherited = []
+        for kind, kindPorts in (("tcp", ports), ("http", httpPorts)):
+            for port in kindPorts:
+                port.stopReading()  # type: ignore[attr-defined]
+                inherited.append((kind, port))
+        sockets = [
+            InheritedSocket(kind, FIRST_WORKER_FD + index, port.addressFamily)
+            for index, (kind, port) in enumerate(inherited)
+        ]
+        childFDs: dict[int, object] = {0: "w", 1: 1, 2: 2}
+        for index, (_, port) in enumerate(inherited):
+            childFDs[FIRST_WORKER_FD + index] = port.fileno()
+        supervisor = WorkerSupervisor(
+            reactor=reactor,  # type: ignore[arg-type]
+            clock=clock,
+            command=workerCommand(sys.argv, sockets),
+            childFDs=childFDs,
+            count=options["workers"],
+            stopTimeout=(options["shutdown-timeout"] or 0.0) + 5,
+        )
+        supervisor.setServiceParent(service)  # type: ignore[no-untyped-call]
     return service
+
+
+def _adopt(
+    reactor: Any, inherited: InheritedSocket, factory: StreamFactory, site: StreamSite
+) -> IListeningPort:
+    """
+    Serve a listening socket inherited from the parent (a worker).
+    """
+    try:
+        port: IListeningPort = reactor.adoptStreamPort(
+            inherited.fd, inherited.family, factory if inherited.kind == "tcp" else site
+        )
+    except Exception as e:
+        raise StartupError(f"cannot adopt socket {inherited.fd}: {e}") from None
+    os.close(inherited.fd)
+    return port
 
 
 def _listen(

@@ -1,0 +1,201 @@
+"""
+Several worker processes serving the same listening sockets: the parent
+binds them, each worker adopts them, and the parent restarts a worker that
+dies and stops them all on shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from attrs import define
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+RESTART_DELAY = 1.0
+"""
+Seconds before a worker that died is started again.
+"""
+
+FIRST_WORKER_FD = 3
+_CHILD_ENVIRONMENT_DROPPED = (
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+)
+
+
+@define(frozen=True)
+class InheritedSocket:
+    """
+    A listening socket a worker adopts: which listener it is for, its file
+    descriptor in the worker, and its address family.
+    """
+
+    kind: str
+    fd: int
+    family: int
+
+    def spec(self) -> str:
+        return f"{self.kind}:{self.fd}:{self.family}"
+
+
+def parseInherited(spec: str) -> list[InheritedSocket]:
+    """
+    Read the sockets a worker is to adopt (written by L{workerCommand}).
+
+    @raise ValueError: If C{spec} is malformed.
+    """
+    sockets = []
+    for item in spec.split(","):
+        kind, fd, family = item.split(":")
+        if kind not in ("tcp", "http"):
+            raise ValueError(f"unknown listener kind {kind!r}")
+        sockets.append(InheritedSocket(kind, int(fd), int(family)))
+    return sockets
+
+
+def workerCommand(argv: Sequence[str], sockets: Sequence[InheritedSocket]) -> list[str]:
+    """
+    The command line of a worker: the parent's own C{twistd} command, in the
+    foreground and without a PID file, told to adopt C{sockets}.
+
+    @param argv: The parent's C{sys.argv}.
+    """
+    arguments = list(argv[1:])
+    subcommand = arguments.index("zero")
+    return [
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        *arguments[:subcommand],
+        "--nodaemon",
+        "--pidfile=",
+        *arguments[subcommand:],
+        "--worker-sockets",
+        ",".join(s.spec() for s in sockets),
+    ]
+
+
+class _Worker(ProcessProtocol):
+    def __init__(self, supervisor: WorkerSupervisor, number: int) -> None:
+        self.supervisor = supervisor
+        self.number = number
+        self.ended: Deferred[None] = Deferred()
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+        self.supervisor.workerEnded(self, reason)
+
+
+class WorkerSupervisor(Service):
+    """
+    Start C{count} workers, restart those that die, stop them all (SIGTERM,
+    then SIGKILL after C{stopTimeout}) when stopped.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorProcess,
+        clock: IReactorTime,
+        command: list[str],
+        childFDs: dict[int, object],
+        count: int,
+        stopTimeout: float,
+    ) -> None:
+        self.reactor = reactor
+        self.clock = clock
+        self.command = command
+        self.childFDs = childFDs
+        self.count = count
+        self.stopTimeout = stopTimeout
+        self.restarts = 0
+        self._workers: dict[int, _Worker] = {}
+        self._pids: dict[int, int] = {}
+        self._stopping = False
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        for number in range(self.count):
+            self._spawn(number)
+
+    def _spawn(self, number: int) -> None:
+        if self._stopping:
+            return
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in _CHILD_ENVIRONMENT_DROPPED
+        }
+        worker = _Worker(self, number)
+        process = self.reactor.spawnProcess(
+            worker,
+            self.command[0],
+            self.command,
+            env=environment,
+            childFDs=self.childFDs,  # type: ignore[arg-type]
+        )
+        self._workers[number] = worker
+        self._pids[number] = process.pid
+        self._log.info(
+            "started worker {number}, pid {pid}", number=number, pid=process.pid
+        )
+
+    def workerEnded(self, worker: _Worker, reason: Failure) -> None:
+        self._workers.pop(worker.number, None)
+        pid = self._pids.pop(worker.number, None)
+        if self._stopping:
+            return
+        self.restarts += 1
+        self._log.warn(
+            "worker {number} (pid {pid}) ended ({why}); restarting it",
+            number=worker.number,
+            pid=pid,
+            why=reason.getErrorMessage()
+            if reason.check(ProcessDone, ProcessTerminated)
+            else reason,
+        )
+        self.clock.callLater(RESTART_DELAY, self._spawn, worker.number)
+
+    @property
+    def pids(self) -> list[int]:
+        """
+        The process IDs of the running workers.
+        """
+        return sorted(self._pids.values())
+
+    def stopService(self) -> Deferred[object]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        self._stopping = True
+        ended = [worker.ended for worker in self._workers.values()]
+        for pid in self._pids.values():
+            _signal(pid, signal.SIGTERM)
+        pids = list(self._pids.values())
+        kill = self.clock.callLater(self.stopTimeout, _signalAll, pids, signal.SIGKILL)
+        done = gatherResults(ended, consumeErrors=True)
+        done.addBoth(lambda result: kill.cancel() if kill.active() else None)
+        return done  # type: ignore[return-value]
+
+
+def _signalAll(pids: list[int], number: int) -> None:
+    for pid in pids:
+        _signal(pid, number)
+
+
+def _signal(pid: int, number: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, number)
