@@ -79,6 +79,24 @@ class OptionsTests:
             (["--source", "file:/"], "--source: /: is a directory"),
             (["--source", "file:/dev/null"], "--source: /dev/null: is a device"),
             (["--bogus"], "option --bogus not recognized"),
+            (
+                ["--max-duration", "-1"],
+                "--max-duration: '-1' is not a number of seconds",
+            ),
+            (
+                ["--shutdown-timeout", "x"],
+                "--shutdown-timeout: 'x' is not a number of seconds",
+            ),
+            (
+                ["--max-per-ip", "1.5"],
+                "--max-per-ip: '1.5' is not a positive whole number",
+            ),
+            (["--total-rate", "0"], "--total-rate: must be at least 1 bytes"),
+            (["--workers", "65"], "--workers: at most 64"),
+            (
+                ["--worker-sockets", "ftp:3:2"],
+                "--worker-sockets: unknown listener kind 'ftp'",
+            ),
             (["extra"], "Wrong number of arguments"),
         ],
     )
