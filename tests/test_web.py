@@ -718,3 +718,24 @@ class ConnectionTests:
         ]
         assert logged[0]["bytes"] > 20
         assert logged[0]["peer"] == "127.0.0.1:4321"
+
+
+class ShutdownTests:
+    def test_closeIdle(self) -> None:
+        """
+        On shutdown, connections waiting for a request are closed; one with
+        a response under way is left to finish.
+        """
+        busy = Server(None)
+        busy.send(b"GET /zero HTTP/1.1\r\nHost: t\r\n\r\n")
+        idle = busy.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4322))
+        assert idle is not None
+        idleTransport = PausingTransport()
+        idle.makeConnection(idleTransport)
+        assert len(busy.site.channels) == 2
+        busy.site.closeIdle()
+        assert idleTransport.disconnecting
+        assert not busy.transport.disconnecting
+        busy.channel.connectionLost(Failure(ConnectionLost()))
+        idle.connectionLost(Failure(ConnectionLost()))
+        assert busy.site.channels == set()

@@ -126,10 +126,21 @@ class StreamSite(Site):
         super().__init__(resource, reactor=reactor, timeout=timeout)  # type: ignore[no-untyped-call]
         self.protection = Protection(reactor) if protection is None else protection
         self.metrics = Metrics() if metrics is None else metrics
+        self.channels: set[_Channel] = set()
         self.protocol = self._channel  # type: ignore[method-assign,assignment]
 
     def _channel(self) -> HTTPChannel:
         return _Channel(self)
+
+    def closeIdle(self) -> None:
+        """
+        Close the connections that wait for a request (keep-alive): on
+        shutdown, only those with a response under way are worth waiting
+        for.
+        """
+        for channel in list(self.channels):
+            if not channel.requests:
+                channel.loseConnection()  # type: ignore[no-untyped-call]
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:  # type: ignore[override]
         refused = self.protection.admit(addr)
@@ -166,6 +177,7 @@ class _Channel(HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()  # type: ignore[no-untyped-call]
+        self._site.channels.add(self)
         self._site.metrics.connectionOpened("http")
         self._site.protection.opened(self.transport)
 
@@ -173,6 +185,7 @@ class _Channel(HTTPChannel):
         try:
             super().connectionLost(reason)  # type: ignore[no-untyped-call]
         finally:
+            self._site.channels.discard(self)
             clean = reason.check(ConnectionDone) is not None
             self._site.metrics.connectionClosed("http", "closed" if clean else "reset")
             self._site.protection.closed(self.transport, self.admitted)

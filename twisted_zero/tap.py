@@ -263,6 +263,7 @@ class ListeningService(Service):
         shutdownTimeout: float,
         reactor: IReactorCore,
         notifier: SystemdNotifier,
+        site: StreamSite,
     ) -> None:
         self.factory = factory
         self.ports = ports + httpPorts + metricsPorts
@@ -273,6 +274,7 @@ class ListeningService(Service):
         self._shutdownTimeout = shutdownTimeout
         self._reactor = reactor
         self._notifier = notifier
+        self._site = site
         self._status = LoopingCall(self._reportStatus)
         self._status.clock = notifier.clock
 
@@ -329,6 +331,7 @@ class ListeningService(Service):
         stopping: list[Deferred[object]] = [
             maybeDeferred(port.stopListening) for port in self.ports
         ]
+        self._site.closeIdle()
         protection = self.factory.protection
         if protection.openConnections:
             self._log.info(
@@ -421,6 +424,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         options["shutdown-timeout"] or 0.0,
         reactor,
         SystemdNotifier(clock=clock),
+        site,
     )
     listening.setServiceParent(service)  # type: ignore[no-untyped-call]
     if options["workers"] > 1 and options["worker-sockets"] is None:
