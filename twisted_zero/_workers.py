@@ -10,7 +10,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from attrs import define
 from twisted.application.service import Service
@@ -116,6 +116,7 @@ class WorkerSupervisor(Service):
         childFDs: dict[int, object],
         count: int,
         stopTimeout: float,
+        kill: Callable[[int, int], None] = os.kill,
     ) -> None:
         self.reactor = reactor
         self.clock = clock
@@ -123,6 +124,7 @@ class WorkerSupervisor(Service):
         self.childFDs = childFDs
         self.count = count
         self.stopTimeout = stopTimeout
+        self._kill = kill
         self.restarts = 0
         self._workers: dict[int, _Worker] = {}
         self._pids: dict[int, int] = {}
@@ -178,24 +180,20 @@ class WorkerSupervisor(Service):
         """
         return sorted(self._pids.values())
 
+    def _signalAll(self, pids: list[int], number: int) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                self._kill(pid, number)
+
     def stopService(self) -> Deferred[object]:
         super().stopService()  # type: ignore[no-untyped-call]
         self._stopping = True
         ended = [worker.ended for worker in self._workers.values()]
-        for pid in self._pids.values():
-            _signal(pid, signal.SIGTERM)
         pids = list(self._pids.values())
-        kill = self.clock.callLater(self.stopTimeout, _signalAll, pids, signal.SIGKILL)
+        self._signalAll(pids, signal.SIGTERM)
+        kill = self.clock.callLater(
+            self.stopTimeout, self._signalAll, pids, signal.SIGKILL
+        )
         done = gatherResults(ended, consumeErrors=True)
         done.addBoth(lambda result: kill.cancel() if kill.active() else None)
         return done  # type: ignore[return-value]
-
-
-def _signalAll(pids: list[int], number: int) -> None:
-    for pid in pids:
-        _signal(pid, number)
-
-
-def _signal(pid: int, number: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, number)
