@@ -91,6 +91,32 @@ class StallTests:
             with pytest.raises(ConnectionResetError):
                 receive(client)
 
+    def test_httpStallAndIdle(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        Over HTTP, a client that stops reading in the middle of a body is
+        cut off after the stall timeout, and one that sends no request is
+        closed after as long.
+        """
+        daemon = start(
+            daemons,
+            tmp_path,
+            "--http",
+            "tcp:0:interface=127.0.0.1",
+            "--stall-timeout",
+            "1",
+        )
+        port = int(daemon.waitFor(SERVING_HTTP).group("port"))
+        stalled = socket.socket()
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", port))
+        idle = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        with stalled, idle:
+            stalled.sendall(b"GET /zero HTTP/1.1\r\nHost: x\r\n\r\n")
+            daemon.waitFor(re.compile(r"GET /zero 200 .*\(stalled\)"), timeout=15)
+            started = time.monotonic()
+            assert idle.recv(100) == b""
+            assert time.monotonic() - started < 5
+
     def test_readingClientKept(self, daemons: list[Daemon], tmp_path: Path) -> None:
         """
         A client that reads, however slowly, is not cut off.
