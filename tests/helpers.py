@@ -39,8 +39,8 @@ class PausingTransport(StringTransport):
     order of the calls made on it.
     """
 
-    def __init__(self, bufferSize: int = 64 * 1024) -> None:
-        super().__init__()
+    def __init__(self, bufferSize: int = 64 * 1024, lenient: bool = False) -> None:
+        super().__init__(lenient=lenient)
         self.bufferSize = bufferSize
         self.calls: list[str] = []
 

@@ -353,3 +353,52 @@ class ProtectionTests:
         assert watch is not None
         clock.advance(2)
         assert stalled == [True]
+
+
+class FairShareTests:
+    def test_sharedTotal(self) -> None:
+        """
+        Fifty streams under one total rate each get about a fiftieth of it;
+        none is starved.
+        """
+        clock = Clock()
+        total = TokenBucket(clock=clock, rate=1_000_000)
+        transports = [StringTransport() for _ in range(50)]
+        producers = [
+            StreamProducer(
+                source=ZeroSource(), clock=clock, throttle=Throttle(buckets=[total])
+            )
+            for _ in transports
+        ]
+        for producer, transport in zip(producers, transports, strict=True):
+            producer.startStreaming(transport)
+        for _ in range(2000):
+            clock.advance(0.01)
+        sent = [len(t.value()) for t in transports]
+        assert sum(sent) == pytest.approx(20_000_000, rel=0.05)
+        assert min(sent) > 0.5 * 20_000_000 / 50
+        for producer in producers:
+            producer.stopProducing()
+        assert total.users == 0
+
+    def test_slowRateIsNotAStall(self) -> None:
+        """
+        A stream held back by a very low rate shows progress to a stall
+        watch, though it writes rarely.
+        """
+        clock = Clock()
+        throttle = Throttle(buckets=[TokenBucket(clock=clock, rate=100, burst=1000)])
+        producer = StreamProducer(source=ZeroSource(), clock=clock, throttle=throttle)
+        producer.startStreaming(StringTransport())
+        stalls: list[bool] = []
+        watch = Protection(clock, stallTimeout=30).watch(
+            object(),
+            lambda: (producer.bytesSent, producer.rateWaits),
+            lambda: stalls.append(True),
+        )
+        assert watch is not None
+        for _ in range(1200):
+            clock.advance(0.1)
+        assert stalls == []
+        producer.stopProducing()
+        watch.stop()

@@ -35,6 +35,7 @@ from twisted_zero import (
     StreamProtocol,
     ZeroSource,
 )
+from twisted_zero._limits import ConnectionLimits, Protection
 from twisted_zero._protocol import (
     LINGER_SECONDS,
     SLOW_CHUNK_SECONDS,
@@ -286,6 +287,27 @@ class StreamProtocolTests(SynchronousTestCase):
         self.assertIn("abortConnection", transport.calls)
         self.assertEqual(streamEnded(list(events))["reason"], "source error")
         self.assertIn("/srv/x: no such file", [e.get("error") for e in events])
+
+
+class AdmissionTests(SynchronousTestCase):
+    def test_refusedClosedAtOnce(self) -> None:
+        """
+        A connection beyond the limits gets a protocol (never None, which a
+        wrapping factory such as TLS's would wrap) that aborts it at once.
+        """
+        clock = Clock()
+        factory = StreamFactory(
+            sourceFactory=ZeroSource,
+            clock=clock,
+            protection=Protection(clock, limits=ConnectionLimits(maxConnections=1)),
+        )
+        first = factory.buildProtocol(PEER)
+        self.assertIsInstance(first, StreamProtocol)
+        refused = factory.buildProtocol(PEER)
+        self.assertNotIsInstance(refused, StreamProtocol)
+        transport = PausingTransport()
+        refused.makeConnection(transport)
+        self.assertEqual(transport.calls, ["loseConnection"])
 
 
 class StreamEndLogTests(SynchronousTestCase):

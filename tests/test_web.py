@@ -101,7 +101,9 @@ class Server:
     A L{StreamSite} with one client connection over a L{PausingTransport}.
     """
 
-    def __init__(self, root: Path | None, **options: object) -> None:
+    def __init__(
+        self, root: Path | None, lenient: bool = False, **options: object
+    ) -> None:
         self.clock = TurnClock()
         self.files: list[CountingReader] = []
 
@@ -117,7 +119,7 @@ class Server:
             **options,  # type: ignore[arg-type]
         )
         self.site = StreamSite(resource, reactor=self.clock)
-        self.transport = PausingTransport(bufferSize=3 * CHUNK)
+        self.transport = PausingTransport(bufferSize=3 * CHUNK, lenient=lenient)
         self.transport.peerAddr = IPv4Address("TCP", "127.0.0.1", 4321)
         self.channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
         assert self.channel is not None
@@ -739,3 +741,18 @@ class ShutdownTests:
         busy.channel.connectionLost(Failure(ConnectionLost()))
         idle.connectionLost(Failure(ConnectionLost()))
         assert busy.site.channels == set()
+
+    def test_noKeepAliveWhenStopping(self, root: Path) -> None:
+        """
+        Once the server is stopping, a response under way closes its
+        connection when it ends.
+        """
+        # Twisted's HTTP channel resumes its transport after closing it:
+        # harmless on a real one, refused by a strict test transport.
+        server = Server(root, lenient=True)
+        server.send(b"GET /files/data.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        server.site.closeIdle()
+        assert not server.transport.disconnecting
+        [response] = parseResponses(server.pump())
+        assert response.body == CONTENT
+        assert server.transport.disconnecting

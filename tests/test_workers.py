@@ -5,7 +5,6 @@ with a fake process reactor and a task clock.
 
 from __future__ import annotations
 
-import signal
 import socket
 import sys
 
@@ -15,6 +14,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from twisted_zero._workers import (
+    HEALTHY_SECONDS,
     RESTART_DELAY,
     InheritedSocket,
     WorkerSupervisor,
@@ -68,13 +68,18 @@ class InheritedTests:
 
 
 class FakeProcess:
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, signals: list[tuple[int, str]]) -> None:
         self.pid = pid
+        self._signals = signals
+
+    def signalProcess(self, name: str) -> None:
+        self._signals.append((self.pid, name))
 
 
 class FakeReactor:
     def __init__(self) -> None:
         self.spawned: list[tuple[object, dict[str, str], dict[int, object]]] = []
+        self.signals: list[tuple[int, str]] = []
 
     def spawnProcess(
         self,
@@ -85,14 +90,11 @@ class FakeReactor:
         childFDs: dict[int, object],
     ) -> FakeProcess:
         self.spawned.append((protocol, env, childFDs))
-        return FakeProcess(100_000 + len(self.spawned))
+        return FakeProcess(100_000 + len(self.spawned), self.signals)
 
 
-def supervisor(
-    sent: list[tuple[int, int]] | None = None,
-) -> tuple[WorkerSupervisor, FakeReactor, Clock]:
+def supervisor() -> tuple[WorkerSupervisor, FakeReactor, Clock]:
     reactor, clock = FakeReactor(), Clock()
-    signals = [] if sent is None else sent
     return (
         WorkerSupervisor(
             reactor=reactor,  # type: ignore[arg-type]
@@ -101,7 +103,6 @@ def supervisor(
             childFDs={0: "w", 1: 1, 2: 2, 3: 7},
             count=2,
             stopTimeout=5,
-            kill=lambda pid, number: signals.append((pid, number)),
         ),
         reactor,
         clock,
@@ -139,20 +140,44 @@ class SupervisorTests:
         assert service.restarts == 1
         assert service.pids == [100_002, 100_003]
 
+    def test_backoff(self) -> None:
+        """
+        A worker that keeps dying young is restarted later and later; one
+        that lived long is restarted quickly again.
+        """
+        service, reactor, clock = supervisor()
+        service.startService()
+        delays = []
+        for _ in range(7):
+            worker = [p for p, _, _ in reactor.spawned if p.number == 0][-1]  # type: ignore[attr-defined]
+            before = len(reactor.spawned)
+            worker.processEnded(Failure(ProcessTerminated(exitCode=1)))
+            waited = 0.0
+            while len(reactor.spawned) == before:
+                clock.advance(0.5)
+                waited += 0.5
+            delays.append(waited)
+        assert delays == [1, 2, 4, 8, 16, 30, 30]
+        clock.advance(HEALTHY_SECONDS + 1)
+        worker = [p for p, _, _ in reactor.spawned if p.number == 0][-1]  # type: ignore[attr-defined]
+        before = len(reactor.spawned)
+        worker.processEnded(Failure(ProcessTerminated(exitCode=1)))
+        clock.advance(RESTART_DELAY)
+        assert len(reactor.spawned) == before + 1
+
     def test_stop(self) -> None:
         """
         Stopping sends SIGTERM to every worker, SIGKILL to those still there
         after the timeout, and fires once all have ended; none is restarted.
         """
-        sent: list[tuple[int, int]] = []
-        service, reactor, clock = supervisor(sent)
+        service, reactor, clock = supervisor()
         service.startService()
         stopped = service.stopService()
-        assert sent == [(100_001, signal.SIGTERM), (100_002, signal.SIGTERM)]
+        assert reactor.signals == [(100_001, "TERM"), (100_002, "TERM")]
         reactor.spawned[0][0].processEnded(Failure(ProcessDone(0)))  # type: ignore[attr-defined]
         assert not stopped.called
         clock.advance(5)
-        assert sent[2:] == [(100_001, signal.SIGKILL), (100_002, signal.SIGKILL)]
+        assert reactor.signals[2:] == [(100_002, "KILL")]  # not the one that ended
         reactor.spawned[1][0].processEnded(Failure(ProcessTerminated(signal=9)))  # type: ignore[attr-defined]
         assert stopped.called
         clock.advance(RESTART_DELAY)

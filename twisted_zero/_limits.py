@@ -34,6 +34,17 @@ class TokenBucket:
     burst: int = field(default=0)
     _tokens: float = field(init=False, default=0.0)
     _updated: float = field(init=False, default=0.0)
+    users: int = field(init=False, default=0)
+    """
+    How many streams draw on this bucket now: a shared bucket gives each a
+    fair share per write, so that the first to wake cannot take it all.
+    """
+
+    def share(self) -> int:
+        """
+        The most one stream may take at once.
+        """
+        return self.burst if self.users <= 1 else max(self.burst // self.users, 1)
 
     def __attrs_post_init__(self) -> None:
         if self.rate <= 0:
@@ -79,17 +90,43 @@ class Throttle:
 
     _buckets: Sequence[TokenBucket] = field(alias="buckets")
     _onWait: Callable[[float], None] | None = field(default=None, alias="onWait")
+    _released: bool = field(default=False, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        for bucket in self._buckets:
+            bucket.users += 1
+
+    def release(self) -> None:
+        """
+        The stream has ended: it no longer shares the buckets. Idempotent.
+        """
+        if not self._released:
+            self._released = True
+            for bucket in self._buckets:
+                bucket.users -= 1
 
     def allowance(self, wanted: int) -> int:
         """
-        Take and return up to C{wanted} bytes' worth from every bucket; zero
-        when any is empty.
+        Take and return up to C{wanted} bytes' worth from every bucket (at
+        most a fair share of a shared one); zero when any is empty.
         """
-        allowed = min([wanted, *(bucket.available() for bucket in self._buckets)])
+        allowed = min(
+            [
+                wanted,
+                *(min(bucket.available(), bucket.share()) for bucket in self._buckets),
+            ]
+        )
         if allowed > 0:
             for bucket in self._buckets:
                 bucket.take(allowed)
         return max(allowed, 0)
+
+    def contended(self) -> bool:
+        """
+        Whether another stream draws on one of these buckets too: then a
+        stream writes once per reactor turn, so that they take turns.
+        """
+        return any(bucket.users > 1 for bucket in self._buckets)
 
     def refund(self, count: int) -> None:
         """
@@ -103,7 +140,9 @@ class Throttle:
         Seconds until a worthwhile write (C{wanted} bytes, or a burst) may
         be made; the caller is about to wait that long.
         """
-        seconds = max(bucket.delay(wanted) for bucket in self._buckets)
+        seconds = max(
+            bucket.delay(min(wanted, bucket.share())) for bucket in self._buckets
+        )
         if self._onWait is not None:
             self._onWait(seconds)
         return seconds
@@ -271,8 +310,11 @@ class Protection:
     def admit(self, address: object) -> str | None:
         """
         Let a new connection from C{address} in, or say why not (see
-        L{ConnectionLimits.admit}).
+        L{ConnectionLimits.admit}). A connection without an address is let
+        in uncounted (and not released).
         """
+        if address is None:
+            return None
         return self.limits.admit(_addressKey(address))
 
     def opened(self, transport: object) -> None:
@@ -335,7 +377,7 @@ class Protection:
         return Throttle(buckets=buckets, onWait=self.onRateWait)
 
     def watch(
-        self, transport: object, sent: Callable[[], int], onStall: Callable[[], None]
+        self, transport: object, sent: Callable[[], object], onStall: Callable[[], None]
     ) -> StallWatch | None:
         """
         Start watching a connection for stalls, if a stall timeout is set.

@@ -81,6 +81,8 @@ class StreamProducer:
     may then close the connection.
 
     @ivar bytesSent: How many bytes have been written so far.
+    @ivar rateWaits: How many times it has waited for its throttle: a
+        stream held back by its rate is not stalled.
     """
 
     _source: ISource = field(alias="source")
@@ -91,6 +93,7 @@ class StreamProducer:
     _observer: StreamObserver | None = field(default=None, alias="observer")
     _observedPause: bool = field(default=False, init=False)
     bytesSent: int = field(default=0, init=False)
+    rateWaits: int = field(default=0, init=False)
     _state: _State = field(default=_State.IDLE, init=False)
     _consumer: IConsumer | None = field(default=None, init=False)
     _done: Deferred[int] = field(factory=Deferred, init=False)
@@ -176,6 +179,8 @@ class StreamProducer:
         self._state = _State.STOPPED
         try:
             self._cancelNextTurn()
+            if self._throttle is not None:
+                self._throttle.release()
             self._notePause(False)
             self._consumer = None
             self._closeSource()
@@ -195,6 +200,7 @@ class StreamProducer:
             if self._throttle is not None:
                 allowed = self._throttle.allowance(wanted)
                 if not allowed:
+                    self.rateWaits += 1
                     self._waitFor(self._throttle.delay(wanted))
                     return
                 wanted = allowed
@@ -220,6 +226,10 @@ class StreamProducer:
                 self._finish(None)
                 return
             if self._state is not _State.PRODUCING:
+                return
+            if self._throttle is not None and self._throttle.contended():
+                # Sharing a rate: let the others have their turn first.
+                self._waitFor(0)
                 return
         self._waitFor(0)
 
@@ -257,6 +267,8 @@ class StreamProducer:
         """
         self._state = _State.FINISHED
         self._cancelNextTurn()
+        if self._throttle is not None:
+            self._throttle.release()
         self._notePause(False)
         self._closeSource()
         consumer, self._consumer = self._consumer, None

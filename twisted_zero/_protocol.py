@@ -133,6 +133,15 @@ class WholeChunkSends:
             del self._transport.SEND_LIMIT  # back to the class's own
 
 
+class _Refused(Protocol):
+    """
+    Close a connection the limits refused, at once.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
 class StreamProtocol(Protocol):
     """
@@ -188,7 +197,9 @@ class StreamProtocol(Protocol):
         self._metricsObserver = MetricsObserver(factory.metrics, source.description)
         self._sends = WholeChunkSends(self.transport, producer.chunkSize, factory.clock)
         self._watch = protection.watch(
-            self.transport, lambda: producer.bytesSent, self._stalled
+            self.transport,
+            lambda: (producer.bytesSent, producer.rateWaits),
+            self._stalled,
         )
         if protection.maxDuration is not None:
             self._expiry = factory.clock.callLater(
@@ -370,10 +381,10 @@ class StreamFactory(_Factory):
         self.metrics = Metrics() if metrics is None else metrics
         self.shuttingDown = False
 
-    def buildProtocol(self, addr: IAddress | None) -> StreamProtocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:  # type: ignore[override]
         """
-        A protocol for the connection, or L{None} (Twisted then closes it at
-        once) when the connection limits say no.
+        A protocol for the connection, or one that closes it at once when
+        the connection limits say no.
         """
         refused = self.protection.admit(addr)
         if refused is not None:
@@ -383,7 +394,8 @@ class StreamFactory(_Factory):
                 peer="?" if addr is None else formatAddress(addr),
                 why=refused,
             )
-            return None
+            # A protocol, not None: a wrapping factory (TLS) would wrap None.
+            return _Refused()
         protocol = StreamProtocol()
         protocol.factory = self
         protocol.admitted = addr

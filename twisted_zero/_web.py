@@ -127,6 +127,7 @@ class StreamSite(Site):
         self.protection = Protection(reactor) if protection is None else protection
         self.metrics = Metrics() if metrics is None else metrics
         self.channels: set[_Channel] = set()
+        self.shuttingDown = False
         self.protocol = self._channel  # type: ignore[method-assign,assignment]
 
     def _channel(self) -> HTTPChannel:
@@ -134,10 +135,11 @@ class StreamSite(Site):
 
     def closeIdle(self) -> None:
         """
-        Close the connections that wait for a request (keep-alive): on
-        shutdown, only those with a response under way are worth waiting
-        for.
+        Close the connections that wait for a request (keep-alive), and keep
+        no more open after their responses: on shutdown, only responses under
+        way are worth waiting for.
         """
+        self.shuttingDown = True
         for channel in list(self.channels):
             if not channel.requests:
                 channel.loseConnection()  # type: ignore[no-untyped-call]
@@ -180,6 +182,17 @@ class _Channel(HTTPChannel):
         self._site.channels.add(self)
         self._site.metrics.connectionOpened("http")
         self._site.protection.opened(self.transport)
+
+    def checkPersistence(self, request: Request, version: bytes) -> bool:
+        if self._site.shuttingDown:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return False
+        return bool(super().checkPersistence(request, version))  # type: ignore[no-untyped-call]
+
+    def requestDone(self, request: Request) -> None:
+        super().requestDone(request)  # type: ignore[no-untyped-call]
+        if self._site.shuttingDown and not self.requests:
+            self.loseConnection()  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         try:
@@ -280,7 +293,9 @@ def _stream(
 
     watch = expiry = None
     if protection is not None:
-        watch = protection.watch(transport, lambda: producer.bytesSent, stalled)
+        watch = protection.watch(
+            transport, lambda: (producer.bytesSent, producer.rateWaits), stalled
+        )
         if protection.maxDuration is not None:
             expiry = clock.callLater(protection.maxDuration, abort, "max duration")
 

@@ -8,22 +8,31 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from attrs import define
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.interfaces import (
+    IProcessTransport,
+    IReactorProcess,
+    IReactorTime,
+)
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 RESTART_DELAY = 1.0
 """
-Seconds before a worker that died is started again.
+Seconds before a worker that died is started again (doubled each time it
+dies young, up to L{MAX_RESTART_DELAY}).
+"""
+MAX_RESTART_DELAY = 30.0
+HEALTHY_SECONDS = 10.0
+"""
+A worker that lived this long was healthy: its next restart is quick again.
 """
 
 FIRST_WORKER_FD = 3
@@ -116,7 +125,6 @@ class WorkerSupervisor(Service):
         childFDs: dict[int, object],
         count: int,
         stopTimeout: float,
-        kill: Callable[[int, int], None] = os.kill,
     ) -> None:
         self.reactor = reactor
         self.clock = clock
@@ -124,10 +132,12 @@ class WorkerSupervisor(Service):
         self.childFDs = childFDs
         self.count = count
         self.stopTimeout = stopTimeout
-        self._kill = kill
         self.restarts = 0
         self._workers: dict[int, _Worker] = {}
         self._pids: dict[int, int] = {}
+        self._processes: dict[int, IProcessTransport] = {}
+        self._started: dict[int, float] = {}
+        self._delays: dict[int, float] = {}
         self._stopping = False
 
     def startService(self) -> None:
@@ -153,6 +163,8 @@ class WorkerSupervisor(Service):
         )
         self._workers[number] = worker
         self._pids[number] = process.pid
+        self._processes[number] = process
+        self._started[number] = self.clock.seconds()
         self._log.info(
             "started worker {number}, pid {pid}", number=number, pid=process.pid
         )
@@ -160,18 +172,26 @@ class WorkerSupervisor(Service):
     def workerEnded(self, worker: _Worker, reason: Failure) -> None:
         self._workers.pop(worker.number, None)
         pid = self._pids.pop(worker.number, None)
+        self._processes.pop(worker.number, None)
         if self._stopping:
             return
         self.restarts += 1
+        # A worker that dies young is restarted later and later (up to
+        # MAX_RESTART_DELAY), so one that cannot start does not spin.
+        lived = self.clock.seconds() - self._started.get(worker.number, 0.0)
+        delay = self._delays.get(worker.number, RESTART_DELAY)
+        delay = RESTART_DELAY if lived > HEALTHY_SECONDS else delay
+        self._delays[worker.number] = min(delay * 2, MAX_RESTART_DELAY)
         self._log.warn(
-            "worker {number} (pid {pid}) ended ({why}); restarting it",
+            "worker {number} (pid {pid}) ended ({why}); restarting it in {delay}s",
             number=worker.number,
             pid=pid,
             why=reason.getErrorMessage()
             if reason.check(ProcessDone, ProcessTerminated)
             else reason,
+            delay=delay,
         )
-        self.clock.callLater(RESTART_DELAY, self._spawn, worker.number)
+        self.clock.callLater(delay, self._spawn, worker.number)
 
     @property
     def pids(self) -> list[int]:
@@ -180,20 +200,21 @@ class WorkerSupervisor(Service):
         """
         return sorted(self._pids.values())
 
-    def _signalAll(self, pids: list[int], number: int) -> None:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                self._kill(pid, number)
+    def _signalRunning(self, name: str) -> None:
+        """
+        Signal the workers still running (through their process transports,
+        so a PID reused by another process is never signalled).
+        """
+        for process in list(self._processes.values()):
+            with contextlib.suppress(ProcessExitedAlready, OSError):
+                process.signalProcess(name)
 
     def stopService(self) -> Deferred[object]:
         super().stopService()  # type: ignore[no-untyped-call]
         self._stopping = True
         ended = [worker.ended for worker in self._workers.values()]
-        pids = list(self._pids.values())
-        self._signalAll(pids, signal.SIGTERM)
-        kill = self.clock.callLater(
-            self.stopTimeout, self._signalAll, pids, signal.SIGKILL
-        )
+        self._signalRunning("TERM")
+        kill = self.clock.callLater(self.stopTimeout, self._signalRunning, "KILL")
         done = gatherResults(ended, consumeErrors=True)
         done.addBoth(lambda result: kill.cancel() if kill.active() else None)
         return done  # type: ignore[return-value]

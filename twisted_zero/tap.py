@@ -308,9 +308,12 @@ class ListeningService(Service):
         the signal again, which a supervisor may count as a failure.
         """
         reactor = self._reactor
+        stopping: list[bool] = []
 
         def stop(signum: int, frame: object) -> None:
-            reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+            if not stopping:  # a second SIGTERM (from systemd, say) changes nothing
+                stopping.append(True)
+                reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
 
         signal.signal(signal.SIGTERM, stop)
 
