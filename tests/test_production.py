@@ -403,3 +403,26 @@ class WorkerTests:
                 not Path(f"/proc/{pid}").exists()
                 or "zombie" in Path(f"/proc/{pid}/status").read_text()
             )
+
+    def test_orphansStop(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        Workers whose parent is killed stop by themselves.
+        """
+        daemon = start(daemons, tmp_path, "--workers", "2")
+        started = re.compile(r"started worker \d, pid (\d+)")
+        pids = [int(daemon.waitFor(started).group(1)) for _ in range(2)]
+        for _ in range(2):
+            daemon.waitFor(re.compile(r"streaming zero on"))
+        os.kill(daemon.process.pid, 9)
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end and any(_running(pid) for pid in pids):
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in pids)
+
+
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "zombie" not in status

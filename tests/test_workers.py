@@ -5,6 +5,7 @@ with a fake process reactor and a task clock.
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 
@@ -183,3 +184,40 @@ class SupervisorTests:
         clock.advance(RESTART_DELAY)
         assert len(reactor.spawned) == 2
         assert clock.getDelayedCalls() == []
+
+
+class ParentWatchTests:
+    def test_endOfFileStops(self) -> None:
+        """
+        The parent's end of the worker's standard input closing stops the
+        worker's reactor; data on it (there is none) is ignored.
+        """
+        from twisted.internet.testing import MemoryReactor
+
+        from twisted_zero._workers import ParentWatch
+
+        class Reactor(MemoryReactor):
+            stopped = False
+
+            def stop(self) -> None:
+                self.stopped = True
+
+        reactor = Reactor()
+        reactor.running = True
+        watch = ParentWatch(reactor=reactor)
+        assert watch.fileno() == 0
+        read, write = os.pipe()
+        saved = os.dup(0)
+        try:
+            os.dup2(read, 0)
+            os.write(write, b"x")
+            assert watch.doRead() is None
+            os.close(write)
+            result = watch.doRead()
+            assert result is not None
+            watch.connectionLost(Failure(result))  # type: ignore[arg-type]
+        finally:
+            os.dup2(saved, 0)
+            os.close(saved)
+            os.close(read)
+        assert reactor.stopped

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from attrs import define
 from twisted.application.service import Service
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import (
@@ -20,6 +21,7 @@ from twisted.internet.interfaces import (
     IReactorProcess,
     IReactorTime,
 )
+from twisted.internet.main import CONNECTION_DONE
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -218,3 +220,31 @@ class WorkerSupervisor(Service):
         done = gatherResults(ended, consumeErrors=True)
         done.addBoth(lambda result: kill.cancel() if kill.active() else None)
         return done  # type: ignore[return-value]
+
+
+class ParentWatch(FileDescriptor):
+    """
+    In a worker: stop when the parent is gone. The parent holds the other
+    end of the worker's standard input, so its end of file means the parent
+    has exited, however it ended; a worker must not serve on alone.
+    """
+
+    _log = Logger()
+
+    def fileno(self) -> int:
+        return 0
+
+    def doRead(self) -> object:
+        try:
+            data = os.read(0, 4096)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        return None if data else CONNECTION_DONE
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        self._log.warn("the parent process is gone: stopping this worker")
+        if self.reactor.running:  # type: ignore[attr-defined]
+            self.reactor.stop()  # type: ignore[attr-defined]

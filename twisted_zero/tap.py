@@ -37,6 +37,7 @@ from ._web import StreamSite, makeResource
 from ._workers import (
     FIRST_WORKER_FD,
     InheritedSocket,
+    ParentWatch,
     WorkerSupervisor,
     parseInherited,
     workerCommand,
@@ -405,6 +406,8 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
             for inherited in options["worker-sockets"]:
                 adopted = _adopt(reactor, inherited, factory, site)
                 (ports if inherited.kind == "tcp" else httpPorts).append(adopted)
+            watch = ParentWatch(reactor=reactor)  # type: ignore[arg-type]
+            watch.startReading()  # type: ignore[no-untyped-call]
         else:
             for description in options["listen"]:
                 ports.append(_listen(reactor, description, factory))
