@@ -17,8 +17,9 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from ._responses import notAllowed, plain
+
 _PREFIX = "twisted_zero"
-_ALLOWED = [b"GET", b"HEAD"]
 _PATHS: list[list[bytes]] = [[], [b""], [b"metrics"]]
 
 
@@ -177,15 +178,6 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-def _plain(request: Request, code: int, message: str) -> bytes:
-    body = f"{message}\n".encode()
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-store")
-    request.setHeader(b"content-length", b"%d" % (len(body),))
-    return b"" if request.method == b"HEAD" else body
-
-
 class MetricsResource(Resource):
     """
     Serve L{Metrics} to C{GET} and C{HEAD} at C{/metrics} and C{/}: 404 for
@@ -205,13 +197,11 @@ class MetricsResource(Resource):
         """
         Render the exposition, or a short plain-text error.
         """
-        if request.method not in _ALLOWED:
-            request.setHeader(b"allow", b", ".join(_ALLOWED))
-            return _plain(
-                request, http.NOT_ALLOWED, "405 Method Not Allowed: use GET or HEAD"
-            )
+        refused = notAllowed(request)
+        if refused is not None:
+            return refused
         if request.postpath not in _PATHS:
-            return _plain(request, http.NOT_FOUND, "404 Not Found")
+            return plain(request, http.NOT_FOUND, "404 Not Found")
         body, contentType = self._metrics.render()
         request.setResponseCode(http.OK)
         request.setHeader(b"content-type", contentType.encode("ascii"))

@@ -29,6 +29,7 @@ from ._paths import NotFound, resolveUnderRoot
 from ._producer import StreamProducer, StreamStopped
 from ._protocol import MetricsObserver, formatAddress
 from ._ranges import UNSATISFIABLE, ByteRange, parseRange
+from ._responses import notAllowed, plain
 from ._sizes import parseSize
 from ._sources import (
     BytesSource,
@@ -49,7 +50,6 @@ from ._validators import (
     makeETag,
 )
 
-_ALLOWED = [b"GET", b"HEAD"]
 _ENCODED_TYPES = {
     "gzip": "application/gzip",
     "bzip2": "application/x-bzip2",
@@ -219,22 +219,6 @@ class _Busy(Protocol):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
 
-def _plain(request: Request, code: int, message: str) -> bytes:
-    body = f"{message}\n".encode()
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-store")
-    request.setHeader(b"content-length", b"%d" % (len(body),))
-    return b"" if request.method == b"HEAD" else body
-
-
-def _notAllowed(request: Request) -> bytes | None:
-    if request.method in _ALLOWED:
-        return None
-    request.setHeader(b"allow", b", ".join(_ALLOWED))
-    return _plain(request, http.NOT_ALLOWED, "405 Method Not Allowed: use GET or HEAD")
-
-
 def _requestedRate(request: Request) -> float | None:
     """
     The rate a client asks for with C{?rate=}, in bytes per second.
@@ -345,7 +329,7 @@ class _NotFound(Resource):
     isLeaf = True
 
     def render(self, request: Request) -> bytes:
-        return _plain(request, http.NOT_FOUND, "404 Not Found")
+        return plain(request, http.NOT_FOUND, "404 Not Found")
 
 
 class _Top(Resource):
@@ -361,11 +345,11 @@ class _Index(Resource):
         self._files = files
 
     def render(self, request: Request) -> bytes:
-        refused = _notAllowed(request)
+        refused = notAllowed(request)
         if refused is not None:
             return refused
         if request.postpath not in ([], [b""]):
-            return _plain(request, http.NOT_FOUND, "404 Not Found")
+            return plain(request, http.NOT_FOUND, "404 Not Found")
         lines = [
             "twisted-zero",
             "",
@@ -378,7 +362,7 @@ class _Index(Resource):
         ]
         if self._files:
             lines.append("GET /files/    files (Range requests welcome)")
-        return _plain(request, http.OK, "\n".join(lines))
+        return plain(request, http.OK, "\n".join(lines))
 
 
 class _Generated(Resource):
@@ -404,16 +388,16 @@ class _Generated(Resource):
         self._chunkSize = chunkSize
 
     def render(self, request: Request) -> bytes | int:
-        refused = _notAllowed(request)
+        refused = notAllowed(request)
         if refused is not None:
             return refused
         if request.postpath not in ([], [b""]):
-            return _plain(request, http.NOT_FOUND, "404 Not Found")
+            return plain(request, http.NOT_FOUND, "404 Not Found")
         try:
             size, seconds = self._parseQuery(request.args or {})
             rate = _requestedRate(request)
         except ValueError as e:
-            return _plain(request, http.BAD_REQUEST, f"400 Bad Request: {e}")
+            return plain(request, http.BAD_REQUEST, f"400 Bad Request: {e}")
         request.setHeader(b"content-type", self._contentType)
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-content-type-options", b"nosniff")
@@ -491,37 +475,37 @@ class _Files(Resource):
         self._open = opener
 
     def render(self, request: Request) -> bytes | int:
-        refused = _notAllowed(request)
+        refused = notAllowed(request)
         if refused is not None:
             return refused
         try:
             rate = _requestedRate(request)
         except ValueError as e:
-            return _plain(request, http.BAD_REQUEST, f"400 Bad Request: {e}")
+            return plain(request, http.BAD_REQUEST, f"400 Bad Request: {e}")
         path = request.path
         if not (path == b"/files" or path.startswith(b"/files/")):
             # Twisted found this resource by a decoded name (/%66iles/).
-            return _plain(request, http.NOT_FOUND, "404 Not Found")
+            return plain(request, http.NOT_FOUND, "404 Not Found")
         raw = path[len(b"/files") :]
         try:
             resolved = resolveUnderRoot(self._root, raw, self._dotfiles)
         except NotFound:
-            return _plain(request, http.NOT_FOUND, "404 Not Found")
+            return plain(request, http.NOT_FOUND, "404 Not Found")
         if resolved.kind == "directory":
             if not self._listing:
-                return _plain(request, http.NOT_FOUND, "404 Not Found")
+                return plain(request, http.NOT_FOUND, "404 Not Found")
             if not path.endswith(b"/"):
                 request.setResponseCode(http.MOVED_PERMANENTLY)
                 request.setHeader(b"location", path + b"/")
-                return _plain(request, http.MOVED_PERMANENTLY, "301 Moved Permanently")
+                return plain(request, http.MOVED_PERMANENTLY, "301 Moved Permanently")
             return self._index(request, resolved.path, resolved.relative)
         try:
             file, info = self._open(resolved.path)
         except SourceError:
-            return _plain(request, http.NOT_FOUND, "404 Not Found")
+            return plain(request, http.NOT_FOUND, "404 Not Found")
         if not self._opensUnderRoot(file):
             file.close()
-            return _plain(request, http.NOT_FOUND, "404 Not Found")
+            return plain(request, http.NOT_FOUND, "404 Not Found")
         try:
             return self._file(request, file, info, resolved.relative, rate)
         except BaseException:
@@ -556,7 +540,7 @@ class _Files(Resource):
                 request.setResponseCode(http.NOT_MODIFIED)
                 request.finish()
                 return NOT_DONE_YET
-            return _plain(request, status, "412 Precondition Failed")
+            return plain(request, status, "412 Precondition Failed")
         contentType = _contentType(name)
         ranges: list[ByteRange] | None = None
         # Ranges are defined for GET only (RFC 9110, 14.2).
@@ -569,7 +553,7 @@ class _Files(Resource):
             if parsed is UNSATISFIABLE:
                 file.close()
                 request.setHeader(b"content-range", b"bytes */%d" % (size,))
-                return _plain(
+                return plain(
                     request,
                     http.REQUESTED_RANGE_NOT_SATISFIABLE,
                     "416 Range Not Satisfiable",
@@ -626,7 +610,7 @@ class _Files(Resource):
         try:
             names = sorted(os.listdir(directory))
         except OSError:
-            return _plain(request, http.NOT_FOUND, "404 Not Found")
+            return plain(request, http.NOT_FOUND, "404 Not Found")
         for name in names:
             try:
                 name.encode("utf-8")

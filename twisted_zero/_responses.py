@@ -1,0 +1,34 @@
+"""
+Small plain-text HTTP responses shared by the resources.
+"""
+
+from __future__ import annotations
+
+from twisted.web import http
+from twisted.web.server import Request
+
+ALLOWED_METHODS = [b"GET", b"HEAD"]
+
+
+def plain(request: Request, code: int, message: str) -> bytes:
+    """
+    Answer with C{code} and C{message} as one line of uncacheable text (the
+    headers only, for C{HEAD}).
+    """
+    body = f"{message}\n".encode()
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"content-length", b"%d" % (len(body),))
+    return b"" if request.method == b"HEAD" else body
+
+
+def notAllowed(request: Request) -> bytes | None:
+    """
+    L{None} for C{GET} and C{HEAD}; otherwise the 405 response, with its
+    C{Allow} header.
+    """
+    if request.method in ALLOWED_METHODS:
+        return None
+    request.setHeader(b"allow", b", ".join(ALLOWED_METHODS))
+    return plain(request, http.NOT_ALLOWED, "405 Method Not Allowed: use GET or HEAD")
