@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import LogEvent, capturedLogs
 from twisted.python.failure import Failure
 
+from twisted_zero._limits import ConnectionLimits, Protection
 from twisted_zero._sources import CHARGEN_PERIOD, openRegularFile
 from twisted_zero._web import StreamSite, makeResource
 
@@ -102,7 +104,11 @@ class Server:
     """
 
     def __init__(
-        self, root: Path | None, lenient: bool = False, **options: object
+        self,
+        root: Path | None,
+        lenient: bool = False,
+        protection: Callable[[IReactorTime], Protection] | None = None,
+        **options: object,
     ) -> None:
         self.clock = TurnClock()
         self.files: list[CountingReader] = []
@@ -118,7 +124,11 @@ class Server:
             opener=opener,
             **options,  # type: ignore[arg-type]
         )
-        self.site = StreamSite(resource, reactor=self.clock)
+        self.site = StreamSite(
+            resource,
+            reactor=self.clock,
+            protection=None if protection is None else protection(self.clock),
+        )
         self.transport = PausingTransport(bufferSize=3 * CHUNK, lenient=lenient)
         self.transport.peerAddr = IPv4Address("TCP", "127.0.0.1", 4321)
         self.channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
@@ -756,3 +766,65 @@ class ShutdownTests:
         [response] = parseResponses(server.pump())
         assert response.body == CONTENT
         assert server.transport.disconnecting
+
+
+class ProtectionTests:
+    def test_busy(self) -> None:
+        """
+        A connection beyond the limits gets a 503 with C{Retry-After}, and is
+        closed.
+        """
+        server = Server(
+            None,
+            protection=lambda clock: Protection(
+                clock, limits=ConnectionLimits(maxConnections=1)
+            ),
+        )
+        refused = server.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 9))
+        assert refused is not None
+        transport = PausingTransport()
+        refused.makeConnection(transport)
+        [response] = parseResponses(transport.value())
+        assert (response.status, response.headers["retry-after"]) == (503, "5")
+        assert transport.disconnecting
+
+    @pytest.mark.parametrize(
+        ("rate", "status"), [("1M", 200), ("0", 400), ("fast", 400)]
+    )
+    def test_rate(self, rate: str, status: int) -> None:
+        """
+        C{?rate=} takes a positive size; anything else is a 400.
+        """
+        assert Server(None).get(f"/zero?bytes=100&rate={rate}").status == status
+
+    def test_stalledBody(self, root: Path) -> None:
+        """
+        A response whose client stops reading is aborted after the stall
+        timeout, and logged as such.
+        """
+        server = Server(
+            root, protection=lambda clock: Protection(clock, stallTimeout=10)
+        )
+        with capturedLogs() as events:
+            server.send(b"GET /files/data.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            for _ in range(20):
+                server.clock.advance(1)
+            assert "abortConnection" in server.transport.calls
+            server.channel.connectionLost(Failure(ConnectionLost()))
+        [event] = [e for e in events if "status" in e]
+        assert event["reason"] == "stalled"
+
+    def test_maxDuration(self) -> None:
+        """
+        No response outlives the maximum duration.
+        """
+        server = Server(None, protection=lambda clock: Protection(clock, maxDuration=5))
+        with capturedLogs() as events:
+            server.send(b"GET /zero HTTP/1.1\r\nHost: t\r\n\r\n")
+            server.clock.advance(4.9)
+            assert "abortConnection" not in server.transport.calls
+            server.clock.advance(0.1)
+            assert "abortConnection" in server.transport.calls
+            server.channel.connectionLost(Failure(ConnectionLost()))
+        [event] = [e for e in events if "status" in e]
+        assert event["reason"] == "max duration"
