@@ -296,6 +296,7 @@ class ShutdownTests:
                     ).close()
                     time.sleep(0.05)
             assert 1 + receive(client) == 3 * 2**20
+        assert daemon.process.wait(timeout=DEADLINE) == 0
         assert daemon.stop() == 0
         assert "ended (complete)" in "".join(daemon.log)
 
@@ -312,6 +313,9 @@ class ShutdownTests:
             with pytest.raises(ConnectionResetError):
                 receive(client)
             assert time.monotonic() - started == pytest.approx(1, abs=0.7)
+        # Wait for the exit that the one SIGTERM brings (stop() would send
+        # another, which may arrive once the reactor has let go of signals).
+        assert daemon.process.wait(timeout=DEADLINE) == 0
         assert daemon.stop() == 0
 
 
