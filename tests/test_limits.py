@@ -27,6 +27,31 @@ from twisted_zero._limits import (
 from .helpers import PausingTransport
 
 
+def streamShared(streams: int, seconds: int) -> tuple[list[int], TokenBucket]:
+    """
+    Stream zeros to C{streams} consumers that never pause, all under one
+    total rate of 1 MB/s, for C{seconds} of a task clock; then stop them.
+
+    @return: The bytes each consumer received, and the shared bucket.
+    """
+    clock = Clock()
+    total = TokenBucket(clock=clock, rate=1_000_000)
+    transports = [StringTransport() for _ in range(streams)]
+    producers = [
+        StreamProducer(
+            source=ZeroSource(), clock=clock, throttle=Throttle(buckets=[total])
+        )
+        for _ in transports
+    ]
+    for producer, transport in zip(producers, transports, strict=True):
+        producer.startStreaming(transport)
+    for _ in range(seconds * 100):
+        clock.advance(0.01)
+    for producer in producers:
+        producer.stopProducing()
+    return [len(t.value()) for t in transports], total
+
+
 class TokenBucketTests:
     def test_startsFull(self) -> None:
         """
@@ -120,23 +145,9 @@ class RateLimitedStreamTests:
         """
         Streams sharing a total rate get that rate between them.
         """
-        clock = Clock()
-        total = TokenBucket(clock=clock, rate=1_000_000)
-        transports = [StringTransport() for _ in range(4)]
-        producers = [
-            StreamProducer(
-                source=ZeroSource(), clock=clock, throttle=Throttle(buckets=[total])
-            )
-            for _ in transports
-        ]
-        for producer, transport in zip(producers, transports, strict=True):
-            producer.startStreaming(transport)
-        for _ in range(1000):
-            clock.advance(0.01)
-        sent = sum(len(t.value()) for t in transports)
-        assert sent == pytest.approx(10_000_000, rel=0.03)
-        for producer in producers:
-            producer.stopProducing()
+        sent, total = streamShared(streams=4, seconds=10)
+        assert sum(sent) == pytest.approx(10_000_000, rel=0.03)
+        assert total.users == 0
 
     def test_pausedWhileWaiting(self) -> None:
         """
@@ -361,24 +372,9 @@ class FairShareTests:
         Fifty streams under one total rate each get about a fiftieth of it;
         none is starved.
         """
-        clock = Clock()
-        total = TokenBucket(clock=clock, rate=1_000_000)
-        transports = [StringTransport() for _ in range(50)]
-        producers = [
-            StreamProducer(
-                source=ZeroSource(), clock=clock, throttle=Throttle(buckets=[total])
-            )
-            for _ in transports
-        ]
-        for producer, transport in zip(producers, transports, strict=True):
-            producer.startStreaming(transport)
-        for _ in range(2000):
-            clock.advance(0.01)
-        sent = [len(t.value()) for t in transports]
+        sent, total = streamShared(streams=50, seconds=20)
         assert sum(sent) == pytest.approx(20_000_000, rel=0.05)
         assert min(sent) > 0.5 * 20_000_000 / 50
-        for producer in producers:
-            producer.stopProducing()
         assert total.users == 0
 
     def test_slowRateIsNotAStall(self) -> None:
