@@ -12,6 +12,9 @@ Measures, on 127.0.0.1 with ephemeral ports only:
   - the server's resident memory per stalled connection: many clients that
     connect and read nothing.
 
+With C{--baseline PATH}, our daemon as run from another checkout at PATH is
+measured too, as C{baseline}, and compared with ours.
+
 The machine is assumed noisy: every round measures every server once, in a
 shuffled order, and the targets are judged on the medians of per-round
 ratios.
@@ -43,6 +46,9 @@ from benchutil import (
     GiB,
     MiB,
     Throughput,
+    addBaselineOption,
+    checkImportedFrom,
+    checkoutEnvironment,
     cpuSeconds,
     dieWithParent,
     fmt,
@@ -51,6 +57,7 @@ from benchutil import (
     openFds,
     parseSize,
     progress,
+    roundRatios,
     rssKiB,
     table,
     terminate,
@@ -67,6 +74,11 @@ STARTUP_TIMEOUT = 20.0
 STALLED_BATCH = 25
 
 OURS = "ours"
+BASELINE = "baseline"
+DAEMONS = (OURS, BASELINE)
+"""
+The kinds of server that are our daemon: of this tree, or of the baseline's.
+"""
 ASYNCIO_STREAM = "asyncio-stream"
 ASYNCIO_SENDFILE = "asyncio-sendfile"
 FILESENDER = "twisted-filesender"
@@ -100,7 +112,8 @@ REFERENCE_PORT_LINE = re.compile(r"\A(\d+)\n")
 @dataclass(frozen=True)
 class ServerSpec:
     """
-    One server to measure: who serves (C{ours} or a reference kind) what
+    One server to measure: who serves (C{ours}, C{baseline} or a reference
+    kind) what
     (C{zero}, C{random}, C{chargen} or C{file}).
     """
 
@@ -126,19 +139,39 @@ class Setup:
     C{--chunk-size}); the asyncio-stream reference uses the same.
     """
     ourChunkOption: str | None
+    baseline: Path | None = None
+    """
+    The checkout the baseline daemon is run from, or L{None} for none.
+    """
 
     def sourceArgument(self, source: str) -> str:
         return f"file:{self.filePath}" if source == "file" else source
 
-    def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        paths = [str(REPO_ROOT), env.get("PYTHONPATH", "")]
-        env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
-        return env
+    def environment(self, kind: str = OURS) -> dict[str, str]:
+        """
+        The environment of a server of C{kind}: the baseline imports our
+        package from its checkout, every other server from this tree.
+        """
+        if kind == BASELINE:
+            assert self.baseline is not None
+            return checkoutEnvironment(self.baseline)
+        return checkoutEnvironment(REPO_ROOT)
+
+    def withBaseline(self, specs: Sequence[ServerSpec]) -> tuple[ServerSpec, ...]:
+        """
+        C{specs}, with, if there is a baseline, the baseline's same server
+        right after each of ours.
+        """
+        result: list[ServerSpec] = []
+        for spec in specs:
+            result.append(spec)
+            if spec.kind == OURS and self.baseline is not None:
+                result.append(ServerSpec(BASELINE, spec.source))
+        return tuple(result)
 
     def command(self, spec: ServerSpec) -> list[str]:
         source = self.sourceArgument(spec.source)
-        if spec.kind == OURS:
+        if spec.kind in DAEMONS:
             command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero"]
             command += ["--listen", f"tcp:0:interface={HOST}", "--source", source]
             if self.ourChunkOption is not None:
@@ -176,15 +209,15 @@ class Server:
     @classmethod
     def start(cls, spec: ServerSpec, setup: Setup, serial: int) -> Server:
         logPath = setup.workDir / f"{serial:03d}-{spec.kind}-{spec.source}.log"
-        portLine = OUR_PORT_LINE if spec.kind == OURS else REFERENCE_PORT_LINE
+        portLine = OUR_PORT_LINE if spec.kind in DAEMONS else REFERENCE_PORT_LINE
         with open(logPath, "wb") as log, open(logPath.with_suffix(".err"), "wb") as err:
             process = subprocess.Popen(
                 setup.command(spec),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT if spec.kind == OURS else err,
+                stderr=subprocess.STDOUT if spec.kind in DAEMONS else err,
                 cwd=setup.workDir,
-                env=setup.environment(),
+                env=setup.environment(spec.kind),
                 start_new_session=True,
                 preexec_fn=dieWithParent,
             )
@@ -418,8 +451,9 @@ STALLED = (
 @dataclass(frozen=True)
 class Ratio:
     """
-    A per-round ratio of two throughputs (or a stalled-memory bound), with
-    an optional target.
+    A per-round ratio of two throughputs (or a stalled-memory bound, or
+    with C{stalled} a ratio of two stalled-memory figures), with an optional
+    target.
     """
 
     title: str
@@ -428,6 +462,7 @@ class Ratio:
     connections: int = 1
     atLeast: float | None = None
     atMost: float | None = None
+    stalled: bool = False
 
 
 @dataclass
@@ -478,7 +513,7 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
         servers: dict[ServerSpec, Server] = {}
-        for spec in GENERATED + FILES:
+        for spec in setup.withBaseline(GENERATED + FILES):
             serial += 1
             servers[spec] = stack.enter_context(running(spec, setup, serial))
         for roundIndex in range(plan.rounds):
@@ -489,7 +524,7 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
             warmPageCache(setup.filePath, buffer)
             groups = [
                 (specs, connections)
-                for specs in (GENERATED, FILES)
+                for specs in map(setup.withBaseline, (GENERATED, FILES))
                 for connections in (1, plan.multiConnections)
             ]
             rng.shuffle(groups)
@@ -525,7 +560,8 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
                             f"client {sample.clientLoad:4.0%}"
                         )
                     results.addThroughput(spec, connections, roundIndex, sample)
-            for spec in rng.sample(STALLED, len(STALLED)):
+            stalledSpecs = setup.withBaseline(STALLED)
+            for spec in rng.sample(stalledSpecs, len(stalledSpecs)):
                 serial += 1
                 name = f"{spec.label} stalled x{plan.stalledCount}"
                 try:
@@ -551,7 +587,7 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
 # The report --------------------------------------------------------------
 
 
-def _ratios(plan: Plan) -> list[Ratio]:
+def _ratios(plan: Plan, setup: Setup) -> list[Ratio]:
     many = plan.multiConnections
     ratios: list[Ratio] = []
     for connections in (1, many):
@@ -604,27 +640,55 @@ def _ratios(plan: Plan) -> list[Ratio]:
                 atMost=256.0,
             )
         )
+    if setup.baseline is not None:
+        ours = [spec for spec in GENERATED + FILES if spec.kind == OURS]
+        ratios += [
+            Ratio(
+                f"{spec.source} x{connections}: ours / baseline",
+                spec,
+                ServerSpec(BASELINE, spec.source),
+                connections,
+            )
+            for connections in (1, many)
+            for spec in ours
+        ]
+        ratios += [
+            Ratio(
+                f"stalled {spec.source}: ours / baseline KiB/conn",
+                spec,
+                ServerSpec(BASELINE, spec.source),
+                stalled=True,
+            )
+            for spec in STALLED
+            if spec.kind == OURS
+        ]
     return ratios
 
 
 def _ratioValues(results: Results, ratio: Ratio) -> list[float | None]:
     if ratio.denominator is None:
         return results.stalled.get(ratio.numerator, [])
+    if ratio.stalled:
+        missing: list[float | None] = [None] * results.rounds
+        return roundRatios(
+            results.stalled.get(ratio.numerator, missing),
+            results.stalled.get(ratio.denominator, missing),
+        )
     empty: list[Throughput | None] = [None] * results.rounds
     tops = results.throughput.get((ratio.numerator, ratio.connections), empty)
     bottoms = results.throughput.get((ratio.denominator, ratio.connections), empty)
-    return [
-        None if top is None or bottom is None else top.gbPerSecond / bottom.gbPerSecond
-        for top, bottom in zip(tops, bottoms, strict=True)
-    ]
+    return roundRatios(
+        [None if top is None else top.gbPerSecond for top in tops],
+        [None if bottom is None else bottom.gbPerSecond for bottom in bottoms],
+    )
 
 
-def report(plan: Plan, results: Results) -> str:
+def report(plan: Plan, setup: Setup, results: Results) -> str:
     out: list[str] = []
     rounds = f"median of {results.roundsDone} round(s)"
     rows: list[list[str]] = []
     for connections in (1, plan.multiConnections):
-        for spec in GENERATED + FILES:
+        for spec in setup.withBaseline(GENERATED + FILES):
             samples = results.throughput.get((spec, connections), [])
             done = [sample for sample in samples if sample is not None]
             speeds = [sample.gbPerSecond for sample in done]
@@ -662,7 +726,7 @@ def report(plan: Plan, results: Results) -> str:
         f"added server RSS, {rounds})"
     )
     rows = []
-    for spec in STALLED:
+    for spec in setup.withBaseline(STALLED):
         values = [value for value in results.stalled.get(spec, []) if value is not None]
         rows.append(
             [
@@ -677,7 +741,7 @@ def report(plan: Plan, results: Results) -> str:
     out.append("")
     out.append(f"Ratios and targets ({rounds} of per-round values)")
     rows = []
-    for ratio in _ratios(plan):
+    for ratio in _ratios(plan, setup):
         values = [value for value in _ratioValues(results, ratio) if value is not None]
         middle = median(values)
         if ratio.atLeast is not None:
@@ -708,27 +772,34 @@ def report(plan: Plan, results: Results) -> str:
 # Setup and command line --------------------------------------------------
 
 
-def _probeOurs(setup: Setup) -> tuple[str, str, dict[str, int]]:
+def _probeOurs(setup: Setup, kind: str = OURS) -> tuple[str, str, dict[str, int]]:
     """
     Where the daemon's package is imported from, the Twisted version and the
-    default chunk size of each source, as the daemon's interpreter sees them.
+    default chunk size of each source, as the interpreter of the daemon of
+    C{kind} (ours or the baseline) sees them.
     """
-    output = subprocess.run(
+    completed = subprocess.run(
         [sys.executable, "-c", PROBE, *SOURCES],
-        env=setup.environment(),
+        env=setup.environment(kind),
         cwd=setup.workDir,
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
-    ).stdout.split()
+    )
+    if completed.returncode != 0:
+        raise SystemExit(
+            f"cannot probe the {kind} daemon's package:\n{completed.stderr.strip()}"
+        )
+    output = completed.stdout.split()
     if len(output) != 2 + len(SOURCES):
         raise BenchError(f"unexpected output of the probe: {output}")
     sizes = dict(zip(SOURCES, map(int, output[2:]), strict=True))
     return output[0], output[1], sizes
 
 
-def parseArguments(argv: Sequence[str] | None) -> tuple[Plan, str | None]:
+def parseArguments(
+    argv: Sequence[str] | None,
+) -> tuple[Plan, str | None, Path | None]:
     parser = argparse.ArgumentParser(
         description="Benchmark twisted-zero against reference servers on "
         "127.0.0.1 (run by hand, not in CI).",
@@ -791,6 +862,7 @@ def parseArguments(argv: Sequence[str] | None) -> tuple[Plan, str | None]:
         help="start no new round after this many seconds (default 3600)",
     )
     parser.add_argument("--seed", type=int, help="seed of the shuffled order")
+    addBaselineOption(parser)
     args = parser.parse_args(argv)
     quick: bool = args.quick
 
@@ -821,26 +893,37 @@ def parseArguments(argv: Sequence[str] | None) -> tuple[Plan, str | None]:
         if value < 1:
             parser.error(f"{name} is too small")
     chunk: int | None = args.chunk_size
-    return plan, None if chunk is None else str(chunk)
+    baseline: Path | None = args.baseline
+    return plan, None if chunk is None else str(chunk), baseline
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    plan, ourChunkOption = parseArguments(argv)
+    plan, ourChunkOption, baseline = parseArguments(argv)
     signal.signal(signal.SIGTERM, terminate)
     with tempfile.TemporaryDirectory(prefix="twisted-zero-bench-") as tmp:
         workDir = Path(tmp)
         filePath = workDir / "stream.bin"
-        setup = Setup(workDir, filePath, {}, ourChunkOption)
+        setup = Setup(workDir, filePath, {}, ourChunkOption, baseline)
         ourPackage, twistedVersion, defaultChunks = _probeOurs(setup)
-        if not Path(ourPackage).resolve().is_relative_to(REPO_ROOT):
-            raise SystemExit(f"the daemon would import {ourPackage}, not {REPO_ROOT}")
+        checkImportedFrom(ourPackage, REPO_ROOT)
+        baselineNote = baselineChunksNote = ""
+        if baseline is not None:
+            basePackage, _, baseChunks = _probeOurs(setup, BASELINE)
+            checkImportedFrom(basePackage, baseline)
+            baselineNote = f"; baseline from {Path(basePackage).parent}"
+            if ourChunkOption is None:
+                baselineChunksNote = "; baseline " + ", ".join(
+                    f"{source} {formatSize(baseChunks[source])}" for source in SOURCES
+                )
+            else:
+                baselineChunksNote = f"; baseline --chunk-size {ourChunkOption}"
         if ourChunkOption is None:
             chunkSizes = defaultChunks
             chunkOrigin = "per-source defaults, no --chunk-size"
         else:
             chunkSizes = dict.fromkeys(SOURCES, int(ourChunkOption))
             chunkOrigin = f"--chunk-size {ourChunkOption}"
-        setup = Setup(workDir, filePath, chunkSizes, ourChunkOption)
+        setup = Setup(workDir, filePath, chunkSizes, ourChunkOption, baseline)
         ourChunks = ", ".join(
             f"{source} {formatSize(chunkSizes[source])}" for source in SOURCES
         )
@@ -853,9 +936,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"twisted-zero bench: {platform.python_implementation()} "
             f"{platform.python_version()}, Twisted {twistedVersion}, "
             f"{os.cpu_count()} CPUs, Linux {platform.release()}\n"
-            f"ours from {Path(ourPackage).parent}; rounds {plan.rounds}; "
-            f"seed {plan.seed}\n"
-            f"chunks: ours {ourChunks} ({chunkOrigin}); "
+            f"ours from {Path(ourPackage).parent}{baselineNote}; "
+            f"rounds {plan.rounds}; seed {plan.seed}\n"
+            f"chunks: ours {ourChunks} ({chunkOrigin}){baselineChunksNote}; "
             f"{ASYNCIO_STREAM} {referenceChunks}; "
             f"{FILESENDER} 16K (its own)\n"
             f"1 x {formatSize(plan.singleBytes)} and {plan.multiConnections} x "
@@ -869,7 +952,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         writeTestFile(filePath, plan.fileSize)
         started = time.monotonic()
         results = runRounds(plan, setup)
-        print(report(plan, results))
+        print(report(plan, setup, results))
         print(f"\n({time.monotonic() - started:.0f}s)")
     return 1 if results.failures else 0
 

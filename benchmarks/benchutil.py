@@ -1,7 +1,8 @@
 """
 Helpers shared by the benchmarks (C{bench.py}, C{http_bench.py}): sizes,
-what /proc says of a server, waiting for a server to settle, the test file
-and the report's tables. Not a benchmark itself.
+the checkouts the daemons are run from, what /proc says of a server, waiting
+for a server to settle, the test file and the report's tables. Not a
+benchmark itself.
 """
 
 from __future__ import annotations
@@ -66,6 +67,57 @@ def formatSize(size: int) -> str:
         if size >= scale and size % scale == 0:
             return f"{size // scale}{unit}"
     return str(size)
+
+
+# Checkouts ---------------------------------------------------------------
+
+
+def checkoutEnvironment(root: Path) -> dict[str, str]:
+    """
+    This process's environment with C{root} first on C{PYTHONPATH}: a daemon
+    started with it imports C{twisted_zero} (and so the C{twisted_zero.tap}
+    that the C{zero} plugin names) from the checkout at C{root}.
+    """
+    env = dict(os.environ)
+    paths = [str(root), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
+    return env
+
+
+def checkoutDirectory(text: str) -> Path:
+    """
+    An argparse type: a directory that holds another checkout of this project
+    (a C{twisted_zero} package and C{twisted/plugins}, as made by C{git
+    worktree add DIR COMMIT}), resolved.
+    """
+    path = Path(text).expanduser().resolve()
+    for needed in ("twisted_zero/__init__.py", "twisted/plugins"):
+        if not (path / needed).exists():
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a checkout of twisted-zero: no {needed}"
+            )
+    return path
+
+
+def addBaselineOption(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--baseline",
+        type=checkoutDirectory,
+        metavar="PATH",
+        help="also measure, in every round, our daemon as run from the "
+        "checkout at PATH (e.g. made by git worktree add PATH COMMIT), "
+        "started like ours but with PYTHONPATH set to PATH, and report the "
+        "per-round ratios ours / baseline",
+    )
+
+
+def checkImportedFrom(package: str, root: Path) -> None:
+    """
+    Stop the benchmark unless C{package}, the C{twisted_zero/__init__.py} a
+    probe imported, is in the checkout at C{root}.
+    """
+    if not Path(package).resolve().is_relative_to(root):
+        raise SystemExit(f"the daemon would import {package}, not {root}")
 
 
 # Measurements ------------------------------------------------------------
@@ -245,6 +297,20 @@ def progress(message: str) -> None:
 def median(values: Sequence[float | None]) -> float | None:
     present = [value for value in values if value is not None]
     return statistics.median(present) if present else None
+
+
+def roundRatios(
+    tops: Sequence[float | None], bottoms: Sequence[float | None]
+) -> list[float | None]:
+    """
+    The per-round ratios C{top / bottom}: L{None} for a round that lacks
+    either value, or whose C{bottom} is not positive (as a stalled test's
+    added memory can be: no ratio means anything then).
+    """
+    return [
+        None if top is None or bottom is None or bottom <= 0 else top / bottom
+        for top, bottom in zip(tops, bottoms, strict=True)
+    ]
 
 
 def fmt(value: float | None, spec: str = ".2f") -> str:

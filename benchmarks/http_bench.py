@@ -18,7 +18,8 @@ the page cache:
 
 Every round measures every server once, in a shuffled order, and the target
 (ours ahead of twisted.web.static and aiohttp) is judged on the medians of
-per-round ratios.
+per-round ratios. With C{--baseline PATH}, our daemon as run from another
+checkout at PATH is measured too, as C{baseline}, and compared with ours.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ from benchutil import (
     GiB,
     MiB,
     Throughput,
+    addBaselineOption,
+    checkImportedFrom,
+    checkoutEnvironment,
     childPids,
     cpuTimes,
     dieWithParent,
@@ -60,6 +64,7 @@ from benchutil import (
     median,
     parseSize,
     progress,
+    roundRatios,
     rssKiB,
     spread,
     table,
@@ -81,6 +86,11 @@ WARM_NAME = "warm.bin"
 WARM_SIZE = 4 * MiB
 
 OURS = "ours"
+BASELINE = "baseline"
+DAEMONS = (OURS, BASELINE)
+"""
+The kinds of server that are our daemon: of this tree, or of the baseline's.
+"""
 TWISTED_STATIC = "twisted.web.static"
 AIOHTTP = "aiohttp"
 NGINX = "nginx"
@@ -155,17 +165,30 @@ class Setup:
     """
     The nginx executable, or L{None} to leave nginx out.
     """
+    baseline: Path | None = None
+    """
+    The checkout the baseline daemon is run from, or L{None} for none.
+    """
 
-    def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        paths = [str(REPO_ROOT), env.get("PYTHONPATH", "")]
-        env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
+    def environment(self, kind: str = OURS) -> dict[str, str]:
+        """
+        The environment of a server of C{kind}: the baseline imports our
+        package from its checkout, every other server from this tree.
+        """
+        if kind == BASELINE:
+            assert self.baseline is not None
+            env = checkoutEnvironment(self.baseline)
+        else:
+            env = checkoutEnvironment(REPO_ROOT)
         env.pop("AIOHTTP_NOSENDFILE", None)
         return env
 
     def kinds(self) -> tuple[str, ...]:
-        return (OURS, TWISTED_STATIC, AIOHTTP) + (
-            () if self.nginx is None else (NGINX,)
+        return (
+            (OURS,)
+            + (() if self.baseline is None else (BASELINE,))
+            + (TWISTED_STATIC, AIOHTTP)
+            + (() if self.nginx is None else (NGINX,))
         )
 
     def urlPath(self, kind: str, name: str) -> str:
@@ -232,7 +255,7 @@ class HttpServer:
         if kind == NGINX:
             return cls._startNginx(setup, logPath, errPath)
         root = str(setup.dataDir)
-        if kind == OURS:
+        if kind in DAEMONS:
             command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero"]
             command += ["--http", f"tcp:0:interface={HOST}", "--root", root]
         elif kind == TWISTED_STATIC:
@@ -242,10 +265,12 @@ class HttpServer:
             command = [sys.executable, str(AIOHTTP_SERVER), "--root", root]
             command += ["--port", "0"]
         server = cls(
-            kind, _spawn(command, setup, logPath, errPath), logPath, (errPath,)
+            kind, _spawn(kind, command, setup, logPath, errPath), logPath, (errPath,)
         )
         try:
-            server.port = server._waitForPort(PORT_LINES[kind])
+            server.port = server._waitForPort(
+                PORT_LINES[OURS if kind in DAEMONS else kind]
+            )
         except BaseException:
             server.stop()
             raise
@@ -275,7 +300,7 @@ class HttpServer:
             command += ["-e", str(errorLog)]
             server = cls(
                 NGINX,
-                _spawn(command, setup, logPath, errPath),
+                _spawn(NGINX, command, setup, logPath, errPath),
                 logPath,
                 (errPath, errorLog),
                 port,
@@ -354,7 +379,7 @@ class HttpServer:
 
 
 def _spawn(
-    command: list[str], setup: Setup, logPath: Path, errPath: Path
+    kind: str, command: list[str], setup: Setup, logPath: Path, errPath: Path
 ) -> subprocess.Popen[bytes]:
     with open(logPath, "wb") as log, open(errPath, "wb") as err:
         return subprocess.Popen(
@@ -363,7 +388,7 @@ def _spawn(
             stdout=log,
             stderr=err,
             cwd=setup.workDir,
-            env=setup.environment(),
+            env=setup.environment(kind),
             start_new_session=True,
             preexec_fn=dieWithParent,
         )
@@ -809,31 +834,38 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
 class Ratio:
     """
     A per-round ratio ours / C{other} of the throughputs (or of the CPU
-    seconds per GB) of C{connections} connections, with a target or not.
+    seconds per GB) of C{connections} connections, with a target or not; or
+    with C{stalled}, of the memory per stalled download.
     """
 
     other: str
     connections: int
     cpu: bool = False
     target: bool = False
+    stalled: bool = False
 
     @property
     def title(self) -> str:
+        if self.stalled:
+            return f"stalled KiB/download: ours / {self.other}"
         what = "CPU s/GB" if self.cpu else "GB/s"
         return f"{what} x{self.connections}: ours / {self.other}"
 
     def values(self, results: Results) -> list[float | None]:
-        def value(sample: HttpThroughput) -> float:
-            return sample.serverCpuPerGb if self.cpu else sample.gbPerSecond
-
-        return [
-            None if top is None or bottom is None else value(top) / value(bottom)
-            for top, bottom in zip(
-                results.samples(OURS, self.connections),
-                results.samples(self.other, self.connections),
-                strict=True,
+        if self.stalled:
+            missing: list[float | None] = [None] * results.rounds
+            return roundRatios(
+                results.stalled.get(OURS, missing),
+                results.stalled.get(self.other, missing),
             )
-        ]
+
+        def values(kind: str) -> list[float | None]:
+            samples = results.samples(kind, self.connections)
+            if self.cpu:
+                return [None if s is None else s.serverCpuPerGb for s in samples]
+            return [None if s is None else s.gbPerSecond for s in samples]
+
+        return roundRatios(values(OURS), values(self.other))
 
 
 def _ratios(plan: Plan, setup: Setup) -> list[Ratio]:
@@ -849,6 +881,8 @@ def _ratios(plan: Plan, setup: Setup) -> list[Ratio]:
         for connections in connectionCounts
         for other in others
     ]
+    if setup.baseline is not None:
+        ratios.append(Ratio(BASELINE, plan.stalledCount, stalled=True))
     return ratios
 
 
@@ -904,7 +938,7 @@ def report(plan: Plan, setup: Setup, results: Results) -> tuple[str, bool]:
             ahead = middle is not None and middle > 1.0
             met = met and ahead
             verdict = "PASS" if ahead else "FAIL"
-        elif not ratio.cpu:
+        elif not ratio.cpu and ratio.other != BASELINE:
             verdict = "(reference)"
         rows.append(
             [
@@ -934,14 +968,15 @@ def report(plan: Plan, setup: Setup, results: Results) -> tuple[str, bool]:
 # Setup and command line --------------------------------------------------
 
 
-def _probe(setup: Setup) -> tuple[str, str, str]:
+def _probe(setup: Setup, kind: str = OURS) -> tuple[str, str, str]:
     """
     Where the daemon's package is imported from, and the versions of Twisted
-    and aiohttp, as the servers' interpreter sees them.
+    and aiohttp, as the interpreter of the daemon of C{kind} (ours or the
+    baseline) sees them.
     """
     completed = subprocess.run(
         [sys.executable, "-c", PROBE],
-        env=setup.environment(),
+        env=setup.environment(kind),
         cwd=setup.workDir,
         capture_output=True,
         text=True,
@@ -974,7 +1009,9 @@ def _nginxVersion(nginx: str) -> str:
     return completed.stderr.strip().removeprefix("nginx version: ")
 
 
-def parseArguments(argv: Sequence[str] | None) -> tuple[Plan, str | None]:
+def parseArguments(
+    argv: Sequence[str] | None,
+) -> tuple[Plan, str | None, Path | None]:
     parser = argparse.ArgumentParser(
         description="Benchmark downloads from twisted-zero's HTTP front end "
         "against twisted.web.static, aiohttp and nginx on 127.0.0.1 (run by "
@@ -1038,6 +1075,7 @@ def parseArguments(argv: Sequence[str] | None) -> tuple[Plan, str | None]:
         help="start no new round after this many seconds (default 3600)",
     )
     parser.add_argument("--seed", type=int, help="seed of the shuffled order")
+    addBaselineOption(parser)
     args = parser.parse_args(argv)
     quick: bool = args.quick
 
@@ -1075,20 +1113,25 @@ def parseArguments(argv: Sequence[str] | None) -> tuple[Plan, str | None]:
         parser.error("--timeout must be positive")
     if plan.fileSize > 64 * GiB:
         parser.error("--file-size is too large")
-    return plan, _findNginx(args.nginx)
+    baseline: Path | None = args.baseline
+    return plan, _findNginx(args.nginx), baseline
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    plan, nginx = parseArguments(argv)
+    plan, nginx, baseline = parseArguments(argv)
     signal.signal(signal.SIGTERM, terminate)
     with tempfile.TemporaryDirectory(prefix="twisted-zero-http-bench-") as tmp:
         workDir = Path(tmp).resolve()
         dataDir = workDir / "data"
         dataDir.mkdir()
-        setup = Setup(workDir, dataDir, nginx)
+        setup = Setup(workDir, dataDir, nginx, baseline)
         ourPackage, twistedVersion, aiohttpVersion = _probe(setup)
-        if not Path(ourPackage).resolve().is_relative_to(REPO_ROOT):
-            raise SystemExit(f"the daemon would import {ourPackage}, not {REPO_ROOT}")
+        checkImportedFrom(ourPackage, REPO_ROOT)
+        baselineNote = ""
+        if baseline is not None:
+            basePackage, _, _ = _probe(setup, BASELINE)
+            checkImportedFrom(basePackage, baseline)
+            baselineNote = f"; baseline from {Path(basePackage).parent}"
         if nginx is None:
             nginxNote = "nginx skipped: not installed (apt-get install nginx)"
             progress(nginxNote)
@@ -1100,8 +1143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{platform.python_version()}, Twisted {twistedVersion}, aiohttp "
             f"{aiohttpVersion}, {nginxNote}; {os.cpu_count()} CPUs, Linux "
             f"{platform.release()}\n"
-            f"ours from {Path(ourPackage).parent}; rounds {plan.rounds}; "
-            f"seed {plan.seed}\n"
+            f"ours from {Path(ourPackage).parent}{baselineNote}; "
+            f"rounds {plan.rounds}; seed {plan.seed}\n"
             f"file of {formatSize(plan.fileSize)} (page cache), downloaded "
             f"{plan.singleDownloads} x on 1 connection and once on each of "
             f"{plan.connections} at once; client: {processes} process(es), "
