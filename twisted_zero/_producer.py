@@ -20,13 +20,21 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._limits import Throttle
-from ._sources import ISource
+from ._outlet import SocketOutlet, isConnectionError, isUnsupported, socketOutlet
+from ._sources import ISendfileSource, ISource
 
 MAX_CHUNKS_PER_TURN = 16
 """
 The most chunks written in one reactor turn. A real transport pauses the
 producer long before this; a consumer that never pauses (one that buffers
 without bound) gets the rest on later turns instead of an endless loop.
+"""
+
+KERNEL_SEND_SIZE = 4 * 2**20
+"""
+The most bytes asked of one C{sendfile()} call. They go from the page cache
+to the socket without being read into memory, so this costs no memory; the
+socket takes what it has room for.
 """
 
 
@@ -80,7 +88,16 @@ class StreamProducer:
     source is exhausted or the limit reached it unregisters itself; the caller
     may then close the connection.
 
-    @ivar bytesSent: How many bytes have been written so far.
+    On a plain TCP or UNIX socket transport (or an HTTP request on one, with
+    a body that is not chunked), the producer sends straight to the socket
+    while the transport's buffer is empty, and a file's bytes go from the
+    page cache to the socket with C{sendfile()}; see L{twisted_zero._outlet}.
+    The contract is the same: when the socket is full the transport pauses
+    the producer (it is handed one byte to do so), and nothing is read or
+    sent until it resumes it. C{directSends=False} writes everything to the
+    consumer instead; C{sendfile=False} reads a file's bytes and sends them.
+
+    @ivar bytesSent: How many bytes have been written (or sent) so far.
     @ivar rateWaits: How many times it has waited for its throttle: a
         stream held back by its rate is not stalled.
     """
@@ -91,6 +108,11 @@ class StreamProducer:
     _clock: IReactorTime | None = field(default=None, alias="clock")
     _throttle: Throttle | None = field(default=None, alias="throttle")
     _observer: StreamObserver | None = field(default=None, alias="observer")
+    _directSends: bool = field(default=True, alias="directSends")
+    _sendfile: bool = field(default=True, alias="sendfile")
+    _outlet: SocketOutlet | None = field(default=None, init=False)
+    _fileSends: bool = field(default=False, init=False)
+    _pending: memoryview | None = field(default=None, init=False)
     _observedPause: bool = field(default=False, init=False)
     bytesSent: int = field(default=0, init=False)
     rateWaits: int = field(default=0, init=False)
@@ -142,6 +164,11 @@ class StreamProducer:
 
             self._clock = reactor
         self._consumer = consumer
+        if self._directSends:
+            self._outlet = socketOutlet(consumer)
+            self._fileSends = self._sendfile and ISendfileSource.providedBy(
+                self._source
+            )
         self._state = _State.PRODUCING
         consumer.registerProducer(self, True)
         # registerProducer may pause us, or stop us if the consumer is gone.
@@ -182,7 +209,7 @@ class StreamProducer:
             if self._throttle is not None:
                 self._throttle.release()
             self._notePause(False)
-            self._consumer = None
+            self._consumer = self._outlet = self._pending = None
             self._closeSource()
             self._done.errback(Failure(StreamStopped(self.bytesSent)))
         except BaseException:
@@ -190,38 +217,51 @@ class StreamProducer:
 
     def _produce(self) -> None:
         for _ in range(MAX_CHUNKS_PER_TURN):
-            if self._limit is None:
-                wanted = self.chunkSize
-            else:
-                wanted = min(self.chunkSize, self._limit - self.bytesSent)
-                if wanted <= 0:
+            if self._pending is not None:
+                if not self._sendPending():
+                    return
+                if self._limit is not None and self.bytesSent >= self._limit:
                     self._finish(None)
                     return
-            if self._throttle is not None:
-                allowed = self._throttle.allowance(wanted)
-                if not allowed:
-                    self.rateWaits += 1
-                    self._waitFor(self._throttle.delay(wanted))
+                continue
+            outlet = self._outlet
+            direct = outlet is not None and outlet.ready()
+            fromFile = direct and self._fileSends
+            wanted = self._wanted(KERNEL_SEND_SIZE if fromFile else self.chunkSize)
+            if wanted is None:
+                return
+            if fromFile:
+                assert outlet is not None
+                outcome = self._sendFromFile(outlet, wanted)
+                if outcome is None:
                     return
-                wanted = allowed
-            try:
-                chunk = self._source.read(wanted)
-            except Exception:
-                self._finish(Failure())
-                return
-            if self._throttle is not None and len(chunk) < wanted:
-                self._throttle.refund(wanted - len(chunk))
-            if not chunk:
-                self._finish(None)
-                return
-            self.bytesSent += len(chunk)
-            if self._observer is not None:
-                self._observer.chunkWritten(len(chunk))
-            assert self._consumer is not None
-            self._consumer.write(chunk)
-            # The write may have paused or stopped us.
-            if self._state is _State.STOPPED:
-                return
+                if not outcome:  # not from the file this time: read instead
+                    fromFile = False
+                    wanted = self._wanted(self.chunkSize)
+                    if wanted is None:
+                        return
+            if not fromFile:
+                try:
+                    chunk = self._source.read(wanted)
+                except Exception:
+                    self._finish(Failure())
+                    return
+                if self._throttle is not None and len(chunk) < wanted:
+                    self._throttle.refund(wanted - len(chunk))
+                if not chunk:
+                    self._finish(None)
+                    return
+                if direct:
+                    self._pending = memoryview(chunk)
+                    if not self._sendPending():
+                        return
+                else:
+                    self._written(len(chunk))
+                    assert self._consumer is not None
+                    self._consumer.write(chunk)
+                    # The write may have paused or stopped us.
+                    if self._state is _State.STOPPED:
+                        return
             if self._limit is not None and self.bytesSent >= self._limit:
                 self._finish(None)
                 return
@@ -232,6 +272,146 @@ class StreamProducer:
                 self._waitFor(0)
                 return
         self._waitFor(0)
+
+    def _wanted(self, size: int) -> int | None:
+        """
+        How many bytes to send next, at most C{size}: fewer near the limit or
+        when the throttle allows fewer. L{None} when there is nothing to send
+        now: the limit was reached (the stream is then finished) or the
+        throttle says to wait (the producer then goes on later).
+        """
+        if self._limit is not None:
+            size = min(size, self._limit - self.bytesSent)
+            if size <= 0:
+                self._finish(None)
+                return None
+        if self._throttle is not None:
+            allowed = self._throttle.allowance(size)
+            if not allowed:
+                self.rateWaits += 1
+                self._waitFor(self._throttle.delay(size))
+                return None
+            size = allowed
+        return size
+
+    def _written(self, count: int) -> None:
+        """
+        Count C{count} bytes given to the consumer or sent past it. Done
+        before writing, since a write may stop the producer, whose result
+        then tells how many bytes were sent.
+        """
+        self.bytesSent += count
+        if self._observer is not None:
+            self._observer.chunkWritten(count)
+
+    def _sendPending(self) -> bool:
+        """
+        Send the rest of the chunk in hand straight to the socket.
+
+        @return: Whether it has all gone and the producer may go on; if not,
+            the producer has been paused (the socket is full) or stopped.
+        """
+        outlet, view = self._outlet, self._pending
+        assert outlet is not None and view is not None
+        assert self._consumer is not None
+        if not outlet.ready():
+            # Resumed while the transport still holds bytes, which Twisted's
+            # transports never do: hand it the rest, to keep the order.
+            self._pending = None
+            self._written(len(view))
+            self._consumer.write(bytes(view))
+            return self._state is _State.PRODUCING
+        try:
+            sent = outlet.send(view)
+        except OSError:
+            self._broken(outlet)
+            return False
+        self._written(sent)
+        outlet.sent(sent)
+        if sent == len(view):
+            self._pending = None
+            return True
+        # The socket is full. The transport pauses us for its next byte and
+        # resumes us once it has sent it.
+        self._pending = view[sent + 1 :] if len(view) > sent + 1 else None
+        self._written(1)
+        outlet.waitForRoom(bytes(view[sent : sent + 1]))
+        return self._state is _State.PRODUCING
+
+    def _sendFromFile(self, outlet: SocketOutlet, wanted: int) -> bool | None:
+        """
+        Send up to C{wanted} bytes from the source's file straight to the
+        socket with C{sendfile()}.
+
+        @return: C{True} if bytes went (or the producer now waits for room in
+            the socket); C{False} if the source cannot send them this way, so
+            they are to be read instead; L{None} if the producer has nothing
+            more to do in this turn (it finished, or the connection is gone).
+        """
+        source = self._source
+        assert ISendfileSource.providedBy(source)
+        try:
+            sent = source.sendTo(outlet.fileno, wanted)
+        except BlockingIOError:
+            sent = 0
+            full = True
+        except OSError as e:
+            self._refund(wanted)
+            if isConnectionError(e):
+                self._broken(outlet)
+                return None
+            if isUnsupported(e):
+                self._fileSends = False
+                return False
+            self._finish(Failure())
+            return None
+        except Exception:
+            self._refund(wanted)
+            self._finish(Failure())
+            return None
+        else:
+            if sent is None:
+                self._refund(wanted)
+                return False
+            full = False
+            if sent == 0:
+                self._refund(wanted)
+                self._finish(None)
+                return None
+        if not full:
+            self._refund(wanted - sent)
+            self._written(sent)
+            outlet.sent(sent)
+            return True
+        # The socket is full. The transport pauses us for the next byte and
+        # resumes us once it has sent it.
+        self._refund(wanted - 1)
+        try:
+            byte = source.read(1)
+        except Exception:
+            self._finish(Failure())
+            return None
+        if not byte:
+            self._refund(1)
+            self._finish(None)
+            return None
+        self._written(1)
+        outlet.waitForRoom(byte)
+        return True
+
+    def _refund(self, count: int) -> None:
+        if self._throttle is not None and count > 0:
+            self._throttle.refund(count)
+
+    def _broken(self, outlet: SocketOutlet) -> None:
+        """
+        A direct send found the connection gone, before the transport did:
+        produce nothing more, and have the transport drop the connection,
+        which stops the producer.
+        """
+        self._pending = None
+        self.pauseProducing()
+        outlet.broken()
 
     def _waitFor(self, seconds: float) -> None:
         """
@@ -272,6 +452,7 @@ class StreamProducer:
         self._notePause(False)
         self._closeSource()
         consumer, self._consumer = self._consumer, None
+        self._outlet = self._pending = None
         assert consumer is not None
         consumer.unregisterProducer()
         if failure is None:

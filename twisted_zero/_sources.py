@@ -55,6 +55,29 @@ class ISource(Interface):
         """
 
 
+class ISendfileSource(ISource):
+    """
+    A source whose bytes are in a file, so that they can go from the file to
+    a socket with C{sendfile()}, without being read into memory.
+    """
+
+    def sendTo(socket: int, maxBytes: int) -> int | None:
+        """
+        Send the next bytes, at most C{maxBytes}, straight from the file to
+        the socket C{socket} with C{os.sendfile()}; the source then goes on
+        after those bytes, for L{read} as well.
+
+        @param socket: A non-blocking socket's file descriptor.
+        @param maxBytes: A positive number of bytes.
+        @return: How many bytes were sent: 0 when the source is exhausted;
+            L{None} when its next bytes cannot be sent this way (they are to
+            be read instead).
+        @raise BlockingIOError: If the socket has no room; nothing was sent.
+        @raise OSError: If the socket or the file fails.
+        @raise SourceError: If the bytes the source promised cannot be had.
+        """
+
+
 class SourceError(Exception):
     """
     A source cannot be opened, or cannot deliver what it promised.
@@ -202,7 +225,7 @@ class RandomSource:
         pass
 
 
-@implementer(ISource)
+@implementer(ISendfileSource)
 @define
 class FileSource:
     """
@@ -230,12 +253,33 @@ class FileSource:
             self._offset = None
         data = self._file.read(min(maxBytes, self._remaining))
         if not data:
-            raise SourceTruncated(
-                f"{self.description}: file shrank while it was being sent "
-                f"({self._remaining} bytes missing)"
-            )
+            raise self._truncated()
         self._remaining -= len(data)
         return data
+
+    def sendTo(self, socket: int, maxBytes: int) -> int | None:
+        if self._remaining == 0 or self._file is None:
+            return 0
+        try:
+            fileno = self._file.fileno()
+        except (OSError, AttributeError, ValueError):  # not a real file
+            return None
+        if self._offset is not None:
+            self._file.seek(self._offset)
+            self._offset = None
+        # From the file's own position, which it moves on: read() goes on
+        # from there.
+        sent = os.sendfile(socket, fileno, None, min(maxBytes, self._remaining))
+        if not sent:
+            raise self._truncated()
+        self._remaining -= sent
+        return sent
+
+    def _truncated(self) -> SourceTruncated:
+        return SourceTruncated(
+            f"{self.description}: file shrank while it was being sent "
+            f"({self._remaining} bytes missing)"
+        )
 
     def close(self) -> None:
         file, self._file = self._file, None
@@ -262,7 +306,7 @@ class BytesSource:
         self._data = b""
 
 
-@implementer(ISource)
+@implementer(ISendfileSource)
 @define
 class ConcatenatedSource:
     """
@@ -283,13 +327,24 @@ class ConcatenatedSource:
             self._current += 1
         return b""
 
+    def sendTo(self, socket: int, maxBytes: int) -> int | None:
+        while self._current < len(self._parts):
+            part = self._parts[self._current]
+            if not ISendfileSource.providedBy(part):
+                return None
+            sent: int | None = part.sendTo(socket, maxBytes)
+            if sent != 0:
+                return sent
+            self._current += 1
+        return 0
+
     def close(self) -> None:
         parts, self._parts = self._parts, []
         for part in parts:
             part.close()
 
 
-@implementer(ISource)
+@implementer(ISendfileSource)
 @define
 class TimedSource:
     """
@@ -316,6 +371,14 @@ class TimedSource:
         if self._clock.seconds() >= self._deadline:
             return b""
         return self._source.read(maxBytes)
+
+    def sendTo(self, socket: int, maxBytes: int) -> int | None:
+        if not ISendfileSource.providedBy(self._source):
+            return None
+        if self._clock.seconds() >= self._deadline:
+            return 0
+        sent: int | None = self._source.sendTo(socket, maxBytes)
+        return sent
 
     def close(self) -> None:
         self._source.close()

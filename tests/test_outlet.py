@@ -1,0 +1,497 @@
+"""
+Tests for direct sends (L{twisted_zero._outlet}): the producer sending to
+the socket under its consumer, over a real socket pair wrapped in Twisted's
+own socket transport on a memory reactor, driven by hand.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.internet.tcp import Connection
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, Request
+from zope.interface import implementer
+
+from twisted_zero._limits import Throttle, TokenBucket
+from twisted_zero._outlet import socketOutlet
+from twisted_zero._producer import StreamProducer, StreamStopped
+from twisted_zero._sources import (
+    CHARGEN_PERIOD,
+    ChargenSource,
+    FileSource,
+    ISendfileSource,
+    SourceTruncated,
+    TimedSource,
+    ZeroSource,
+    openFile,
+)
+from twisted_zero._web import StreamSite, makeResource
+
+from .test_web import parseResponses
+
+
+class _Connection(Connection):
+    """
+    Twisted's socket transport, with the addresses of a TCP connection.
+    """
+
+    def getPeer(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 4321)
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 8080)
+
+
+class Pair:
+    """
+    A connected pair of UNIX stream sockets: the server's end in Twisted's
+    L{Connection} on a L{MemoryReactorClock}, the client's end read by
+    hand, without blocking.
+    """
+
+    def __init__(self, protocol: Protocol | None = None) -> None:
+        self.reactor = MemoryReactorClock()
+        self.server, self.client = socket.socketpair()
+        self.client.setblocking(False)
+        self.protocol = Protocol() if protocol is None else protocol
+        self.transport = _Connection(self.server, self.protocol, reactor=self.reactor)
+        self.transport.connected = 1
+        self.protocol.makeConnection(self.transport)
+
+    def receive(self) -> bytes:
+        """
+        All the client can read now.
+        """
+        data = []
+        while True:
+            try:
+                chunk = self.client.recv(1 << 20)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            data.append(chunk)
+        return b"".join(data)
+
+    def turn(self) -> bool:
+        """
+        One reactor turn: the transport writes if it waits to, then what is
+        due on the clock runs. Whether anything happened.
+        """
+        busy = False
+        if self.transport in self.reactor.getWriters():
+            why = self.transport.doWrite()
+            if why is not None:  # as the reactor does
+                self.transport.connectionLost(Failure(why))
+            busy = True
+        calls = self.reactor.getDelayedCalls()
+        if calls:
+            self.reactor.advance(0)
+            busy = True
+        return busy
+
+    def pump(self, turns: int = 100_000) -> bytes:
+        """
+        Read as fast as a client can, until nothing more happens (or for so
+        many turns).
+        """
+        received = []
+        for _ in range(turns):
+            received.append(self.receive())
+            busy = self.turn()
+            if not busy and not received[-1]:
+                break
+        return b"".join(received)
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.close()
+
+
+@pytest.fixture
+def pair() -> Pair:
+    pair = Pair()
+    yield pair
+    pair.close()
+
+
+@implementer(ISendfileSource)
+class CountingSource:
+    """
+    A file source that counts its reads and C{sendfile()} calls, and can be
+    told to make C{sendfile()} fail.
+    """
+
+    def __init__(self, source: FileSource, error: int | None = None) -> None:
+        self._source = source
+        self.description = source.description
+        self.chunkSize = source.chunkSize
+        self.reads = 0
+        self.sends = 0
+        self.closed = False
+        self._error = error
+
+    def read(self, maxBytes: int) -> bytes:
+        assert not self.closed, "read after close"
+        self.reads += 1
+        return self._source.read(maxBytes)
+
+    def sendTo(self, socket: int, maxBytes: int) -> int | None:
+        assert not self.closed, "sendfile after close"
+        self.sends += 1
+        if self._error is not None:
+            raise OSError(self._error, os.strerror(self._error))
+        return self._source.sendTo(socket, maxBytes)
+
+    def close(self) -> None:
+        self.closed = True
+        self._source.close()
+
+
+def writeFile(tmp_path: Path, size: int) -> tuple[str, bytes]:
+    content = os.urandom(size)
+    path = tmp_path / "data.bin"
+    path.write_bytes(content)
+    return str(path), content
+
+
+def results(done: Deferred[int]) -> list[int | Failure]:
+    outcome: list[int | Failure] = []
+    done.addBoth(outcome.append)
+    return outcome
+
+
+class FileSendsTests:
+    def test_exactBytes(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        A file goes from the file to the socket with C{sendfile()}, byte for
+        byte, pausing whenever the socket is full; the result is its size.
+        """
+        path, content = writeFile(tmp_path, 3 * 2**20 + 7)
+        source = CountingSource(openFile(path))
+        producer = StreamProducer(source=source, clock=pair.reactor)
+        outcome = results(producer.startStreaming(pair.transport))
+        assert producer.state == "paused"  # the socket pair holds far less
+        received = pair.pump()
+        assert received == content
+        assert outcome == [len(content)]
+        assert source.sends > 1 and source.closed
+        # Reads: one byte each time the socket was full, nothing else.
+        assert 0 < source.reads < source.sends
+        assert pair.transport.producer is None
+
+    def test_nothingWhilePaused(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        Once the socket is full, nothing is sent or read until the transport
+        has sent what it holds.
+        """
+        path, content = writeFile(tmp_path, 2**20)
+        source = CountingSource(openFile(path))
+        producer = StreamProducer(source=source, clock=pair.reactor)
+        producer.startStreaming(pair.transport)
+        assert producer.state == "paused"
+        sends, reads = source.sends, source.reads
+        for _ in range(5):
+            pair.reactor.advance(1)
+        assert (source.sends, source.reads) == (sends, reads)
+        # The transport holds the one byte that pauses the producer.
+        assert (
+            pair.transport.dataBuffer
+            + b"".join(
+                pair.transport._tempDataBuffer  # type: ignore[attr-defined]
+            )
+            == content[producer.bytesSent - 1 : producer.bytesSent]
+        )
+        producer.stopProducing()
+
+    def test_stopped(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        When the connection is lost the file is closed at once and nothing
+        more is sent or read.
+        """
+        path, _ = writeFile(tmp_path, 2**20)
+        source = CountingSource(openFile(path))
+        producer = StreamProducer(source=source, clock=pair.reactor)
+        outcome = results(producer.startStreaming(pair.transport))
+        pair.receive()
+        pair.transport.connectionLost(Failure(ConnectionError()))
+        assert source.closed
+        sends, reads = source.sends, source.reads
+        for _ in range(5):
+            pair.turn()
+        assert (source.sends, source.reads) == (sends, reads)
+        [failure] = outcome
+        assert isinstance(failure, Failure) and failure.check(StreamStopped)
+
+    def test_clientGone(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        A client that goes while the producer waits for room: the transport
+        finds out, and the stream stops with nothing more sent or read.
+        """
+        path, _ = writeFile(tmp_path, 4 * 2**20)
+        source = CountingSource(openFile(path))
+        producer = StreamProducer(source=source, clock=pair.reactor)
+        outcome = results(producer.startStreaming(pair.transport))
+        pair.receive()
+        sends, reads = source.sends, source.reads
+        pair.client.close()
+        for _ in range(10):
+            pair.turn()
+        [failure] = outcome
+        assert isinstance(failure, Failure) and failure.check(StreamStopped)
+        assert source.closed and not pair.transport.connected
+        assert (source.sends, source.reads) == (sends, reads)
+
+    def test_clientGoneFirst(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        A direct send that finds the connection gone, before the transport
+        does, has the transport drop it at once: the stream stops with
+        nothing read.
+        """
+        path, _ = writeFile(tmp_path, 2**20)
+        source = CountingSource(openFile(path))
+        producer = StreamProducer(source=source, clock=pair.reactor)
+        pair.client.close()
+        outcome = results(producer.startStreaming(pair.transport))
+        assert producer.state == "paused"
+        assert source.sends == 1 and source.reads == 0
+        pair.reactor.advance(0)
+        [failure] = outcome
+        assert isinstance(failure, Failure) and failure.check(StreamStopped)
+        assert source.closed and not pair.transport.connected
+        assert source.sends == 1 and source.reads == 0
+
+    def test_unsupported(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        Where C{sendfile()} cannot send from the file, the file is read and
+        its bytes sent instead.
+        """
+        path, content = writeFile(tmp_path, 2**20 + 3)
+        source = CountingSource(openFile(path), error=errno.EINVAL)
+        producer = StreamProducer(source=source, clock=pair.reactor)
+        outcome = results(producer.startStreaming(pair.transport))
+        assert pair.pump() == content
+        assert outcome == [len(content)]
+        assert source.sends == 1 and source.reads > 1
+
+    def test_fileFails(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        Any other error of C{sendfile()} fails the stream with it.
+        """
+        path, _ = writeFile(tmp_path, 2**20)
+        source = CountingSource(openFile(path), error=errno.EIO)
+        producer = StreamProducer(source=source, clock=pair.reactor)
+        [failure] = results(producer.startStreaming(pair.transport))
+        assert isinstance(failure, Failure) and failure.check(OSError)
+        assert failure.value.errno == errno.EIO
+        assert source.closed and source.reads == 0
+
+    def test_truncated(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        A file that shrinks while it is sent fails the stream with
+        L{SourceTruncated}, without hanging or padding.
+        """
+        path, content = writeFile(tmp_path, 2**20)
+        producer = StreamProducer(source=openFile(path), clock=pair.reactor)
+        outcome = results(producer.startStreaming(pair.transport))
+        os.truncate(path, producer.bytesSent + 10)
+        received = pair.pump()
+        assert received == content[: len(received)]
+        assert len(received) <= producer.bytesSent + 10
+        [failure] = outcome
+        assert isinstance(failure, Failure) and failure.check(SourceTruncated)
+
+    def test_sendfileOff(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        With C{sendfile=False} the file is read and sent directly.
+        """
+        path, content = writeFile(tmp_path, 2**20 + 5)
+        source = CountingSource(openFile(path))
+        producer = StreamProducer(source=source, clock=pair.reactor, sendfile=False)
+        outcome = results(producer.startStreaming(pair.transport))
+        assert pair.pump() == content
+        assert outcome == [len(content)]
+        assert source.sends == 0
+
+    def test_offsetAndLimit(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        A run from an offset of the file, under a limit, is sent exactly.
+        """
+        path, content = writeFile(tmp_path, 2**20)
+        source = openFile(path, offset=1000, length=500_000)
+        producer = StreamProducer(source=source, clock=pair.reactor, limit=400_001)
+        outcome = results(producer.startStreaming(pair.transport))
+        assert pair.pump() == content[1000:401_001]
+        assert outcome == [400_001]
+
+
+class ChunkSendsTests:
+    def test_order(self, pair: Pair) -> None:
+        """
+        Chunks sent directly keep the stream in order across full sockets:
+        the chargen pattern arrives intact.
+        """
+        size = 5 * 2**20 + 11
+        producer = StreamProducer(
+            source=ChargenSource(), clock=pair.reactor, limit=size
+        )
+        outcome = results(producer.startStreaming(pair.transport))
+        received = pair.pump()
+        periods = size // len(CHARGEN_PERIOD) + 1
+        assert received == (CHARGEN_PERIOD * periods)[:size]
+        assert outcome == [size]
+
+    def test_directSendsOff(self, pair: Pair) -> None:
+        """
+        With C{directSends=False} every byte goes through the transport.
+        """
+        producer = StreamProducer(
+            source=ChargenSource(), clock=pair.reactor, limit=300_000, directSends=False
+        )
+        producer.startStreaming(pair.transport)
+        assert pair.receive() == b""  # nothing sent before the transport's turn
+        received = pair.pump()
+        assert received == (CHARGEN_PERIOD * 50)[:300_000]
+
+    def test_timed(self, pair: Pair) -> None:
+        """
+        A timed source that cannot send from a file is read and sent until
+        its deadline.
+        """
+        source = TimedSource(source=ZeroSource(), clock=pair.reactor, seconds=1)
+        producer = StreamProducer(source=source, clock=pair.reactor)
+        outcome = results(producer.startStreaming(pair.transport))
+        received = pair.pump(turns=20)
+        assert len(received) > 2**20 and received == bytes(len(received))
+        assert not outcome
+        pair.reactor.advance(1)
+        received += pair.pump()
+        assert outcome == [len(received)]
+
+    def test_throttled(self, pair: Pair) -> None:
+        """
+        Direct sends take no more than the throttle allows.
+        """
+        bucket = TokenBucket(clock=pair.reactor, rate=100_000, burst=100_000)
+        producer = StreamProducer(
+            source=ZeroSource(),
+            clock=pair.reactor,
+            throttle=Throttle(buckets=[bucket]),
+            limit=350_000,
+        )
+        outcome = results(producer.startStreaming(pair.transport))
+        received = len(pair.pump())
+        assert received == 100_000
+        for second in range(1, 4):
+            pair.reactor.advance(1)
+            received += len(pair.pump())
+            assert received == min(100_000 * (second + 1), 350_000)
+        assert outcome == [350_000]
+
+
+class OutletTests:
+    def test_notASocket(self) -> None:
+        """
+        An in-memory transport has no socket to send to.
+        """
+        assert socketOutlet(StringTransport()) is None
+
+    def test_tls(self, pair: Pair) -> None:
+        """
+        A transport that has started TLS gets no direct sends.
+        """
+        pair.transport.TLS = True
+        assert socketOutlet(pair.transport) is None
+
+    def test_buffered(self, pair: Pair) -> None:
+        """
+        Nothing is sent directly past bytes in the transport's buffer, nor
+        once the connection is closing.
+        """
+        outlet = socketOutlet(pair.transport)
+        assert outlet is not None and outlet.ready()
+        pair.transport.write(b"x")
+        assert not outlet.ready()
+        pair.transport.doWrite()
+        assert outlet.ready()
+        pair.transport.loseConnection()
+        assert not outlet.ready()
+
+    def test_request(self, pair: Pair) -> None:
+        """
+        An HTTP request gets direct sends once its headers have gone, unless
+        its body is chunked or it is a C{HEAD}.
+        """
+        channel = HTTPChannel()
+        channel.makeConnection(pair.transport)
+        for method, version, length, ready in [
+            (b"GET", b"HTTP/1.1", True, True),
+            (b"GET", b"HTTP/1.1", False, False),  # chunked
+            (b"GET", b"HTTP/1.0", False, True),  # ends at the close
+        ]:
+            request = Request(channel)
+            request.method, request.clientproto = method, version
+            outlet = socketOutlet(request)
+            assert outlet is not None and not outlet.ready()
+            if length:
+                request.setHeader(b"content-length", b"10")
+            request.write(b"")
+            pair.transport.doWrite()
+            assert outlet.ready() is ready
+        head = Request(channel)
+        head.method = b"HEAD"
+        assert socketOutlet(head) is None
+
+
+class HTTPTests:
+    def test_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        Through the real site, file responses go out sent directly, headers
+        first, in order with pipelined requests, and each request counts the
+        bytes of its body.
+        """
+        sendfiles = []
+        realSendfile = os.sendfile
+
+        def sendfile(out: int, in_: int, offset: int | None, count: int) -> int:
+            sendfiles.append(count)
+            return realSendfile(out, in_, offset, count)
+
+        monkeypatch.setattr(os, "sendfile", sendfile)
+        root = tmp_path / "root"
+        root.mkdir()
+        content = os.urandom(3 * 2**20)
+        (root / "data.bin").write_bytes(content)
+        reactor = MemoryReactorClock()
+        site = StreamSite(makeResource(clock=reactor, root=str(root)), reactor=reactor)
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
+        assert channel is not None
+        pair = Pair(channel)
+        try:
+            requests = [
+                b"GET /files/data.bin HTTP/1.1\r\nHost: t\r\n\r\n",
+                b"GET /files/data.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=5-99,200-\r\n\r\n",
+                b"GET /chargen?bytes=1M HTTP/1.1\r\nHost: t\r\n\r\n",
+            ]
+            with capturedLogs() as events:
+                channel.dataReceived(b"".join(requests))
+                whole, ranges, chargen = parseResponses(pair.pump())
+        finally:
+            pair.close()
+        assert len(sendfiles) > 2
+        logged = [event["bytes"] for event in events if "bytes" in event]
+        assert logged == [len(r.body) for r in (whole, ranges, chargen)]
+        assert whole.status == 200 and whole.body == content
+        assert ranges.status == 206
+        assert content[5:100] in ranges.body and content[200:] in ranges.body
+        assert chargen.body == (CHARGEN_PERIOD * 150)[: 2**20]
