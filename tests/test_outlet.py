@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from zope.interface import implementer
 from twisted_zero._limits import Throttle, TokenBucket
 from twisted_zero._outlet import socketOutlet
 from twisted_zero._producer import StreamProducer, StreamStopped
+from twisted_zero._protocol import StreamFactory
 from twisted_zero._sources import (
     CHARGEN_PERIOD,
     ChargenSource,
@@ -59,8 +61,12 @@ class Pair:
     hand, without blocking.
     """
 
-    def __init__(self, protocol: Protocol | None = None) -> None:
-        self.reactor = MemoryReactorClock()
+    def __init__(
+        self,
+        protocol: Protocol | None = None,
+        reactor: MemoryReactorClock | None = None,
+    ) -> None:
+        self.reactor = MemoryReactorClock() if reactor is None else reactor
         self.server, self.client = socket.socketpair()
         self.client.setblocking(False)
         self.protocol = Protocol() if protocol is None else protocol
@@ -94,8 +100,8 @@ class Pair:
             if why is not None:  # as the reactor does
                 self.transport.connectionLost(Failure(why))
             busy = True
-        calls = self.reactor.getDelayedCalls()
-        if calls:
+        now = self.reactor.seconds()
+        if any(call.getTime() <= now for call in self.reactor.getDelayedCalls()):
             self.reactor.advance(0)
             busy = True
         return busy
@@ -453,21 +459,82 @@ class OutletTests:
         assert socketOutlet(head) is None
 
 
+class ProtocolTests:
+    def test_sendfile(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        The raw protocol sends a file with C{sendfile()} unless its factory
+        says not to.
+        """
+        sendfiles = countSendfiles(monkeypatch)
+        path, content = writeFile(tmp_path, 2**20)
+        for sendfile, used in [(False, False), (True, True)]:
+            reactor = MemoryReactorClock()
+            factory = StreamFactory(
+                sourceFactory=partial(openFile, path), clock=reactor, sendfile=sendfile
+            )
+            protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
+            pair = Pair(protocol, reactor)
+            try:
+                assert pair.pump() == content
+            finally:
+                pair.close()
+            assert bool(sendfiles) is used
+
+
+def countSendfiles(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """
+    Count the calls of C{os.sendfile}, by the bytes asked for.
+    """
+    counts: list[int] = []
+    realSendfile = os.sendfile
+
+    def sendfile(out: int, in_: int, offset: int | None, count: int) -> int:
+        counts.append(count)
+        return realSendfile(out, in_, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", sendfile)
+    return counts
+
+
+def getFile(site: StreamSite, reactor: MemoryReactorClock) -> bytes:
+    """
+    The response to C{GET /files/data.bin} from C{site}, over a socket pair.
+    """
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
+    assert channel is not None
+    pair = Pair(channel, reactor)
+    try:
+        channel.dataReceived(b"GET /files/data.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        [response] = parseResponses(pair.pump())
+    finally:
+        pair.close()
+    return response.body
+
+
 class HTTPTests:
+    def test_noSendfile(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        With C{sendfile=False}, files are read and sent.
+        """
+        sendfiles = countSendfiles(monkeypatch)
+        content = os.urandom(2**20)
+        (tmp_path / "data.bin").write_bytes(content)
+        reactor = MemoryReactorClock()
+        for sendfile, used in [(False, False), (True, True)]:
+            resource = makeResource(
+                clock=reactor, root=str(tmp_path), sendfile=sendfile
+            )
+            site = StreamSite(resource, reactor=reactor)
+            assert getFile(site, reactor) == content
+            assert bool(sendfiles) is used
+
     def test_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """
         Through the real site, file responses go out sent directly, headers
         first, in order with pipelined requests, and each request counts the
         bytes of its body.
         """
-        sendfiles = []
-        realSendfile = os.sendfile
-
-        def sendfile(out: int, in_: int, offset: int | None, count: int) -> int:
-            sendfiles.append(count)
-            return realSendfile(out, in_, offset, count)
-
-        monkeypatch.setattr(os, "sendfile", sendfile)
+        sendfiles = countSendfiles(monkeypatch)
         root = tmp_path / "root"
         root.mkdir()
         content = os.urandom(3 * 2**20)
@@ -476,7 +543,7 @@ class HTTPTests:
         site = StreamSite(makeResource(clock=reactor, root=str(root)), reactor=reactor)
         channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
         assert channel is not None
-        pair = Pair(channel)
+        pair = Pair(channel, reactor)
         try:
             requests = [
                 b"GET /files/data.bin HTTP/1.1\r\nHost: t\r\n\r\n",

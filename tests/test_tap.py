@@ -28,6 +28,8 @@ from twisted_zero.tap import (
     makeService,
 )
 
+from .test_outlet import countSendfiles, getFile
+
 
 def parse(*args: str) -> Options:
     options = Options()
@@ -226,6 +228,26 @@ class MakeServiceTests:
             "0.0.0.0:1234",
             "[::1]:0",
         ]
+
+    def test_noSendfile(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        C{--no-sendfile} has files read and sent, over raw TCP and HTTP.
+        """
+        sendfiles = countSendfiles(monkeypatch)
+        content = os.urandom(2**20)
+        (tmp_path / "data.bin").write_bytes(content)
+        for args, used in [(["--no-sendfile"], False), ([], True)]:
+            reactor = MemoryReactorClock()
+            options = parse(
+                "--listen", "tcp:1234", "--http", "tcp:8080", "--root", str(tmp_path),
+                *args,
+            )  # fmt: skip
+            makeService(options, reactor)
+            (_, factory, _, _), (_, site, _, _) = reactor.tcpServers
+            assert isinstance(factory, StreamFactory)
+            assert factory.sendfile is used
+            assert getFile(site, reactor) == content
+            assert bool(sendfiles) is used
 
     def test_stop(self) -> None:
         """

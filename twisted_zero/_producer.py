@@ -217,51 +217,8 @@ class StreamProducer:
 
     def _produce(self) -> None:
         for _ in range(MAX_CHUNKS_PER_TURN):
-            if self._pending is not None:
-                if not self._sendPending():
-                    return
-                if self._limit is not None and self.bytesSent >= self._limit:
-                    self._finish(None)
-                    return
-                continue
-            outlet = self._outlet
-            direct = outlet is not None and outlet.ready()
-            fromFile = direct and self._fileSends
-            wanted = self._wanted(KERNEL_SEND_SIZE if fromFile else self.chunkSize)
-            if wanted is None:
+            if not self._sendNext():
                 return
-            if fromFile:
-                assert outlet is not None
-                outcome = self._sendFromFile(outlet, wanted)
-                if outcome is None:
-                    return
-                if not outcome:  # not from the file this time: read instead
-                    fromFile = False
-                    wanted = self._wanted(self.chunkSize)
-                    if wanted is None:
-                        return
-            if not fromFile:
-                try:
-                    chunk = self._source.read(wanted)
-                except Exception:
-                    self._finish(Failure())
-                    return
-                if self._throttle is not None and len(chunk) < wanted:
-                    self._throttle.refund(wanted - len(chunk))
-                if not chunk:
-                    self._finish(None)
-                    return
-                if direct:
-                    self._pending = memoryview(chunk)
-                    if not self._sendPending():
-                        return
-                else:
-                    self._written(len(chunk))
-                    assert self._consumer is not None
-                    self._consumer.write(chunk)
-                    # The write may have paused or stopped us.
-                    if self._state is _State.STOPPED:
-                        return
             if self._limit is not None and self.bytesSent >= self._limit:
                 self._finish(None)
                 return
@@ -272,6 +229,46 @@ class StreamProducer:
                 self._waitFor(0)
                 return
         self._waitFor(0)
+
+    def _sendNext(self) -> bool:
+        """
+        Send or write the next bytes: the rest of the chunk in hand, bytes
+        straight from the source's file, or a chunk read from the source.
+
+        @return: Whether the producer may go on in this turn, once the limit
+            and its state have been looked at; C{False} when it has finished,
+            stopped, or waits for its throttle or for room in the socket.
+        """
+        if self._pending is not None:
+            return self._sendPending()
+        outlet = self._outlet
+        direct = outlet is not None and outlet.ready()
+        if direct and self._fileSends:
+            assert outlet is not None
+            sent = self._sendFromFile(outlet)
+            if sent is not None:
+                return sent
+            # Not from the file this time: read instead.
+        wanted = self._wanted(self.chunkSize)
+        if wanted is None:
+            return False
+        try:
+            chunk = self._source.read(wanted)
+        except Exception:
+            self._finish(Failure())
+            return False
+        self._refund(wanted - len(chunk))
+        if not chunk:
+            self._finish(None)
+            return False
+        if direct:
+            self._pending = memoryview(chunk)
+            return self._sendPending()
+        self._written(len(chunk))
+        assert self._consumer is not None
+        self._consumer.write(chunk)
+        # The write may have paused or stopped us.
+        return self._state is not _State.STOPPED
 
     def _wanted(self, size: int) -> int | None:
         """
@@ -338,47 +335,44 @@ class StreamProducer:
         outlet.waitForRoom(bytes(view[sent : sent + 1]))
         return self._state is _State.PRODUCING
 
-    def _sendFromFile(self, outlet: SocketOutlet, wanted: int) -> bool | None:
+    def _sendFromFile(self, outlet: SocketOutlet) -> bool | None:
         """
-        Send up to C{wanted} bytes from the source's file straight to the
-        socket with C{sendfile()}.
+        Send bytes from the source's file straight to the socket with
+        C{sendfile()}.
 
-        @return: C{True} if bytes went (or the producer now waits for room in
-            the socket); C{False} if the source cannot send them this way, so
-            they are to be read instead; L{None} if the producer has nothing
-            more to do in this turn (it finished, or the connection is gone).
+        @return: As L{_sendNext}; or L{None} if the source cannot send its
+            next bytes this way, so they are to be read instead.
         """
+        wanted = self._wanted(KERNEL_SEND_SIZE)
+        if wanted is None:
+            return False
         source = self._source
         assert ISendfileSource.providedBy(source)
         try:
             sent = source.sendTo(outlet.fileno, wanted)
         except BlockingIOError:
-            sent = 0
-            full = True
+            sent = 0  # the socket is full
         except OSError as e:
             self._refund(wanted)
             if isConnectionError(e):
                 self._broken(outlet)
-                return None
+                return False
             if isUnsupported(e):
                 self._fileSends = False
-                return False
+                return None
             self._finish(Failure())
-            return None
+            return False
         except Exception:
             self._refund(wanted)
             self._finish(Failure())
-            return None
+            return False
         else:
-            if sent is None:
+            if not sent:  # None: cannot; 0: exhausted
                 self._refund(wanted)
-                return False
-            full = False
-            if sent == 0:
-                self._refund(wanted)
+                if sent is None:
+                    return None
                 self._finish(None)
-                return None
-        if not full:
+                return False
             self._refund(wanted - sent)
             self._written(sent)
             outlet.sent(sent)
@@ -390,16 +384,19 @@ class StreamProducer:
             byte = source.read(1)
         except Exception:
             self._finish(Failure())
-            return None
+            return False
         if not byte:
             self._refund(1)
             self._finish(None)
-            return None
+            return False
         self._written(1)
         outlet.waitForRoom(byte)
         return True
 
     def _refund(self, count: int) -> None:
+        """
+        Give back to the throttle what was allowed but not sent.
+        """
         if self._throttle is not None and count > 0:
             self._throttle.refund(count)
 

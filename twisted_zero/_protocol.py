@@ -193,6 +193,7 @@ class StreamProtocol(Protocol):
             clock=factory.clock,
             throttle=protection.throttle(),
             observer=self,
+            sendfile=factory.sendfile,
         )
         self._metricsObserver = MetricsObserver(factory.metrics, source.description)
         self._sends = WholeChunkSends(self.transport, producer.chunkSize, factory.clock)
@@ -357,6 +358,8 @@ class StreamFactory(_Factory):
     @ivar protection: Limits on connections, rates, stalls and durations,
         shared with the other listeners.
     @ivar metrics: Where the streams are counted.
+    @ivar sendfile: Whether a file's bytes may go to the socket with
+        C{sendfile()}; if not, they are read and sent.
     @ivar shuttingDown: Set when the server is stopping, so streams it ends
         are logged as such.
     """
@@ -372,6 +375,7 @@ class StreamFactory(_Factory):
         limit: int | None = None,
         protection: Protection | None = None,
         metrics: Metrics | None = None,
+        sendfile: bool = True,
     ) -> None:
         self.sourceFactory = sourceFactory
         self.clock = clock
@@ -379,6 +383,7 @@ class StreamFactory(_Factory):
         self.limit = limit
         self.protection = Protection(clock) if protection is None else protection
         self.metrics = Metrics() if metrics is None else metrics
+        self.sendfile = sendfile
         self.shuttingDown = False
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:  # type: ignore[override]

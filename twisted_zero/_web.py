@@ -245,6 +245,7 @@ def _stream(
     limit: int | None = None,
     chunkSize: int | None = None,
     rate: float | None = None,
+    sendfile: bool = True,
 ) -> int:
     """
     Stream C{source} as the response body with a push producer registered on
@@ -262,6 +263,7 @@ def _stream(
         observer=None
         if metrics is None
         else MetricsObserver(metrics, source.description),
+        sendfile=sendfile,
     )
     transport = request.channel.transport
 
@@ -465,9 +467,11 @@ class _Files(Resource):
         dotfiles: bool,
         chunkSize: int | None,
         opener: Callable[[str], tuple[BinaryIO, os.stat_result]],
+        sendfile: bool,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._root = root
+        self._sendfile = sendfile
         self._clock = clock
         self._listing = listing
         self._dotfiles = dotfiles
@@ -590,7 +594,14 @@ class _Files(Resource):
         if request.method == b"HEAD":
             body.close()
             return b""
-        return _stream(request, body, self._clock, chunkSize=self._chunkSize, rate=rate)
+        return _stream(
+            request,
+            body,
+            self._clock,
+            chunkSize=self._chunkSize,
+            rate=rate,
+            sendfile=self._sendfile,
+        )
 
     def _opensUnderRoot(self, file: BinaryIO) -> bool:
         """
@@ -680,6 +691,7 @@ def makeResource(
     maxBytes: int | None = None,
     chunkSize: int | None = None,
     opener: Callable[[str], tuple[BinaryIO, os.stat_result]] = openRegularFile,
+    sendfile: bool = True,
 ) -> IResource:
     """
     The whole HTTP front end: C{/} describes it, C{/zero}, C{/random} and
@@ -693,6 +705,8 @@ def makeResource(
         L{None} for no limit.
     @param chunkSize: Bytes per write; L{None} for each source's own.
     @param opener: Opens a file under C{root} (see L{openRegularFile}).
+    @param sendfile: Whether files go to the socket with C{sendfile()}
+        where they can; if not, they are read and sent.
     """
     top = _Top()  # type: ignore[no-untyped-call]
     top.putChild(b"", _Index(root is not None))
@@ -703,6 +717,6 @@ def makeResource(
     ]:
         top.putChild(name, _Generated(factory, contentType, clock, maxBytes, chunkSize))
     if root is not None:
-        files = _Files(root, clock, listing, dotfiles, chunkSize, opener)
+        files = _Files(root, clock, listing, dotfiles, chunkSize, opener, sendfile)
         top.putChild(b"files", files)
     return top

@@ -88,6 +88,12 @@ class Options(usage.Options):
     optFlags: list[list[Any]] = [
         ["listing", None, "HTTP: list the files of directories under --root."],
         ["dotfiles", None, "HTTP: serve names starting with a dot (hidden)."],
+        [
+            "no-sendfile",
+            None,
+            "Send files by reading them, not with sendfile() (for file "
+            "systems where it misbehaves, such as some network mounts).",
+        ],
     ]
     optParameters: list[list[Any]] = [
         [
@@ -381,6 +387,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         limit=options["limit"],
         protection=protection,
         metrics=metrics,
+        sendfile=not options["no-sendfile"],
     )
     site = StreamSite(
         makeResource(
@@ -390,6 +397,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
             dotfiles=bool(options["dotfiles"]),
             maxBytes=options["max-bytes"],
             chunkSize=options["chunk-size"],
+            sendfile=not options["no-sendfile"],
         ),
         reactor=clock,
         protection=protection,
