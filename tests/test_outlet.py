@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.tcp import Connection
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -120,6 +121,12 @@ class Pair:
         return b"".join(received)
 
     def close(self) -> None:
+        """
+        Close both ends; a connection still open is lost, which stops its
+        producer and closes its file.
+        """
+        if self.transport.connected:
+            self.transport.connectionLost(Failure(ConnectionDone()))
         self.client.close()
         self.server.close()
 
@@ -425,13 +432,13 @@ class OutletTests:
         once the connection is closing.
         """
         outlet = socketOutlet(pair.transport)
-        assert outlet is not None and outlet.ready()
+        assert outlet is not None and outlet.usable() and outlet.ready()
         pair.transport.write(b"x")
-        assert not outlet.ready()
+        assert outlet.usable() and not outlet.ready()
         pair.transport.doWrite()
         assert outlet.ready()
         pair.transport.loseConnection()
-        assert not outlet.ready()
+        assert not outlet.usable()
 
     def test_request(self, pair: Pair) -> None:
         """
@@ -448,12 +455,13 @@ class OutletTests:
             request = Request(channel)
             request.method, request.clientproto = method, version
             outlet = socketOutlet(request)
-            assert outlet is not None and not outlet.ready()
+            assert outlet is not None and outlet.usable() and not outlet.ready()
             if length:
                 request.setHeader(b"content-length", b"10")
             request.write(b"")
             pair.transport.doWrite()
-            assert outlet.ready() is ready
+            assert outlet.ready()
+            assert outlet.usable() is ready
         head = Request(channel)
         head.method = b"HEAD"
         assert socketOutlet(head) is None
@@ -562,3 +570,34 @@ class HTTPTests:
         assert ranges.status == 206
         assert content[5:100] in ranges.body and content[200:] in ranges.body
         assert chargen.body == (CHARGEN_PERIOD * 150)[: 2**20]
+
+    def test_stalled(self, tmp_path: Path) -> None:
+        """
+        For a client that reads nothing, the transport holds the headers and
+        one byte of the body: the rest waits in the file, not in memory.
+        """
+        (tmp_path / "data.bin").write_bytes(os.urandom(8 * 2**20))
+        reactor = MemoryReactorClock()
+        site = StreamSite(
+            makeResource(clock=reactor, root=str(tmp_path)), reactor=reactor
+        )
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
+        assert channel is not None
+        pair = Pair(channel, reactor)
+        try:
+            channel.dataReceived(b"GET /files/data.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            transport = pair.transport
+            held = transport.dataBuffer[transport.offset :] + b"".join(
+                transport._tempDataBuffer  # type: ignore[attr-defined]
+            )
+            headers, _, body = held.partition(b"\r\n\r\n")
+            assert headers.startswith(b"HTTP/1.1 200 OK\r\n") and len(body) == 1
+            for _ in range(20):
+                pair.turn()
+            assert channel._requestProducer.state == "paused"  # type: ignore[attr-defined]
+            unsent = (
+                len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[attr-defined]
+            )
+            assert unsent == 1
+        finally:
+            pair.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
@@ -18,7 +17,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import LogEvent, capturedLogs
 from twisted.python.failure import Failure
 from twisted.test import iosim
@@ -38,8 +36,6 @@ from twisted_zero import (
 from twisted_zero._limits import ConnectionLimits, Protection
 from twisted_zero._protocol import (
     LINGER_SECONDS,
-    SLOW_CHUNK_SECONDS,
-    WholeChunkSends,
     formatAddress,
 )
 from twisted_zero._sources import CHARGEN_PERIOD
@@ -386,57 +382,6 @@ class StreamEndLogTests(SynchronousTestCase):
                 protocol.connectionLost(Failure(reason))
             event = streamEnded(list(events))
             self.assertEqual((event["reason"], event["bytes"]), (expected, 10))
-
-
-class WholeChunkSendsTests(SynchronousTestCase):
-    def sends(
-        self, chunkSize: int = 4 * 2**20
-    ) -> tuple[WholeChunkSends, FileDescriptor, Clock]:
-        clock = Clock()
-        transport = FileDescriptor(reactor=MemoryReactor())
-        return WholeChunkSends(transport, chunkSize, clock), transport, clock
-
-    def test_fastClient(self) -> None:
-        """
-        While chunks leave quickly, a socket transport sends a whole chunk
-        at once; the class's limit is untouched.
-        """
-        sends, transport, clock = self.sends()
-        self.assertEqual(transport.SEND_LIMIT, 4 * 2**20)
-        sends.pauseChanged(True)
-        clock.advance(SLOW_CHUNK_SECONDS / 2)
-        sends.pauseChanged(False)
-        self.assertEqual(transport.SEND_LIMIT, 4 * 2**20)
-        self.assertEqual(FileDescriptor.SEND_LIMIT, 128 * 1024)
-        self.assertEqual(clock.getDelayedCalls(), [])
-
-    def test_slowClient(self) -> None:
-        """
-        A chunk that takes too long puts the transport back to Twisted's own
-        limit until a chunk leaves quickly again.
-        """
-        sends, transport, clock = self.sends()
-        sends.pauseChanged(True)
-        clock.advance(SLOW_CHUNK_SECONDS)
-        self.assertEqual(transport.SEND_LIMIT, 128 * 1024)
-        sends.pauseChanged(False)
-        self.assertEqual(transport.SEND_LIMIT, 128 * 1024)
-        sends.pauseChanged(True)
-        sends.pauseChanged(False)
-        self.assertEqual(transport.SEND_LIMIT, 4 * 2**20)
-
-    def test_smallChunksAndOtherTransports(self) -> None:
-        """
-        Chunks no larger than the limit, and transports that are not
-        sockets, are left alone.
-        """
-        sends, transport, clock = self.sends(chunkSize=65536)
-        sends.pauseChanged(True)
-        self.assertEqual(transport.SEND_LIMIT, 128 * 1024)
-        self.assertEqual(clock.getDelayedCalls(), [])
-        other = StringTransport()
-        WholeChunkSends(other, 4 * 2**20, clock).pauseChanged(True)
-        self.assertFalse(hasattr(other, "SEND_LIMIT"))
 
 
 class FormatAddressTests(SynchronousTestCase):

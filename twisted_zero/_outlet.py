@@ -58,7 +58,10 @@ class SocketOutlet:
     The socket under a consumer: a plain TCP or UNIX transport, or an HTTP
     request on one whose body is sent as it is (not chunked).
 
-    Use L{socketOutlet} to make one.
+    Use L{socketOutlet} to make one. Bytes may be sent to it while it is
+    L{usable} and L{ready}; while it is usable but not ready, the producer
+    waits for room (L{waitForRoom}); once it is no longer usable, the
+    producer writes to its consumer as any producer does.
 
     @ivar fileno: The socket's file descriptor.
     """
@@ -72,29 +75,40 @@ class SocketOutlet:
         self._send = transport.getHandle().send
         self.fileno: int = transport.getHandle().fileno()
 
-    def ready(self) -> bool:
+    def usable(self) -> bool:
         """
-        Whether bytes may be sent to the socket now: the connection is open
-        and not closing, nothing written to the consumer before is still in
-        the transport's buffer, and an HTTP response's headers have gone.
+        Whether the stream may still be sent directly: the connection is
+        open and not closing, not TLS, and an HTTP response's body (once its
+        headers are written) goes on the wire as it is.
         """
         transport = self._transport
         request = self._request
+        return bool(
+            transport.connected
+            and not transport.disconnecting
+            and not transport._writeDisconnecting
+            and not getattr(transport, "_aborting", True)
+            and not getattr(transport, "TLS", False)
+            and (
+                request is None or not request.startedWriting or _bodyUnframed(request)
+            )
+        )
+
+    def ready(self) -> bool:
+        """
+        Whether bytes may be sent now, if L{usable}: nothing written to the
+        consumer before is still in the transport's buffer, and an HTTP
+        response's headers have been written.
+        """
+        transport = self._transport
         try:
             unsent = (
                 len(transport.dataBuffer) - transport.offset + transport._tempDataLen
             )
-            aborting = transport._aborting
         except AttributeError:  # not the transport this was written for
             return False
-        return bool(
-            unsent == 0
-            and transport.connected
-            and not transport.disconnecting
-            and not transport._writeDisconnecting
-            and not aborting
-            and not getattr(transport, "TLS", False)
-            and (request is None or _bodyUnframed(request))
+        return unsent == 0 and (
+            self._request is None or bool(self._request.startedWriting)
         )
 
     def send(self, data: memoryview) -> int:

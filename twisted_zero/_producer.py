@@ -242,13 +242,18 @@ class StreamProducer:
         if self._pending is not None:
             return self._sendPending()
         outlet = self._outlet
-        direct = outlet is not None and outlet.ready()
-        if direct and self._fileSends:
-            assert outlet is not None
-            sent = self._sendFromFile(outlet)
-            if sent is not None:
-                return sent
-            # Not from the file this time: read instead.
+        if outlet is not None and not outlet.usable():
+            self._outlet = outlet = None
+        if outlet is not None:
+            if not outlet.ready():
+                # The transport still holds bytes (an HTTP response's
+                # headers): send directly once it has sent them.
+                return self._waitForRoom(outlet)
+            if self._fileSends:
+                sent = self._sendFromFile(outlet)
+                if sent is not None:
+                    return sent
+                # Not from the file this time: read instead.
         wanted = self._wanted(self.chunkSize)
         if wanted is None:
             return False
@@ -261,7 +266,7 @@ class StreamProducer:
         if not chunk:
             self._finish(None)
             return False
-        if direct:
+        if outlet is not None:
             self._pending = memoryview(chunk)
             return self._sendPending()
         self._written(len(chunk))
@@ -311,9 +316,10 @@ class StreamProducer:
         outlet, view = self._outlet, self._pending
         assert outlet is not None and view is not None
         assert self._consumer is not None
-        if not outlet.ready():
-            # Resumed while the transport still holds bytes, which Twisted's
-            # transports never do: hand it the rest, to keep the order.
+        if not (outlet.usable() and outlet.ready()):
+            # Closing, or resumed while the transport still holds bytes
+            # (which Twisted's transports never do): hand it the rest, after
+            # those bytes.
             self._pending = None
             self._written(len(view))
             self._consumer.write(bytes(view))
@@ -350,8 +356,9 @@ class StreamProducer:
         assert ISendfileSource.providedBy(source)
         try:
             sent = source.sendTo(outlet.fileno, wanted)
-        except BlockingIOError:
-            sent = 0  # the socket is full
+        except BlockingIOError:  # the socket is full
+            self._refund(wanted)
+            return self._waitForRoom(outlet)
         except OSError as e:
             self._refund(wanted)
             if isConnectionError(e):
@@ -366,22 +373,29 @@ class StreamProducer:
             self._refund(wanted)
             self._finish(Failure())
             return False
-        else:
-            if not sent:  # None: cannot; 0: exhausted
-                self._refund(wanted)
-                if sent is None:
-                    return None
-                self._finish(None)
-                return False
-            self._refund(wanted - sent)
-            self._written(sent)
-            outlet.sent(sent)
-            return True
-        # The socket is full. The transport pauses us for the next byte and
-        # resumes us once it has sent it.
-        self._refund(wanted - 1)
+        if not sent:  # None: cannot; 0: exhausted
+            self._refund(wanted)
+            if sent is None:
+                return None
+            self._finish(None)
+            return False
+        self._refund(wanted - sent)
+        self._written(sent)
+        outlet.sent(sent)
+        return True
+
+    def _waitForRoom(self, outlet: SocketOutlet) -> bool:
+        """
+        Hand the consumer the next byte of the stream so that the transport
+        pauses the producer, and resumes it once it has sent that byte and
+        everything before it.
+
+        @return: As L{_sendNext}.
+        """
+        if self._wanted(1) is None:
+            return False
         try:
-            byte = source.read(1)
+            byte = self._source.read(1)
         except Exception:
             self._finish(Failure())
             return False

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from attrs import define, field
-from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
@@ -81,58 +80,6 @@ class MetricsObserver:
             self._metrics.producerResumed()
 
 
-SLOW_CHUNK_SECONDS = 0.05
-"""
-A client that takes longer than this to take one chunk from the transport
-is slow: its transport goes back to Twisted's own send size.
-"""
-
-
-class WholeChunkSends:
-    """
-    Let a socket transport send a whole chunk per C{send()} while its client
-    keeps up, and only then.
-
-    Twisted's socket transports send at most C{SEND_LIMIT} (128 KiB) per
-    reactor turn, and copy any unsent remainder smaller than that limit on
-    every turn. Raising the limit to the chunk size lets a fast client take
-    a large shared chunk in one call (measured here: zeros at about twice
-    the speed, and half the CPU per byte); but for a slow client every send
-    would copy what is left of the chunk. So the limit is raised only while
-    chunks leave within L{SLOW_CHUNK_SECONDS}: once one takes longer it is
-    put back, and raised again only after a chunk leaves quickly. What a
-    slow client costs is then at most that long's worth of copies per
-    chunk that it takes slowly after a fast one. Other transports (TLS) are
-    left alone.
-    """
-
-    def __init__(self, transport: object, chunkSize: int, clock: IReactorTime) -> None:
-        self._clock = clock
-        self._chunkSize = chunkSize
-        self._slowCheck: IDelayedCall | None = None
-        self._transport: FileDescriptor | None = None
-        if isinstance(transport, FileDescriptor) and chunkSize > transport.SEND_LIMIT:
-            self._transport = transport
-            transport.SEND_LIMIT = chunkSize
-
-    def pauseChanged(self, paused: bool) -> None:
-        """
-        The producer was paused (a chunk is waiting in the transport) or is
-        producing again (it has left, or the stream has ended).
-        """
-        if self._transport is None:
-            return
-        if paused:
-            self._slowCheck = self._clock.callLater(SLOW_CHUNK_SECONDS, self._slow)
-        elif self._slowCheck is not None and self._slowCheck.active():
-            self._slowCheck.cancel()
-            self._transport.SEND_LIMIT = self._chunkSize
-
-    def _slow(self) -> None:
-        if self._transport is not None and "SEND_LIMIT" in vars(self._transport):
-            del self._transport.SEND_LIMIT  # back to the class's own
-
-
 class _Refused(Protocol):
     """
     Close a connection the limits refused, at once.
@@ -170,7 +117,6 @@ class StreamProtocol(Protocol):
         self._handshakeDone = False
         self._lingering: IDelayedCall | None = None
         self._watch: StallWatch | None = None
-        self._sends: WholeChunkSends | None = None
         self._expiry: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
@@ -192,11 +138,9 @@ class StreamProtocol(Protocol):
             limit=factory.limit,
             clock=factory.clock,
             throttle=protection.throttle(),
-            observer=self,
+            observer=MetricsObserver(factory.metrics, source.description),
             sendfile=factory.sendfile,
         )
-        self._metricsObserver = MetricsObserver(factory.metrics, source.description)
-        self._sends = WholeChunkSends(self.transport, producer.chunkSize, factory.clock)
         self._watch = protection.watch(
             self.transport,
             lambda: (producer.bytesSent, producer.rateWaits),
@@ -208,21 +152,6 @@ class StreamProtocol(Protocol):
             )
         done = producer.startStreaming(self.transport)  # type: ignore[arg-type]
         done.addCallbacks(self._streamComplete, self._streamFailed)
-
-    def chunkWritten(self, count: int) -> None:
-        """
-        Count the bytes (L{StreamObserver}).
-        """
-        self._metricsObserver.chunkWritten(count)
-
-    def pauseChanged(self, paused: bool) -> None:
-        """
-        Count the pause, and watch how long the transport takes to send a
-        chunk (L{StreamObserver}).
-        """
-        self._metricsObserver.pauseChanged(paused)
-        if self._sends is not None:
-            self._sends.pauseChanged(paused)
 
     def _stalled(self) -> None:
         self.factory.metrics.stallAborted("tcp")
@@ -303,8 +232,6 @@ class StreamProtocol(Protocol):
         self._cancelLinger()
         if self._watch is not None:
             self._watch.stop()
-        if self._sends is not None:
-            self._sends.pauseChanged(False)
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
         producer, self._producer = self._producer, None
