@@ -15,6 +15,7 @@ import twisted_zero
 PUBLIC = {
     "ChargenSource",
     "FileSource",
+    "ISendfileSource",
     "ISource",
     "RandomSource",
     "SourceError",

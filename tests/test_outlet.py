@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -42,6 +43,11 @@ from twisted_zero._web import StreamSite, makeResource
 
 from .test_web import parseResponses
 
+BUFFER = 64 * 1024
+"""
+The socket pair's buffer sizes: the tests stream several times as much.
+"""
+
 
 class _Connection(Connection):
     """
@@ -69,6 +75,9 @@ class Pair:
     ) -> None:
         self.reactor = MemoryReactorClock() if reactor is None else reactor
         self.server, self.client = socket.socketpair()
+        for end in (self.server, self.client):  # whatever the host's defaults
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER)
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
         self.client.setblocking(False)
         self.protocol = Protocol() if protocol is None else protocol
         self.transport = _Connection(self.server, self.protocol, reactor=self.reactor)
@@ -149,14 +158,14 @@ class CountingSource:
         self._source = source
         self.description = source.description
         self.chunkSize = source.chunkSize
-        self.reads = 0
+        self.reads: list[int] = []
         self.sends = 0
         self.closed = False
         self._error = error
 
     def read(self, maxBytes: int) -> bytes:
         assert not self.closed, "read after close"
-        self.reads += 1
+        self.reads.append(maxBytes)
         return self._source.read(maxBytes)
 
     def sendTo(self, socket: int, maxBytes: int) -> int | None:
@@ -165,6 +174,12 @@ class CountingSource:
         if self._error is not None:
             raise OSError(self._error, os.strerror(self._error))
         return self._source.sendTo(socket, maxBytes)
+
+    def fail(self, error: int | None) -> None:
+        """
+        Make C{sendfile()} fail with C{error} from now on (L{None}: not).
+        """
+        self._error = error
 
     def close(self) -> None:
         self.closed = True
@@ -200,7 +215,8 @@ class FileSendsTests:
         assert outcome == [len(content)]
         assert source.sends > 1 and source.closed
         # Reads: one byte each time the socket was full, nothing else.
-        assert 0 < source.reads < source.sends
+        assert source.reads and set(source.reads) == {1}
+        assert len(source.reads) < source.sends
         assert pair.transport.producer is None
 
     def test_nothingWhilePaused(self, pair: Pair, tmp_path: Path) -> None:
@@ -213,10 +229,11 @@ class FileSendsTests:
         producer = StreamProducer(source=source, clock=pair.reactor)
         producer.startStreaming(pair.transport)
         assert producer.state == "paused"
-        sends, reads = source.sends, source.reads
-        for _ in range(5):
+        sends, reads = source.sends, len(source.reads)
+        for _ in range(5):  # the client reads nothing
+            pair.turn()
             pair.reactor.advance(1)
-        assert (source.sends, source.reads) == (sends, reads)
+        assert (source.sends, len(source.reads)) == (sends, reads)
         # The transport holds the one byte that pauses the producer.
         assert (
             pair.transport.dataBuffer
@@ -239,10 +256,10 @@ class FileSendsTests:
         pair.receive()
         pair.transport.connectionLost(Failure(ConnectionError()))
         assert source.closed
-        sends, reads = source.sends, source.reads
+        sends, reads = source.sends, len(source.reads)
         for _ in range(5):
             pair.turn()
-        assert (source.sends, source.reads) == (sends, reads)
+        assert (source.sends, len(source.reads)) == (sends, reads)
         [failure] = outcome
         assert isinstance(failure, Failure) and failure.check(StreamStopped)
 
@@ -256,14 +273,14 @@ class FileSendsTests:
         producer = StreamProducer(source=source, clock=pair.reactor)
         outcome = results(producer.startStreaming(pair.transport))
         pair.receive()
-        sends, reads = source.sends, source.reads
+        sends, reads = source.sends, len(source.reads)
         pair.client.close()
         for _ in range(10):
             pair.turn()
         [failure] = outcome
         assert isinstance(failure, Failure) and failure.check(StreamStopped)
         assert source.closed and not pair.transport.connected
-        assert (source.sends, source.reads) == (sends, reads)
+        assert (source.sends, len(source.reads)) == (sends, reads)
 
     def test_clientGoneFirst(self, pair: Pair, tmp_path: Path) -> None:
         """
@@ -277,12 +294,51 @@ class FileSendsTests:
         pair.client.close()
         outcome = results(producer.startStreaming(pair.transport))
         assert producer.state == "paused"
-        assert source.sends == 1 and source.reads == 0
+        assert source.sends == 1 and not source.reads
         pair.reactor.advance(0)
         [failure] = outcome
         assert isinstance(failure, Failure) and failure.check(StreamStopped)
         assert source.closed and not pair.transport.connected
-        assert source.sends == 1 and source.reads == 0
+        assert source.sends == 1 and not source.reads
+
+    def test_noBuffers(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        C{ENOBUFS} from C{sendfile()} means no room for now, as Twisted's
+        transports take it: the producer waits for room, and goes on.
+        """
+        path, content = writeFile(tmp_path, 2**20)
+        source = CountingSource(openFile(path), error=errno.ENOBUFS)
+        producer = StreamProducer(source=source, clock=pair.reactor)
+        outcome = results(producer.startStreaming(pair.transport))
+        assert producer.state == "paused" and source.reads == [1]
+        source.fail(None)
+        assert pair.pump() == content
+        assert outcome == [len(content)]
+
+    def test_bufferedFile(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        A file object that buffers what it reads is sent from where it is,
+        not from where its descriptor is.
+        """
+        path, content = writeFile(tmp_path, 3 * 2**20)
+        source = FileSource(file=open(path, "rb"), length=len(content))  # noqa: SIM115
+        producer = StreamProducer(source=source, clock=pair.reactor)
+        outcome = results(producer.startStreaming(pair.transport))
+        assert pair.pump() == content
+        assert outcome == [len(content)]
+
+    def test_lostBeforeStart(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        Started on a connection already lost, the producer stops at once:
+        the result is L{StreamStopped} and the file is closed, unread.
+        """
+        path, _ = writeFile(tmp_path, 2**20)
+        source = CountingSource(openFile(path))
+        pair.transport.connectionLost(Failure(ConnectionDone()))
+        producer = StreamProducer(source=source, clock=pair.reactor)
+        [failure] = results(producer.startStreaming(pair.transport))
+        assert isinstance(failure, Failure) and failure.check(StreamStopped)
+        assert source.closed and source.sends == 0 and not source.reads
 
     def test_unsupported(self, pair: Pair, tmp_path: Path) -> None:
         """
@@ -295,7 +351,7 @@ class FileSendsTests:
         outcome = results(producer.startStreaming(pair.transport))
         assert pair.pump() == content
         assert outcome == [len(content)]
-        assert source.sends == 1 and source.reads > 1
+        assert source.sends == 1 and len(source.reads) > 1
 
     def test_fileFails(self, pair: Pair, tmp_path: Path) -> None:
         """
@@ -307,7 +363,7 @@ class FileSendsTests:
         [failure] = results(producer.startStreaming(pair.transport))
         assert isinstance(failure, Failure) and failure.check(OSError)
         assert failure.value.errno == errno.EIO
-        assert source.closed and source.reads == 0
+        assert source.closed and not source.reads
 
     def test_truncated(self, pair: Pair, tmp_path: Path) -> None:
         """
@@ -363,6 +419,20 @@ class ChunkSendsTests:
         periods = size // len(CHARGEN_PERIOD) + 1
         assert received == (CHARGEN_PERIOD * periods)[:size]
         assert outcome == [size]
+
+    def test_clientGoneFirst(self, pair: Pair) -> None:
+        """
+        A direct send of a chunk that finds the connection gone has the
+        transport drop it at once.
+        """
+        producer = StreamProducer(source=ChargenSource(), clock=pair.reactor)
+        pair.client.close()
+        outcome = results(producer.startStreaming(pair.transport))
+        assert producer.state == "paused" and producer.bytesSent == 0
+        pair.reactor.advance(0)
+        [failure] = outcome
+        assert isinstance(failure, Failure) and failure.check(StreamStopped)
+        assert not pair.transport.connected
 
     def test_directSendsOff(self, pair: Pair) -> None:
         """
@@ -442,29 +512,62 @@ class OutletTests:
 
     def test_request(self, pair: Pair) -> None:
         """
-        An HTTP request gets direct sends once its headers have gone, unless
-        its body is chunked or it is a C{HEAD}.
+        An HTTP request gets direct sends once its headers have gone: on
+        HTTP/1.1 with a C{Content-Length}, on HTTP/1.0 with or without (the
+        body then ends at the close).
         """
         channel = HTTPChannel()
         channel.makeConnection(pair.transport)
-        for method, version, length, ready in [
-            (b"GET", b"HTTP/1.1", True, True),
-            (b"GET", b"HTTP/1.1", False, False),  # chunked
-            (b"GET", b"HTTP/1.0", False, True),  # ends at the close
-        ]:
+        for version, length in [(b"HTTP/1.1", True), (b"HTTP/1.0", False)]:
             request = Request(channel)
-            request.method, request.clientproto = method, version
-            outlet = socketOutlet(request)
-            assert outlet is not None and outlet.usable() and not outlet.ready()
+            request.method, request.clientproto = b"GET", version
             if length:
                 request.setHeader(b"content-length", b"10")
+            outlet = socketOutlet(request)
+            assert outlet is not None and outlet.usable() and not outlet.ready()
             request.write(b"")
+            assert not outlet.ready()  # the headers wait in the transport
             pair.transport.doWrite()
-            assert outlet.ready()
-            assert outlet.usable() is ready
-        head = Request(channel)
-        head.method = b"HEAD"
-        assert socketOutlet(head) is None
+            assert outlet.usable() and outlet.ready()
+
+    @pytest.mark.parametrize(
+        "prepare",
+        [
+            pytest.param(lambda r: setattr(r, "method", b"HEAD"), id="HEAD"),
+            pytest.param(lambda r: r.setResponseCode(204), id="204"),
+            pytest.param(lambda r: r.setResponseCode(304), id="304"),
+            pytest.param(
+                lambda r: r.responseHeaders.removeHeader(b"content-length"),
+                id="chunked",
+            ),
+            pytest.param(lambda r: setattr(r, "_encoder", object()), id="gzip"),
+            pytest.param(lambda r: setattr(r, "_inFakeHead", True), id="fake HEAD"),
+            pytest.param(
+                lambda r: setattr(r, "__class__", RewritingRequest), id="rewritten"
+            ),
+        ],
+    )
+    def test_bodyNotAsWritten(
+        self, pair: Pair, prepare: Callable[[Request], None]
+    ) -> None:
+        """
+        A response whose body is not what it is given, or not sent at all,
+        gets no direct sends: bytes sent past the request would skip its
+        encoding, its framing or its C{write}.
+        """
+        channel = HTTPChannel()
+        channel.makeConnection(pair.transport)
+        request = Request(channel)
+        request.method, request.clientproto = b"GET", b"HTTP/1.1"
+        request.setHeader(b"content-length", b"10")
+        assert socketOutlet(request) is not None
+        prepare(request)
+        assert socketOutlet(request) is None
+
+
+class RewritingRequest(Request):
+    def write(self, data: bytes) -> None:
+        super().write(data.upper())
 
 
 class ProtocolTests:

@@ -19,6 +19,7 @@ from ._sizes import parseSize
 from ._sources import (
     ChargenSource,
     FileSource,
+    ISendfileSource,
     ISource,
     RandomSource,
     SourceError,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ChargenSource",
     "FileSource",
+    "ISendfileSource",
     "ISource",
     "RandomSource",
     "SourceError",

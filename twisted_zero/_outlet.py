@@ -18,6 +18,7 @@ import errno
 
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.tcp import Connection
+from twisted.web import http, server
 from twisted.web.http import NO_BODY_CODES, HTTPChannel, Request
 
 _CONNECTION_ERRNOS = frozenset(
@@ -30,12 +31,22 @@ _CONNECTION_ERRNOS = frozenset(
         errno.EHOSTUNREACH,
         errno.ENETUNREACH,
         errno.ENETDOWN,
+        errno.ENETRESET,
+        errno.EHOSTDOWN,
     }
 )
 
 _UNSUPPORTED_ERRNOS = frozenset(
     {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", -1)}
 )
+
+
+def isNoRoom(error: OSError) -> bool:
+    """
+    Whether a send failed only because the socket has no room now: as
+    Twisted's own transports do, C{ENOBUFS} counts as C{EAGAIN}.
+    """
+    return isinstance(error, BlockingIOError) or error.errno == errno.ENOBUFS
 
 
 def isConnectionError(error: OSError) -> bool:
@@ -72,8 +83,11 @@ class SocketOutlet:
         self._consumer = consumer
         self._transport = transport
         self._request = request
-        self._send = transport.getHandle().send
-        self.fileno: int = transport.getHandle().fileno()
+        socket = transport.getHandle()
+        self._send = socket.send
+        # Only used while usable(): once the connection is closed the number
+        # may name another file.
+        self.fileno: int = socket.fileno()
 
     def usable(self) -> bool:
         """
@@ -87,8 +101,8 @@ class SocketOutlet:
             transport.connected
             and not transport.disconnecting
             and not transport._writeDisconnecting
-            and not getattr(transport, "_aborting", True)
-            and not getattr(transport, "TLS", False)
+            and not transport._aborting
+            and not transport.TLS
             and (
                 request is None or not request.startedWriting or _bodyUnframed(request)
             )
@@ -101,12 +115,7 @@ class SocketOutlet:
         response's headers have been written.
         """
         transport = self._transport
-        try:
-            unsent = (
-                len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-            )
-        except AttributeError:  # not the transport this was written for
-            return False
+        unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
         return unsent == 0 and (
             self._request is None or bool(self._request.startedWriting)
         )
@@ -120,10 +129,12 @@ class SocketOutlet:
         """
         try:
             return self._send(data)
-        except BlockingIOError:
-            return 0
+        except OSError as e:
+            if isNoRoom(e):
+                return 0
+            raise
 
-    def sent(self, count: int) -> None:
+    def countSent(self, count: int) -> None:
         """
         C{count} bytes were sent past the consumer: an HTTP request counts
         them as its own.
@@ -157,6 +168,24 @@ class SocketOutlet:
         self._transport.abortConnection()
 
 
+_TWISTED_WRITES = (http.Request.write, server.Request.write)
+
+_TRANSPORT_ATTRIBUTES = (
+    "dataBuffer",
+    "offset",
+    "_tempDataLen",
+    "_writeDisconnecting",
+    "_aborting",
+    "TLS",
+    "bufferSize",
+)
+"""
+What L{SocketOutlet} reads of a transport besides its public methods: where
+Twisted keeps its buffer, and whether it is closing. A transport without all
+of them gets no direct sends.
+"""
+
+
 def _bodyUnframed(request: Request) -> bool:
     """
     Whether the response's headers have been written and its body goes on
@@ -172,21 +201,47 @@ def _bodyUnframed(request: Request) -> bool:
     )
 
 
+def _bodyAsWritten(request: Request) -> bool:
+    """
+    Whether the body a request is given is what goes on the wire: not
+    encoded (gzip), not rewritten by a subclass's C{write}, not discarded
+    (HEAD, 204, 304), and, on HTTP/1.1, framed by a C{Content-Length} rather
+    than chunked.
+    """
+    if type(request).write not in _TWISTED_WRITES:
+        return False
+    if getattr(request, "_encoder", None) is not None:
+        return False
+    if getattr(request, "_inFakeHead", False) or request.method == b"HEAD":
+        return False
+    if request.code in NO_BODY_CODES:
+        return False
+    return request.clientproto != b"HTTP/1.1" or request.responseHeaders.hasHeader(
+        b"content-length"
+    )
+
+
 def socketOutlet(consumer: IConsumer) -> SocketOutlet | None:
     """
     The socket under C{consumer} for direct sends, or L{None} when there is
-    none to send to directly: TLS (bytes must be encrypted), a chunked HTTP
-    body (bytes must be framed), HTTP/2, or any other consumer.
+    none to send to directly: TLS (bytes must be encrypted), an HTTP body
+    that is encoded, chunked or discarded, HTTP/2, a connection already
+    closed, or any other consumer.
     """
     transport: object
     request: Request | None
     if isinstance(consumer, Request):
         channel = consumer.channel
-        if not isinstance(channel, HTTPChannel) or consumer.method == b"HEAD":
+        if not isinstance(channel, HTTPChannel) or not _bodyAsWritten(consumer):
             return None
         transport, request = channel.transport, consumer
     else:
         transport, request = consumer, None
-    if not isinstance(transport, Connection) or getattr(transport, "TLS", False):
+    if (
+        not isinstance(transport, Connection)
+        or not transport.connected
+        or not all(hasattr(transport, name) for name in _TRANSPORT_ATTRIBUTES)
+        or transport.TLS
+    ):
         return None
     return SocketOutlet(consumer, transport, request)

@@ -20,7 +20,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._limits import Throttle
-from ._outlet import SocketOutlet, isConnectionError, isUnsupported, socketOutlet
+from ._outlet import (
+    SocketOutlet,
+    isConnectionError,
+    isNoRoom,
+    isUnsupported,
+    socketOutlet,
+)
 from ._sources import ISendfileSource, ISource
 
 MAX_CHUNKS_PER_TURN = 16
@@ -164,14 +170,14 @@ class StreamProducer:
 
             self._clock = reactor
         self._consumer = consumer
-        if self._directSends:
+        self._state = _State.PRODUCING
+        consumer.registerProducer(self, True)
+        # registerProducer may pause us, or stop us if the consumer is gone.
+        if self._state is not _State.STOPPED and self._directSends:
             self._outlet = socketOutlet(consumer)
             self._fileSends = self._sendfile and ISendfileSource.providedBy(
                 self._source
             )
-        self._state = _State.PRODUCING
-        consumer.registerProducer(self, True)
-        # registerProducer may pause us, or stop us if the consumer is gone.
         if self._state is _State.PRODUCING:
             self._produce()
         return self._done
@@ -298,9 +304,10 @@ class StreamProducer:
 
     def _written(self, count: int) -> None:
         """
-        Count C{count} bytes given to the consumer or sent past it. Done
-        before writing, since a write may stop the producer, whose result
-        then tells how many bytes were sent.
+        Count C{count} bytes given to the consumer or sent past it. Bytes
+        for the consumer are counted before they are written to it, since
+        the write may stop the producer, whose result then tells how many
+        bytes were sent.
         """
         self.bytesSent += count
         if self._observer is not None:
@@ -320,17 +327,14 @@ class StreamProducer:
             # Closing, or resumed while the transport still holds bytes
             # (which Twisted's transports never do): hand it the rest, after
             # those bytes.
-            self._pending = None
-            self._written(len(view))
-            self._consumer.write(bytes(view))
-            return self._state is _State.PRODUCING
+            return self._writeRest()
         try:
             sent = outlet.send(view)
         except OSError:
             self._broken(outlet)
             return False
         self._written(sent)
-        outlet.sent(sent)
+        outlet.countSent(sent)
         if sent == len(view):
             self._pending = None
             return True
@@ -339,6 +343,24 @@ class StreamProducer:
         self._pending = view[sent + 1 :] if len(view) > sent + 1 else None
         self._written(1)
         outlet.waitForRoom(bytes(view[sent : sent + 1]))
+        if self._state is _State.PRODUCING:
+            # Not paused: see _waitForRoom.
+            self._outlet = None
+            return self._writeRest()
+        return False
+
+    def _writeRest(self) -> bool:
+        """
+        Write the rest of the chunk in hand to the consumer, as any producer
+        does.
+
+        @return: As L{_sendNext}.
+        """
+        view, self._pending = self._pending, None
+        if view is not None:
+            self._written(len(view))
+            assert self._consumer is not None
+            self._consumer.write(bytes(view))
         return self._state is _State.PRODUCING
 
     def _sendFromFile(self, outlet: SocketOutlet) -> bool | None:
@@ -356,11 +378,10 @@ class StreamProducer:
         assert ISendfileSource.providedBy(source)
         try:
             sent = source.sendTo(outlet.fileno, wanted)
-        except BlockingIOError:  # the socket is full
-            self._refund(wanted)
-            return self._waitForRoom(outlet)
         except OSError as e:
             self._refund(wanted)
+            if isNoRoom(e):
+                return self._waitForRoom(outlet)
             if isConnectionError(e):
                 self._broken(outlet)
                 return False
@@ -381,7 +402,7 @@ class StreamProducer:
             return False
         self._refund(wanted - sent)
         self._written(sent)
-        outlet.sent(sent)
+        outlet.countSent(sent)
         return True
 
     def _waitForRoom(self, outlet: SocketOutlet) -> bool:
@@ -405,7 +426,11 @@ class StreamProducer:
             return False
         self._written(1)
         outlet.waitForRoom(byte)
-        return True
+        if self._state is _State.PRODUCING:
+            # The transport did not pause us: it is not one this was written
+            # for. Write to it as to any consumer from now on.
+            self._outlet = None
+        return self._state is not _State.STOPPED
 
     def _refund(self, count: int) -> None:
         """

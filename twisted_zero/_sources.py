@@ -18,7 +18,7 @@ from typing import BinaryIO
 from attrs import define, field
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from twisted.internet.interfaces import IReactorTime
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import Attribute, Interface, alsoProvides, implementer
 
 
 class ISource(Interface):
@@ -267,11 +267,13 @@ class FileSource:
         if self._offset is not None:
             self._file.seek(self._offset)
             self._offset = None
-        # From the file's own position, which it moves on: read() goes on
-        # from there.
-        sent = os.sendfile(socket, fileno, None, min(maxBytes, self._remaining))
+        # From where the file object is (which, if it buffers, is not where
+        # its descriptor is), and on from there for read().
+        position = self._file.tell()
+        sent = os.sendfile(socket, fileno, position, min(maxBytes, self._remaining))
         if not sent:
             raise self._truncated()
+        self._file.seek(position + sent)
         self._remaining -= sent
         return sent
 
@@ -287,7 +289,7 @@ class FileSource:
             file.close()
 
 
-@implementer(ISource)
+@implementer(ISendfileSource)
 @define
 class BytesSource:
     """
@@ -301,6 +303,12 @@ class BytesSource:
     def read(self, maxBytes: int) -> bytes:
         chunk, self._data = self._data[:maxBytes], self._data[maxBytes:]
         return chunk
+
+    def sendTo(self, socket: int, maxBytes: int) -> int | None:
+        """
+        0 once all is read: its bytes are in memory, not in a file.
+        """
+        return None if self._data else 0
 
     def close(self) -> None:
         self._data = b""
@@ -344,11 +352,12 @@ class ConcatenatedSource:
             part.close()
 
 
-@implementer(ISendfileSource)
-@define
+@implementer(ISource)
+@define(slots=False)  # alsoProvides() sets an attribute of its own
 class TimedSource:
     """
     Another source, until a deadline: it ends at the first read after it.
+    It provides L{ISendfileSource} if the other source does.
     """
 
     _source: ISource = field(alias="source")
@@ -358,6 +367,8 @@ class TimedSource:
 
     def __attrs_post_init__(self) -> None:
         self._deadline = self._clock.seconds() + self._seconds
+        if ISendfileSource.providedBy(self._source):
+            alsoProvides(self, ISendfileSource)
 
     @property
     def description(self) -> str:
@@ -373,11 +384,12 @@ class TimedSource:
         return self._source.read(maxBytes)
 
     def sendTo(self, socket: int, maxBytes: int) -> int | None:
-        if not ISendfileSource.providedBy(self._source):
-            return None
+        """
+        As L{ISendfileSource.sendTo}, if the other source provides it.
+        """
         if self._clock.seconds() >= self._deadline:
             return 0
-        sent: int | None = self._source.sendTo(socket, maxBytes)
+        sent: int | None = ISendfileSource(self._source).sendTo(socket, maxBytes)
         return sent
 
     def close(self) -> None:
