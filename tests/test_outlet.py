@@ -403,6 +403,39 @@ class FileSendsTests:
         assert pair.pump() == content[1000:401_001]
         assert outcome == [400_001]
 
+    def test_throttled(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        C{sendfile()} takes no more than the throttle allows, and what the
+        socket did not take is given back.
+        """
+        path, content = writeFile(tmp_path, 300_000)
+        bucket = TokenBucket(clock=pair.reactor, rate=100_000, burst=100_000)
+        producer = StreamProducer(
+            source=openFile(path),
+            clock=pair.reactor,
+            throttle=Throttle(buckets=[bucket]),
+        )
+        outcome = results(producer.startStreaming(pair.transport))
+        received = pair.pump()
+        assert received == content[:100_000]
+        for _ in range(3):
+            pair.reactor.advance(1)
+            received += pair.pump()
+        assert received == content and outcome == [len(content)]
+
+    def test_readFails(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        A source that fails when read for the byte that waits for room fails
+        the stream.
+        """
+        path, _ = writeFile(tmp_path, 2**20)
+        source = CountingSource(openFile(path), error=errno.EAGAIN)
+        source.read = lambda maxBytes: 1 / 0  # type: ignore[assignment,method-assign,misc,return-value]
+        producer = StreamProducer(source=source, clock=pair.reactor)
+        [failure] = results(producer.startStreaming(pair.transport))
+        assert isinstance(failure, Failure) and failure.check(ZeroDivisionError)
+        assert source.closed
+
 
 class ChunkSendsTests:
     def test_order(self, pair: Pair) -> None:
@@ -433,6 +466,38 @@ class ChunkSendsTests:
         [failure] = outcome
         assert isinstance(failure, Failure) and failure.check(StreamStopped)
         assert not pair.transport.connected
+
+    def test_closingWithChunkInHand(self, pair: Pair) -> None:
+        """
+        A connection that starts closing while the producer holds the rest
+        of a chunk gets that rest through the transport, in order.
+        """
+        size = 2**20
+        producer = StreamProducer(
+            source=ChargenSource(), clock=pair.reactor, limit=size
+        )
+        outcome = results(producer.startStreaming(pair.transport))
+        assert producer.state == "paused"
+        pair.transport.loseConnection()
+        received = pair.pump()
+        assert received == (CHARGEN_PERIOD * 150)[:size]
+        assert outcome == [size]
+
+    def test_transportThatDoesNotPause(self, pair: Pair) -> None:
+        """
+        A transport that does not pause the producer for the byte it is
+        handed gets ordinary writes from then on: nothing is lost or out of
+        order.
+        """
+        pair.transport._maybePauseProducer = lambda: None  # type: ignore[method-assign]
+        size = 2**20
+        producer = StreamProducer(
+            source=ChargenSource(), clock=pair.reactor, limit=size
+        )
+        outcome = results(producer.startStreaming(pair.transport))
+        received = pair.pump()
+        assert received == (CHARGEN_PERIOD * 150)[:size]
+        assert outcome == [size]
 
     def test_directSendsOff(self, pair: Pair) -> None:
         """
