@@ -13,7 +13,9 @@ Measures, on 127.0.0.1 with ephemeral ports only:
     connect and read nothing.
 
 With C{--baseline PATH}, our daemon as run from another checkout at PATH is
-measured too, as C{baseline}, and compared with ours.
+measured too, as C{baseline}, and compared with ours. With C{--pin
+SERVER_CPUS:CLIENT_CPUS}, every server runs on SERVER_CPUS only and this
+process, the client, on CLIENT_CPUS only.
 
 The machine is assumed noisy: every round measures every server once, in a
 shuffled order, and the targets are judged on the medians of per-round
@@ -45,12 +47,13 @@ from benchutil import (
     BenchError,
     GiB,
     MiB,
+    Pinning,
     Throughput,
     addBaselineOption,
+    addPinOption,
     checkImportedFrom,
     checkoutEnvironment,
     cpuSeconds,
-    dieWithParent,
     fmt,
     formatSize,
     median,
@@ -59,6 +62,7 @@ from benchutil import (
     progress,
     roundRatios,
     rssKiB,
+    serverPreexec,
     table,
     terminate,
     waitUntil,
@@ -143,6 +147,11 @@ class Setup:
     """
     The checkout the baseline daemon is run from, or L{None} for none.
     """
+    pinning: Pinning | None = None
+    """
+    The CPUs of the servers and of the client, or L{None} to leave them to
+    the scheduler.
+    """
 
     def sourceArgument(self, source: str) -> str:
         return f"file:{self.filePath}" if source == "file" else source
@@ -219,11 +228,13 @@ class Server:
                 cwd=setup.workDir,
                 env=setup.environment(spec.kind),
                 start_new_session=True,
-                preexec_fn=dieWithParent,
+                preexec_fn=serverPreexec(setup.pinning),
             )
         server = cls(spec, process, logPath)
         try:
             server.port = server._waitForPort(portLine)
+            if setup.pinning is not None:
+                setup.pinning.checkServer([server.pid], spec.label)
         except BaseException:
             server.stop()
             raise
@@ -799,7 +810,7 @@ def _probeOurs(setup: Setup, kind: str = OURS) -> tuple[str, str, dict[str, int]
 
 def parseArguments(
     argv: Sequence[str] | None,
-) -> tuple[Plan, str | None, Path | None]:
+) -> tuple[Plan, str | None, Path | None, Pinning | None]:
     parser = argparse.ArgumentParser(
         description="Benchmark twisted-zero against reference servers on "
         "127.0.0.1 (run by hand, not in CI).",
@@ -863,6 +874,7 @@ def parseArguments(
     )
     parser.add_argument("--seed", type=int, help="seed of the shuffled order")
     addBaselineOption(parser)
+    addPinOption(parser, " (this process, which reads the streams)")
     args = parser.parse_args(argv)
     quick: bool = args.quick
 
@@ -894,16 +906,19 @@ def parseArguments(
             parser.error(f"{name} is too small")
     chunk: int | None = args.chunk_size
     baseline: Path | None = args.baseline
-    return plan, None if chunk is None else str(chunk), baseline
+    pinning: Pinning | None = args.pin
+    return plan, None if chunk is None else str(chunk), baseline, pinning
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    plan, ourChunkOption, baseline = parseArguments(argv)
+    plan, ourChunkOption, baseline, pinning = parseArguments(argv)
     signal.signal(signal.SIGTERM, terminate)
+    if pinning is not None:
+        pinning.pinClient()
     with tempfile.TemporaryDirectory(prefix="twisted-zero-bench-") as tmp:
         workDir = Path(tmp)
         filePath = workDir / "stream.bin"
-        setup = Setup(workDir, filePath, {}, ourChunkOption, baseline)
+        setup = Setup(workDir, filePath, {}, ourChunkOption, baseline, pinning)
         ourPackage, twistedVersion, defaultChunks = _probeOurs(setup)
         checkImportedFrom(ourPackage, REPO_ROOT)
         baselineNote = baselineChunksNote = ""
@@ -923,7 +938,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             chunkSizes = dict.fromkeys(SOURCES, int(ourChunkOption))
             chunkOrigin = f"--chunk-size {ourChunkOption}"
-        setup = Setup(workDir, filePath, chunkSizes, ourChunkOption, baseline)
+        setup = Setup(workDir, filePath, chunkSizes, ourChunkOption, baseline, pinning)
         ourChunks = ", ".join(
             f"{source} {formatSize(chunkSizes[source])}" for source in SOURCES
         )
@@ -932,12 +947,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for spec in GENERATED + FILES
             if spec.kind == ASYNCIO_STREAM
         )
+        pinNote = "" if pinning is None else f"pinned: {pinning.describe()}\n"
         print(
             f"twisted-zero bench: {platform.python_implementation()} "
             f"{platform.python_version()}, Twisted {twistedVersion}, "
             f"{os.cpu_count()} CPUs, Linux {platform.release()}\n"
             f"ours from {Path(ourPackage).parent}{baselineNote}; "
             f"rounds {plan.rounds}; seed {plan.seed}\n"
+            f"{pinNote}"
             f"chunks: ours {ourChunks} ({chunkOrigin}){baselineChunksNote}; "
             f"{ASYNCIO_STREAM} {referenceChunks}; "
             f"{FILESENDER} 16K (its own)\n"

@@ -1,8 +1,8 @@
 """
 Helpers shared by the benchmarks (C{bench.py}, C{http_bench.py}): sizes,
-the checkouts the daemons are run from, what /proc says of a server, waiting
-for a server to settle, the test file and the report's tables. Not a
-benchmark itself.
+the checkouts the daemons are run from, what /proc says of a server, pinning
+to CPUs, waiting for a server to settle, the test file and the report's
+tables. Not a benchmark itself.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import statistics
 import sys
 import termios
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -225,6 +225,109 @@ def terminate(signum: int, frame: FrameType | None) -> None:
     clauses stop the servers and remove the temporary directory.
     """
     raise SystemExit(128 + signum)
+
+
+# Pinning to CPUs ---------------------------------------------------------
+
+_CPU_LISTS = re.compile(r"([0-9]+(?:,[0-9]+)*):([0-9]+(?:,[0-9]+)*)")
+
+
+def _cpuList(cpus: Iterable[int]) -> str:
+    """
+    C{CPU 0} or C{CPUs 0,1}.
+    """
+    ordered = sorted(cpus)
+    return f"CPU{'s' if len(ordered) > 1 else ''} {','.join(map(str, ordered))}"
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """
+    The CPUs that the servers a benchmark starts, and its measuring client,
+    may run on (C{--pin}).
+    """
+
+    serverCpus: frozenset[int]
+    clientCpus: frozenset[int]
+
+    def describe(self) -> str:
+        return (
+            f"servers on {_cpuList(self.serverCpus)}, "
+            f"client on {_cpuList(self.clientCpus)}"
+        )
+
+    def pinClient(self) -> None:
+        """
+        Restrict this process, the measuring client, to the client CPUs; the
+        processes it forks from then on inherit that.
+        """
+        os.sched_setaffinity(0, self.clientCpus)
+
+    def prepareServer(self) -> None:
+        """
+        A C{preexec_fn}: L{dieWithParent}, and restrict the server to the
+        server CPUs before it execs, so that every process it forks later
+        (nginx's workers) inherits that.
+        """
+        dieWithParent()
+        os.sched_setaffinity(0, self.serverCpus)
+
+    def checkServer(self, pids: Iterable[int], what: str) -> None:
+        """
+        Check that the processes C{pids} of a server may run on the server
+        CPUs only.
+
+        @raise BenchError: If one may run elsewhere.
+        """
+        for pid in pids:
+            cpus = os.sched_getaffinity(pid)
+            if cpus != self.serverCpus:
+                raise BenchError(
+                    f"{what} (pid {pid}) may run on {_cpuList(cpus)}, not "
+                    f"only on {_cpuList(self.serverCpus)}"
+                )
+
+
+def parsePinning(text: str) -> Pinning:
+    """
+    An argparse type: C{SERVER_CPUS:CLIENT_CPUS}, each a comma-separated list
+    of CPU numbers this process may run on (C{0:1}, C{0,1:2,3}).
+    """
+    match = _CPU_LISTS.fullmatch(text.replace(" ", ""))
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not SERVER_CPUS:CLIENT_CPUS, such as 0:1"
+        )
+    available = os.sched_getaffinity(0)
+    servers, client = (frozenset(map(int, cpus.split(","))) for cpus in match.groups())
+    missing = (servers | client) - available
+    if missing:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {_cpuList(missing)} not available (this process may "
+            f"run on {_cpuList(available)})"
+        )
+    return Pinning(servers, client)
+
+
+def addPinOption(parser: argparse.ArgumentParser, clientNote: str = "") -> None:
+    parser.add_argument(
+        "--pin",
+        type=parsePinning,
+        metavar="SERVER_CPUS:CLIENT_CPUS",
+        help="run every server the benchmark starts (and every process it "
+        "forks) on SERVER_CPUS only and the measuring client on CLIENT_CPUS "
+        f"only{clientNote}; each a comma-separated list of CPU numbers, e.g. "
+        "0:1 (default: no pinning, where the scheduler happens to put them "
+        "changes the throughput)",
+    )
+
+
+def serverPreexec(pinning: Pinning | None) -> Callable[[], None]:
+    """
+    The C{preexec_fn} of a server subprocess: L{dieWithParent}, and with
+    C{pinning} the server CPUs (L{Pinning.prepareServer}).
+    """
+    return dieWithParent if pinning is None else pinning.prepareServer
 
 
 # Waiting -----------------------------------------------------------------

@@ -20,6 +20,8 @@ Every round measures every server once, in a shuffled order, and the target
 (ours ahead of twisted.web.static and aiohttp) is judged on the medians of
 per-round ratios. With C{--baseline PATH}, our daemon as run from another
 checkout at PATH is measured too, as C{baseline}, and compared with ours.
+With C{--pin SERVER_CPUS:CLIENT_CPUS}, every server (nginx's worker too)
+runs on SERVER_CPUS only and the client processes on CLIENT_CPUS only.
 """
 
 from __future__ import annotations
@@ -52,13 +54,14 @@ from benchutil import (
     BenchError,
     GiB,
     MiB,
+    Pinning,
     Throughput,
     addBaselineOption,
+    addPinOption,
     checkImportedFrom,
     checkoutEnvironment,
     childPids,
     cpuTimes,
-    dieWithParent,
     fmt,
     formatSize,
     median,
@@ -66,6 +69,7 @@ from benchutil import (
     progress,
     roundRatios,
     rssKiB,
+    serverPreexec,
     spread,
     table,
     terminate,
@@ -169,6 +173,11 @@ class Setup:
     """
     The checkout the baseline daemon is run from, or L{None} for none.
     """
+    pinning: Pinning | None = None
+    """
+    The CPUs of the servers and of the client, or L{None} to leave them to
+    the scheduler.
+    """
 
     def environment(self, kind: str = OURS) -> dict[str, str]:
         """
@@ -271,6 +280,7 @@ class HttpServer:
             server.port = server._waitForPort(
                 PORT_LINES[OURS if kind in DAEMONS else kind]
             )
+            server._checkPinned(setup)
         except BaseException:
             server.stop()
             raise
@@ -307,6 +317,7 @@ class HttpServer:
             )
             try:
                 server._waitForNginx()
+                server._checkPinned(setup)
             except BenchError:
                 server.stop()
                 if attempt < 2 and "Address already in use" in server.logTail():
@@ -345,6 +356,14 @@ class HttpServer:
                     return
             time.sleep(0.05)
         raise BenchError(f"{self.label}: not serving after {STARTUP_TIMEOUT}s")
+
+    def _checkPinned(self, setup: Setup) -> None:
+        """
+        With C{--pin}, check that the server's processes (nginx's master and
+        worker) may run on the server CPUs only.
+        """
+        if setup.pinning is not None:
+            setup.pinning.checkServer((self.pid, *self.workers), self.label)
 
     def checkAlive(self) -> None:
         if self.process.poll() is not None:
@@ -390,7 +409,7 @@ def _spawn(
             cwd=setup.workDir,
             env=setup.environment(kind),
             start_new_session=True,
-            preexec_fn=dieWithParent,
+            preexec_fn=serverPreexec(setup.pinning),
         )
 
 
@@ -1011,7 +1030,7 @@ def _nginxVersion(nginx: str) -> str:
 
 def parseArguments(
     argv: Sequence[str] | None,
-) -> tuple[Plan, str | None, Path | None]:
+) -> tuple[Plan, str | None, Path | None, Pinning | None]:
     parser = argparse.ArgumentParser(
         description="Benchmark downloads from twisted-zero's HTTP front end "
         "against twisted.web.static, aiohttp and nginx on 127.0.0.1 (run by "
@@ -1043,7 +1062,7 @@ def parseArguments(
         type=int,
         help="client processes the connections are spread over (default: as "
         "many as the machine has CPUs, so that the client can use whatever CPU "
-        "the server leaves)",
+        "the server leaves; with --pin, as many as CLIENT_CPUS)",
     )
     parser.add_argument(
         "--stalled",
@@ -1076,12 +1095,15 @@ def parseArguments(
     )
     parser.add_argument("--seed", type=int, help="seed of the shuffled order")
     addBaselineOption(parser)
+    addPinOption(parser, " (the client processes, which download)")
     args = parser.parse_args(argv)
     quick: bool = args.quick
+    pinning: Pinning | None = args.pin
 
     def pick(value: int | None, normal: int, small: int) -> int:
         return value if value is not None else (small if quick else normal)
 
+    clientCpus = (os.cpu_count() or 1) if pinning is None else len(pinning.clientCpus)
     plan = Plan(
         rounds=pick(args.rounds, 5, 1),
         fileSize=pick(args.file_size, 512 * MiB, 64 * MiB),
@@ -1090,9 +1112,7 @@ def parseArguments(
         stalledCount=args.stalled,
         recvSize=args.recv_size,
         clientProcesses=(
-            args.client_processes
-            if args.client_processes is not None
-            else os.cpu_count() or 1
+            args.client_processes if args.client_processes is not None else clientCpus
         ),
         timeout=args.timeout,
         budget=args.budget,
@@ -1114,17 +1134,19 @@ def parseArguments(
     if plan.fileSize > 64 * GiB:
         parser.error("--file-size is too large")
     baseline: Path | None = args.baseline
-    return plan, _findNginx(args.nginx), baseline
+    return plan, _findNginx(args.nginx), baseline, pinning
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    plan, nginx, baseline = parseArguments(argv)
+    plan, nginx, baseline, pinning = parseArguments(argv)
     signal.signal(signal.SIGTERM, terminate)
+    if pinning is not None:
+        pinning.pinClient()  # the client processes are forked from this one
     with tempfile.TemporaryDirectory(prefix="twisted-zero-http-bench-") as tmp:
         workDir = Path(tmp).resolve()
         dataDir = workDir / "data"
         dataDir.mkdir()
-        setup = Setup(workDir, dataDir, nginx, baseline)
+        setup = Setup(workDir, dataDir, nginx, baseline, pinning)
         ourPackage, twistedVersion, aiohttpVersion = _probe(setup)
         checkImportedFrom(ourPackage, REPO_ROOT)
         baselineNote = ""
@@ -1138,6 +1160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             nginxNote = f"nginx {_nginxVersion(nginx)} (sendfile on, 1 worker)"
         processes = min(plan.clientProcesses, plan.connections)
+        pinNote = "" if pinning is None else f"pinned: {pinning.describe()}\n"
         print(
             f"twisted-zero HTTP bench: {platform.python_implementation()} "
             f"{platform.python_version()}, Twisted {twistedVersion}, aiohttp "
@@ -1145,6 +1168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{platform.release()}\n"
             f"ours from {Path(ourPackage).parent}{baselineNote}; "
             f"rounds {plan.rounds}; seed {plan.seed}\n"
+            f"{pinNote}"
             f"file of {formatSize(plan.fileSize)} (page cache), downloaded "
             f"{plan.singleDownloads} x on 1 connection and once on each of "
             f"{plan.connections} at once; client: {processes} process(es), "
