@@ -240,9 +240,11 @@ class FileSource:
     chunkSize: int = FILE_CHUNK_SIZE
     _offset: int | None = field(default=None, alias="offset")
     """
-    Where the run starts in the file; L{None} to read on from where the
-    file is. Set, it is sought once, before the first read, so that several
-    sources may share one file (the parts of a multipart response).
+    Where the next byte is in the file, when the file object is not there:
+    at first, where the run starts (L{None} to read on from where the file
+    is), so that several sources may share one file (the parts of a
+    multipart response); after L{sendTo}, which leaves the file object where
+    it was, past what it sent. It is sought before the next read.
     """
 
     def read(self, maxBytes: int) -> bytes:
@@ -264,16 +266,13 @@ class FileSource:
             fileno = self._file.fileno()
         except (OSError, AttributeError, ValueError):  # not a real file
             return None
-        if self._offset is not None:
-            self._file.seek(self._offset)
-            self._offset = None
-        # From where the file object is (which, if it buffers, is not where
-        # its descriptor is), and on from there for read().
-        position = self._file.tell()
+        # From where the file object is, which, if it buffers, is not where
+        # its descriptor is.
+        position = self._file.tell() if self._offset is None else self._offset
         sent = os.sendfile(socket, fileno, position, min(maxBytes, self._remaining))
         if not sent:
             raise self._truncated()
-        self._file.seek(position + sent)
+        self._offset = position + sent
         self._remaining -= sent
         return sent
 
