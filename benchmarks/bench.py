@@ -37,52 +37,62 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from benchutil import (
+    BASELINE,
+    BENCH_DIR,
+    DAEMONS,
     HOST,
+    OURS,
+    REPO_ROOT,
+    STALLED_BATCH,
+    THROUGHPUT_COLUMNS,
     TWISTD,
     BenchError,
     GiB,
     MiB,
     Pinning,
+    RoundResults,
+    ServerProcess,
     Throughput,
-    addBaselineOption,
-    addPinOption,
+    addRoundOptions,
+    addRunOptions,
+    addStalledOptions,
     checkImportedFrom,
-    checkoutEnvironment,
+    checkPositive,
+    connect,
     cpuSeconds,
     fmt,
     formatSize,
     median,
     openFds,
     parseSize,
+    picker,
     progress,
+    roundIndexes,
     roundRatios,
     rssKiB,
-    serverPreexec,
+    runProbe,
+    seedOf,
+    serverEnvironment,
+    spawnServer,
+    spread,
+    stalledCells,
     table,
     terminate,
+    throughputCells,
     waitUntil,
     waitUntilSettled,
     warmPageCache,
     writeTestFile,
 )
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
 REFERENCE_SERVERS = BENCH_DIR / "reference_servers.py"
-STARTUP_TIMEOUT = 20.0
-STALLED_BATCH = 25
 
-OURS = "ours"
-BASELINE = "baseline"
-DAEMONS = (OURS, BASELINE)
-"""
-The kinds of server that are our daemon: of this tree, or of the baseline's.
-"""
 ASYNCIO_STREAM = "asyncio-stream"
 ASYNCIO_SENDFILE = "asyncio-sendfile"
 FILESENDER = "twisted-filesender"
@@ -161,10 +171,7 @@ class Setup:
         The environment of a server of C{kind}: the baseline imports our
         package from its checkout, every other server from this tree.
         """
-        if kind == BASELINE:
-            assert self.baseline is not None
-            return checkoutEnvironment(self.baseline)
-        return checkoutEnvironment(REPO_ROOT)
+        return serverEnvironment(kind, self.baseline)
 
     def withBaseline(self, specs: Sequence[ServerSpec]) -> tuple[ServerSpec, ...]:
         """
@@ -201,7 +208,7 @@ class Setup:
 
 
 @dataclass
-class Server:
+class Server(ServerProcess):
     """
     A running server subprocess that this benchmark started.
     """
@@ -212,24 +219,22 @@ class Server:
     port: int = 0
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
+    def label(self) -> str:
+        return self.spec.label
 
     @classmethod
     def start(cls, spec: ServerSpec, setup: Setup, serial: int) -> Server:
         logPath = setup.workDir / f"{serial:03d}-{spec.kind}-{spec.source}.log"
         portLine = OUR_PORT_LINE if spec.kind in DAEMONS else REFERENCE_PORT_LINE
-        with open(logPath, "wb") as log, open(logPath.with_suffix(".err"), "wb") as err:
-            process = subprocess.Popen(
-                setup.command(spec),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT if spec.kind in DAEMONS else err,
-                cwd=setup.workDir,
-                env=setup.environment(spec.kind),
-                start_new_session=True,
-                preexec_fn=serverPreexec(setup.pinning),
-            )
+        process = spawnServer(
+            setup.command(spec),
+            logPath,
+            logPath.with_suffix(".err"),
+            setup.workDir,
+            setup.environment(spec.kind),
+            setup.pinning,
+            mergeErrors=spec.kind in DAEMONS,
+        )
         server = cls(spec, process, logPath)
         try:
             server.port = server._waitForPort(portLine)
@@ -240,58 +245,8 @@ class Server:
             raise
         return server
 
-    def _waitForPort(self, portLine: re.Pattern[str]) -> int:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            match = portLine.search(self.logPath.read_text(errors="replace"))
-            if match:
-                return int(match.group(1))
-            self.checkAlive()
-            time.sleep(0.05)
-        raise BenchError(f"{self.spec.label}: no port after {STARTUP_TIMEOUT}s")
-
-    def checkAlive(self) -> None:
-        if self.process.poll() is not None:
-            raise BenchError(
-                f"{self.spec.label} (pid {self.pid}) exited with "
-                f"{self.process.returncode}:\n{self.logTail()}"
-            )
-
-    def logTail(self, lines: int = 15) -> str:
-        text = ""
-        for path in (self.logPath, self.logPath.with_suffix(".err")):
-            with contextlib.suppress(OSError):
-                text += path.read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        """
-        Terminate this server (by its PID only) and reap it.
-        """
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
-@contextlib.contextmanager
-def running(spec: ServerSpec, setup: Setup, serial: int) -> Iterator[Server]:
-    server = Server.start(spec, setup, serial)
-    try:
-        yield server
-    finally:
-        server.stop()
-
 
 # The client --------------------------------------------------------------
-
-
-def _connect(port: int, deadline: float) -> socket.socket:
-    timeout = max(deadline - time.monotonic(), 0.1)
-    return socket.create_connection((HOST, port), timeout=timeout)
 
 
 def readStreams(
@@ -305,7 +260,7 @@ def readStreams(
     @return: The bytes read on each connection.
     """
     view = memoryview(buffer)
-    socks = [_connect(port, deadline) for _ in range(connections)]
+    socks = [connect(port, deadline) for _ in range(connections)]
     received = [0] * connections
     try:
         if connections == 1:
@@ -420,7 +375,7 @@ def measureStalled(
     try:
         while len(socks) < count:
             for _ in range(min(STALLED_BATCH, count - len(socks))):
-                socks.append(_connect(server.port, deadline))
+                socks.append(connect(server.port, deadline))
             waitUntil(
                 lambda: openFds(server.pid) - baseFds >= len(socks),
                 deadline,
@@ -476,30 +431,7 @@ class Ratio:
     stalled: bool = False
 
 
-@dataclass
-class Results:
-    rounds: int
-    throughput: dict[tuple[ServerSpec, int], list[Throughput | None]] = field(
-        default_factory=dict
-    )
-    stalled: dict[ServerSpec, list[float | None]] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
-    roundsDone: int = 0
-
-    def addThroughput(
-        self,
-        spec: ServerSpec,
-        connections: int,
-        roundIndex: int,
-        value: Throughput | None,
-    ) -> None:
-        slots = self.throughput.setdefault((spec, connections), [None] * self.rounds)
-        slots[roundIndex] = value
-
-    def addStalled(
-        self, spec: ServerSpec, roundIndex: int, value: float | None
-    ) -> None:
-        self.stalled.setdefault(spec, [None] * self.rounds)[roundIndex] = value
+Results = RoundResults[ServerSpec, Throughput]
 
 
 @dataclass(frozen=True)
@@ -526,12 +458,8 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
         servers: dict[ServerSpec, Server] = {}
         for spec in setup.withBaseline(GENERATED + FILES):
             serial += 1
-            servers[spec] = stack.enter_context(running(spec, setup, serial))
-        for roundIndex in range(plan.rounds):
-            if roundIndex and time.monotonic() - began > plan.budget:
-                progress(f"time budget of {plan.budget:.0f}s spent: stopping early")
-                break
-            progress(f"round {roundIndex + 1}/{plan.rounds}")
+            servers[spec] = stack.enter_context(Server.start(spec, setup, serial))
+        for roundIndex in roundIndexes(plan.rounds, plan.budget, began):
             warmPageCache(setup.filePath, buffer)
             groups = [
                 (specs, connections)
@@ -549,21 +477,20 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
                         )
                         expected = limit
                     name = f"{spec.label} x{connections}"
-                    try:
-                        sample: Throughput | None = measureThroughput(
+                    sample = results.attempt(
+                        roundIndex,
+                        name,
+                        partial(
+                            measureThroughput,
                             servers[spec],
                             connections,
                             limit,
                             expected,
                             buffer,
                             plan.timeout,
-                        )
-                    except (OSError, BenchError) as e:
-                        sample = None
-                        results.failures.append(f"round {roundIndex + 1}: {name}: {e}")
-                        progress(f"  {name}: FAILED: {e}")
-                    else:
-                        assert sample is not None
+                        ),
+                    )
+                    if sample is not None:
                         progress(
                             f"  {name:36} {sample.gbPerSecond:6.2f} GB/s  "
                             f"{sample.serverCpuPerGb:5.2f} CPU s/GB  "
@@ -575,24 +502,32 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
             for spec in rng.sample(stalledSpecs, len(stalledSpecs)):
                 serial += 1
                 name = f"{spec.label} stalled x{plan.stalledCount}"
-                try:
-                    with running(spec, setup, serial) as server:
-                        perConnection: float | None = measureStalled(
-                            server,
-                            plan.stalledCount,
-                            4 * setup.chunkSizes[spec.source],
-                            buffer,
-                            plan.timeout,
-                        )
-                except (OSError, BenchError) as e:
-                    perConnection = None
-                    results.failures.append(f"round {roundIndex + 1}: {name}: {e}")
-                    progress(f"  {name}: FAILED: {e}")
-                else:
+                perConnection = results.attempt(
+                    roundIndex,
+                    name,
+                    partial(_startAndMeasureStalled, spec, setup, serial, plan, buffer),
+                )
+                if perConnection is not None:
                     progress(f"  {name:36} {perConnection:6.1f} KiB/conn")
                 results.addStalled(spec, roundIndex, perConnection)
             results.roundsDone = roundIndex + 1
     return results
+
+
+def _startAndMeasureStalled(
+    spec: ServerSpec, setup: Setup, serial: int, plan: Plan, buffer: bytearray
+) -> float:
+    """
+    Start a server for C{spec}, L{measureStalled} it and stop it.
+    """
+    with Server.start(spec, setup, serial) as server:
+        return measureStalled(
+            server,
+            plan.stalledCount,
+            4 * setup.chunkSizes[spec.source],
+            buffer,
+            plan.timeout,
+        )
 
 
 # The report --------------------------------------------------------------
@@ -685,9 +620,8 @@ def _ratioValues(results: Results, ratio: Ratio) -> list[float | None]:
             results.stalled.get(ratio.numerator, missing),
             results.stalled.get(ratio.denominator, missing),
         )
-    empty: list[Throughput | None] = [None] * results.rounds
-    tops = results.throughput.get((ratio.numerator, ratio.connections), empty)
-    bottoms = results.throughput.get((ratio.denominator, ratio.connections), empty)
+    tops = results.samples(ratio.numerator, ratio.connections)
+    bottoms = results.samples(ratio.denominator, ratio.connections)
     return roundRatios(
         [None if top is None else top.gbPerSecond for top in tops],
         [None if bottom is None else bottom.gbPerSecond for bottom in bottoms],
@@ -700,37 +634,20 @@ def report(plan: Plan, setup: Setup, results: Results) -> str:
     rows: list[list[str]] = []
     for connections in (1, plan.multiConnections):
         for spec in setup.withBaseline(GENERATED + FILES):
-            samples = results.throughput.get((spec, connections), [])
+            samples = results.samples(spec, connections)
             done = [sample for sample in samples if sample is not None]
-            speeds = [sample.gbPerSecond for sample in done]
             rows.append(
                 [
                     f"{spec.source} x{connections}",
                     spec.kind,
-                    fmt(median(speeds)),
-                    f"{min(speeds):.2f}-{max(speeds):.2f}" if speeds else "n/a",
-                    fmt(median([sample.serverCpuPerGb for sample in done])),
-                    fmt(median([sample.serverLoad for sample in done]), ".0%"),
+                    *throughputCells(done),
                     fmt(median([sample.clientLoad for sample in done]), ".0%"),
                     str(len(done)),
                 ]
             )
     out.append(f"Throughput ({rounds}; GB = 10^9 bytes)")
-    out.append(
-        table(
-            [
-                "test",
-                "server",
-                "GB/s",
-                "min-max",
-                "srv CPU s/GB",
-                "srv CPU",
-                "client CPU",
-                "n",
-            ],
-            rows,
-        )
-    )
+    header = ["test", "server", *THROUGHPUT_COLUMNS, "client CPU", "n"]
+    out.append(table(header, rows))
     out.append("")
     out.append(
         f"Stalled readers ({plan.stalledCount} connections reading nothing; "
@@ -738,22 +655,14 @@ def report(plan: Plan, setup: Setup, results: Results) -> str:
     )
     rows = []
     for spec in setup.withBaseline(STALLED):
-        values = [value for value in results.stalled.get(spec, []) if value is not None]
-        rows.append(
-            [
-                spec.source,
-                spec.kind,
-                fmt(median(values), ".1f"),
-                f"{min(values):.1f}-{max(values):.1f}" if values else "n/a",
-                str(len(values)),
-            ]
-        )
+        values = results.stalled.get(spec, [])
+        rows.append([spec.source, spec.kind, *stalledCells(values)])
     out.append(table(["source", "server", "KiB/conn", "min-max", "n"], rows))
     out.append("")
     out.append(f"Ratios and targets ({rounds} of per-round values)")
     rows = []
     for ratio in _ratios(plan, setup):
-        values = [value for value in _ratioValues(results, ratio) if value is not None]
+        values = _ratioValues(results, ratio)
         middle = median(values)
         if ratio.atLeast is not None:
             target = f">= {ratio.atLeast:.2f}"
@@ -767,16 +676,13 @@ def report(plan: Plan, setup: Setup, results: Results) -> str:
             [
                 ratio.title,
                 fmt(middle),
-                f"{min(values):.2f}-{max(values):.2f}" if values else "n/a",
+                spread(values),
                 target,
                 "" if verdict is None else ("PASS" if verdict else "FAIL"),
             ]
         )
     out.append(table(["ratio", "median", "min-max", "target", ""], rows, 1))
-    if results.failures:
-        out.append("")
-        out.append(f"{len(results.failures)} measurement(s) failed:")
-        out += [f"  {failure}" for failure in results.failures]
+    out += results.failureLines()
     return "\n".join(out)
 
 
@@ -789,19 +695,13 @@ def _probeOurs(setup: Setup, kind: str = OURS) -> tuple[str, str, dict[str, int]
     default chunk size of each source, as the interpreter of the daemon of
     C{kind} (ours or the baseline) sees them.
     """
-    completed = subprocess.run(
-        [sys.executable, "-c", PROBE, *SOURCES],
-        env=setup.environment(kind),
-        cwd=setup.workDir,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    output = runProbe(
+        PROBE,
+        SOURCES,
+        setup.environment(kind),
+        setup.workDir,
+        f"cannot probe the {kind} daemon's package",
     )
-    if completed.returncode != 0:
-        raise SystemExit(
-            f"cannot probe the {kind} daemon's package:\n{completed.stderr.strip()}"
-        )
-    output = completed.stdout.split()
     if len(output) != 2 + len(SOURCES):
         raise BenchError(f"unexpected output of the probe: {output}")
     sizes = dict(zip(SOURCES, map(int, output[2:]), strict=True))
@@ -815,10 +715,7 @@ def parseArguments(
         description="Benchmark twisted-zero against reference servers on "
         "127.0.0.1 (run by hand, not in CI).",
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="one round, small sizes: a smoke test"
-    )
-    parser.add_argument("--rounds", type=int, help="rounds (default 5; quick 1)")
+    addRoundOptions(parser)
     parser.add_argument(
         "--chunk-size",
         type=parseSize,
@@ -848,39 +745,10 @@ def parseArguments(
         help="size of the streamed temporary file, read whole by every "
         "connection (default 512M; quick 64M)",
     )
-    parser.add_argument(
-        "--stalled",
-        type=int,
-        default=200,
-        help="stalled connections for the memory test (default 200)",
-    )
-    parser.add_argument(
-        "--recv-size",
-        type=parseSize,
-        default=MiB,
-        help="client recv_into buffer (default 1M)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=300.0,
-        help="seconds one measurement may take (default 300)",
-    )
-    parser.add_argument(
-        "--budget",
-        type=float,
-        default=3600.0,
-        help="start no new round after this many seconds (default 3600)",
-    )
-    parser.add_argument("--seed", type=int, help="seed of the shuffled order")
-    addBaselineOption(parser)
-    addPinOption(parser, " (this process, which reads the streams)")
+    addStalledOptions(parser, "connections")
+    addRunOptions(parser, " (this process, which reads the streams)")
     args = parser.parse_args(argv)
-    quick: bool = args.quick
-
-    def pick(value: int | None, normal: int, small: int) -> int:
-        return value if value is not None else (small if quick else normal)
-
+    pick = picker(args.quick)
     plan = Plan(
         rounds=pick(args.rounds, 5, 1),
         singleBytes=pick(args.single_bytes, GiB, 128 * MiB),
@@ -891,19 +759,20 @@ def parseArguments(
         recvSize=args.recv_size,
         timeout=args.timeout,
         budget=args.budget,
-        seed=args.seed if args.seed is not None else random.randrange(2**32),
+        seed=seedOf(args.seed),
     )
-    for name, value in [
-        ("--rounds", plan.rounds),
-        ("--connections", plan.multiConnections - 1),
-        ("--stalled", plan.stalledCount),
-        ("--single-bytes", plan.singleBytes),
-        ("--multi-bytes", plan.multiBytes),
-        ("--file-size", plan.fileSize),
-        ("--recv-size", plan.recvSize),
-    ]:
-        if value < 1:
-            parser.error(f"{name} is too small")
+    checkPositive(
+        parser,
+        [
+            ("--rounds", plan.rounds),
+            ("--connections", plan.multiConnections - 1),
+            ("--stalled", plan.stalledCount),
+            ("--single-bytes", plan.singleBytes),
+            ("--multi-bytes", plan.multiBytes),
+            ("--file-size", plan.fileSize),
+            ("--recv-size", plan.recvSize),
+        ],
+    )
     chunk: int | None = args.chunk_size
     baseline: Path | None = args.baseline
     pinning: Pinning | None = args.pin

@@ -1,28 +1,37 @@
 """
 Helpers shared by the benchmarks (C{bench.py}, C{http_bench.py}): sizes,
-the checkouts the daemons are run from, what /proc says of a server, pinning
-to CPUs, waiting for a server to settle, the test file and the report's
-tables. Not a benchmark itself.
+the checkouts the daemons are run from, the command line, what /proc says of
+a server, server processes, pinning to CPUs, waiting for a server to settle,
+the test file, the rounds and their results, and the report's tables. Not a
+benchmark itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import fcntl
 import os
+import random
 import re
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
+from types import FrameType, TracebackType
+from typing import Generic, TypeVar
 
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+STARTUP_TIMEOUT = 20.0
+STALLED_BATCH = 25
 HOST = "127.0.0.1"
 GB = 10**9
 KiB = 1024
@@ -37,6 +46,13 @@ TWISTD = (
 """
 C{python -c TWISTD ...} runs twistd with this interpreter (and its
 C{PYTHONPATH}), whatever C{twistd} script is on C{PATH}.
+"""
+
+OURS = "ours"
+BASELINE = "baseline"
+DAEMONS = (OURS, BASELINE)
+"""
+The kinds of server that are our daemon: of this tree, or of the baseline's.
 """
 
 
@@ -109,6 +125,40 @@ def addBaselineOption(parser: argparse.ArgumentParser) -> None:
         "started like ours but with PYTHONPATH set to PATH, and report the "
         "per-round ratios ours / baseline",
     )
+
+
+def serverEnvironment(kind: str, baseline: Path | None) -> dict[str, str]:
+    """
+    The environment of a server of C{kind}: the baseline imports our package
+    from its checkout at C{baseline}, every other server from this tree.
+    """
+    if kind == BASELINE:
+        assert baseline is not None
+        return checkoutEnvironment(baseline)
+    return checkoutEnvironment(REPO_ROOT)
+
+
+def runProbe(
+    probe: str, arguments: Sequence[str], env: dict[str, str], cwd: Path, failure: str
+) -> list[str]:
+    """
+    Run the Python code C{probe} with C{arguments} in C{env} and C{cwd}.
+
+    @return: The words it printed.
+    @raise SystemExit: With C{failure} and the probe's error output, if it
+        failed.
+    """
+    completed = subprocess.run(
+        [sys.executable, "-c", probe, *arguments],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"{failure}:\n{completed.stderr.strip()}")
+    return completed.stdout.split()
 
 
 def checkImportedFrom(package: str, root: Path) -> None:
@@ -330,6 +380,205 @@ def serverPreexec(pinning: Pinning | None) -> Callable[[], None]:
     return dieWithParent if pinning is None else pinning.prepareServer
 
 
+# The command line --------------------------------------------------------
+
+
+def addRoundOptions(parser: argparse.ArgumentParser) -> None:
+    """
+    The first options of every benchmark: C{--quick} and C{--rounds}.
+    """
+    parser.add_argument(
+        "--quick", action="store_true", help="one round, small sizes: a smoke test"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds (default 5; quick 1)")
+
+
+def addStalledOptions(parser: argparse.ArgumentParser, what: str) -> None:
+    """
+    C{--stalled}, how many stalled C{what} the memory test opens, and
+    C{--recv-size}.
+    """
+    parser.add_argument(
+        "--stalled",
+        type=int,
+        default=200,
+        help=f"stalled {what} for the memory test (default 200)",
+    )
+    parser.add_argument(
+        "--recv-size",
+        type=parseSize,
+        default=MiB,
+        help="client recv_into buffer (default 1M)",
+    )
+
+
+def addRunOptions(parser: argparse.ArgumentParser, clientNote: str) -> None:
+    """
+    The last options of every benchmark: C{--timeout}, C{--budget},
+    C{--seed}, C{--baseline} and C{--pin} (see L{addPinOption} for
+    C{clientNote}).
+    """
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds one measurement may take (default 300)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=3600.0,
+        help="start no new round after this many seconds (default 3600)",
+    )
+    parser.add_argument("--seed", type=int, help="seed of the shuffled order")
+    addBaselineOption(parser)
+    addPinOption(parser, clientNote)
+
+
+def picker(quick: bool) -> Callable[[int | None, int, int], int]:
+    """
+    C{pick(value, normal, small)}: an option's C{value} if it was given,
+    else C{small} with C{--quick} and C{normal} without.
+    """
+
+    def pick(value: int | None, normal: int, small: int) -> int:
+        return value if value is not None else (small if quick else normal)
+
+    return pick
+
+
+def seedOf(seed: int | None) -> int:
+    """
+    The C{--seed} given, or a random one.
+    """
+    return seed if seed is not None else random.randrange(2**32)
+
+
+def checkPositive(
+    parser: argparse.ArgumentParser, values: Iterable[tuple[str, int]]
+) -> None:
+    """
+    Stop with a usage error if one of the C{(option, value)} pairs has a
+    value below 1.
+    """
+    for name, value in values:
+        if value < 1:
+            parser.error(f"{name} is too small")
+
+
+# Server processes --------------------------------------------------------
+
+
+def spawnServer(
+    command: Sequence[str],
+    logPath: Path,
+    errPath: Path,
+    cwd: Path,
+    env: dict[str, str],
+    pinning: Pinning | None,
+    mergeErrors: bool = False,
+) -> subprocess.Popen[bytes]:
+    """
+    Start a server subprocess in a session of its own, its output to
+    C{logPath} and its error output to C{errPath} (or with C{mergeErrors} to
+    C{logPath} too, C{errPath} being created empty).
+    """
+    with open(logPath, "wb") as log, open(errPath, "wb") as err:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT if mergeErrors else err,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            preexec_fn=serverPreexec(pinning),
+        )
+
+
+class ServerProcess:
+    """
+    A running server subprocess that a benchmark started; as a context
+    manager, stopped on the way out. A subclass (a dataclass) has a
+    C{process} and a C{logPath}, and says what C{label} it goes by.
+    """
+
+    process: subprocess.Popen[bytes]
+    logPath: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def label(self) -> str:
+        raise NotImplementedError
+
+    def logPaths(self) -> tuple[Path, ...]:
+        """
+        The logs whose end L{logTail} shows.
+        """
+        return (self.logPath, self.logPath.with_suffix(".err"))
+
+    def _waitForPort(self, portLine: re.Pattern[str]) -> int:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            match = portLine.search(self.logPath.read_text(errors="replace"))
+            if match:
+                return int(match.group(1))
+            self.checkAlive()
+            time.sleep(0.05)
+        raise BenchError(f"{self.label}: no port after {STARTUP_TIMEOUT}s")
+
+    def checkAlive(self) -> None:
+        if self.process.poll() is not None:
+            raise BenchError(
+                f"{self.label} (pid {self.pid}) exited with "
+                f"{self.process.returncode}:\n{self.logTail()}"
+            )
+
+    def logTail(self, lines: int = 15) -> str:
+        text = ""
+        for path in self.logPaths():
+            with contextlib.suppress(OSError):
+                text += path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """
+        Terminate this server (by its PID only) and reap it.
+        """
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def __enter__(self: _Server) -> _Server:
+        return self
+
+    def __exit__(
+        self,
+        excType: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+_Server = TypeVar("_Server", bound=ServerProcess)
+
+
+def connect(port: int, deadline: float) -> socket.socket:
+    """
+    A connection to C{port} of L{HOST}, made before C{deadline}.
+    """
+    timeout = max(deadline - time.monotonic(), 0.1)
+    return socket.create_connection((HOST, port), timeout=timeout)
+
+
 # Waiting -----------------------------------------------------------------
 
 
@@ -448,3 +697,104 @@ def table(
 
     rule = "  ".join("-" * width for width in widths)
     return "\n".join([line(header), rule, *map(line, rows)])
+
+
+THROUGHPUT_COLUMNS = ("GB/s", "min-max", "srv CPU s/GB", "srv CPU")
+"""
+The headers of L{throughputCells}.
+"""
+
+
+def throughputCells(done: Sequence[Throughput]) -> list[str]:
+    """
+    The medians of the measurements C{done}, under L{THROUGHPUT_COLUMNS}.
+    """
+    speeds: list[float | None] = [sample.gbPerSecond for sample in done]
+    return [
+        fmt(median(speeds)),
+        spread(speeds),
+        fmt(median([sample.serverCpuPerGb for sample in done])),
+        fmt(median([sample.serverLoad for sample in done]), ".0%"),
+    ]
+
+
+def stalledCells(values: Sequence[float | None]) -> list[str]:
+    """
+    The median, C{min-max} and count of the memory figures present.
+    """
+    count = sum(value is not None for value in values)
+    return [fmt(median(values), ".1f"), spread(values, ".1f"), str(count)]
+
+
+# Rounds and results ------------------------------------------------------
+
+_Key = TypeVar("_Key")
+_Sample = TypeVar("_Sample", bound=Throughput)
+_Value = TypeVar("_Value")
+
+
+def roundIndexes(rounds: int, budget: float, began: float) -> Iterator[int]:
+    """
+    The rounds to run, saying which one starts; none after the first once
+    C{budget} seconds have passed since C{began} (on C{time.monotonic}).
+    """
+    for roundIndex in range(rounds):
+        if roundIndex and time.monotonic() - began > budget:
+            progress(f"time budget of {budget:.0f}s spent: stopping early")
+            return
+        progress(f"round {roundIndex + 1}/{rounds}")
+        yield roundIndex
+
+
+@dataclass
+class RoundResults(Generic[_Key, _Sample]):
+    """
+    What the rounds measured of each server (a C{_Key}): per round, the
+    throughput measurements and the stalled memory figures, L{None} where a
+    measurement failed or was not made; and the failures.
+    """
+
+    rounds: int
+    throughput: dict[tuple[_Key, int], list[_Sample | None]] = field(
+        default_factory=dict
+    )
+    stalled: dict[_Key, list[float | None]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    roundsDone: int = 0
+
+    def addThroughput(
+        self, server: _Key, connections: int, roundIndex: int, value: _Sample | None
+    ) -> None:
+        slots = self.throughput.setdefault((server, connections), [None] * self.rounds)
+        slots[roundIndex] = value
+
+    def addStalled(self, server: _Key, roundIndex: int, value: float | None) -> None:
+        self.stalled.setdefault(server, [None] * self.rounds)[roundIndex] = value
+
+    def samples(self, server: _Key, connections: int) -> list[_Sample | None]:
+        return self.throughput.get((server, connections), [None] * self.rounds)
+
+    def attempt(
+        self, roundIndex: int, name: str, measure: Callable[[], _Value]
+    ) -> _Value | None:
+        """
+        C{measure()}; or if it fails, L{None}, the failure noted and said.
+        """
+        try:
+            return measure()
+        except (OSError, BenchError) as e:
+            self.failures.append(f"round {roundIndex + 1}: {name}: {e}")
+            progress(f"  {name}: FAILED: {e}")
+            return None
+
+    def failureLines(self) -> list[str]:
+        """
+        The end of the report: the failures, if any.
+        """
+        if not self.failures:
+            return []
+        return [
+            "",
+            f"{len(self.failures)} measurement(s) failed:",
+            *(f"  {failure}" for failure in self.failures),
+        ]

@@ -41,60 +41,70 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
 from benchutil import (
+    BASELINE,
+    BENCH_DIR,
+    DAEMONS,
     HOST,
+    OURS,
+    REPO_ROOT,
+    STALLED_BATCH,
+    STARTUP_TIMEOUT,
+    THROUGHPUT_COLUMNS,
     TWISTD,
     BenchError,
     GiB,
     MiB,
     Pinning,
+    RoundResults,
+    ServerProcess,
     Throughput,
-    addBaselineOption,
-    addPinOption,
+    addRoundOptions,
+    addRunOptions,
+    addStalledOptions,
     checkImportedFrom,
-    checkoutEnvironment,
+    checkPositive,
     childPids,
+    connect,
     cpuTimes,
     fmt,
     formatSize,
     median,
     parseSize,
+    picker,
     progress,
+    roundIndexes,
     roundRatios,
     rssKiB,
-    serverPreexec,
+    runProbe,
+    seedOf,
+    serverEnvironment,
+    spawnServer,
     spread,
+    stalledCells,
     table,
     terminate,
+    throughputCells,
     waitUntilSettled,
     warmPageCache,
     writeTestFile,
 )
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
 AIOHTTP_SERVER = BENCH_DIR / "aiohttp_server.py"
-STARTUP_TIMEOUT = 20.0
-STALLED_BATCH = 25
 MAX_HEAD = 64 * 1024
 HEAD_READ = 16 * 1024
 FILE_NAME = "download.bin"
 WARM_NAME = "warm.bin"
 WARM_SIZE = 4 * MiB
 
-OURS = "ours"
-BASELINE = "baseline"
-DAEMONS = (OURS, BASELINE)
-"""
-The kinds of server that are our daemon: of this tree, or of the baseline's.
-"""
 TWISTED_STATIC = "twisted.web.static"
 AIOHTTP = "aiohttp"
 NGINX = "nginx"
@@ -184,11 +194,7 @@ class Setup:
         The environment of a server of C{kind}: the baseline imports our
         package from its checkout, every other server from this tree.
         """
-        if kind == BASELINE:
-            assert self.baseline is not None
-            env = checkoutEnvironment(self.baseline)
-        else:
-            env = checkoutEnvironment(REPO_ROOT)
+        env = serverEnvironment(kind, self.baseline)
         env.pop("AIOHTTP_NOSENDFILE", None)
         return env
 
@@ -218,7 +224,7 @@ def _freePort() -> int:
 
 
 @dataclass
-class HttpServer:
+class HttpServer(ServerProcess):
     """
     A running HTTP server that this benchmark started: one process, or for
     nginx a master and its worker.
@@ -235,12 +241,11 @@ class HttpServer:
     """
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
     def label(self) -> str:
         return self.kind
+
+    def logPaths(self) -> tuple[Path, ...]:
+        return (self.logPath, *self.extraLogs)
 
     def cpuTimes(self) -> tuple[float, float]:
         """
@@ -329,16 +334,6 @@ class HttpServer:
             return server
         raise AssertionError("unreachable")
 
-    def _waitForPort(self, portLine: re.Pattern[str]) -> int:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            match = portLine.search(self.logPath.read_text(errors="replace"))
-            if match:
-                return int(match.group(1))
-            self.checkAlive()
-            time.sleep(0.05)
-        raise BenchError(f"{self.label}: no port after {STARTUP_TIMEOUT}s")
-
     def _waitForNginx(self) -> None:
         """
         Wait until nginx accepts connections and its worker is there.
@@ -365,32 +360,12 @@ class HttpServer:
         if setup.pinning is not None:
             setup.pinning.checkServer((self.pid, *self.workers), self.label)
 
-    def checkAlive(self) -> None:
-        if self.process.poll() is not None:
-            raise BenchError(
-                f"{self.label} (pid {self.pid}) exited with "
-                f"{self.process.returncode}:\n{self.logTail()}"
-            )
-
-    def logTail(self, lines: int = 15) -> str:
-        text = ""
-        for path in (self.logPath, *self.extraLogs):
-            with contextlib.suppress(OSError):
-                text += path.read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
     def stop(self) -> None:
         """
         Terminate this server (by its PID only) and reap it; then kill any
         worker of it that outlived it.
         """
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        super().stop()
         for pid in self.workers:
             with contextlib.suppress(OSError):
                 if Path(f"/proc/{pid}/comm").read_text().strip() == "nginx":
@@ -400,26 +375,9 @@ class HttpServer:
 def _spawn(
     kind: str, command: list[str], setup: Setup, logPath: Path, errPath: Path
 ) -> subprocess.Popen[bytes]:
-    with open(logPath, "wb") as log, open(errPath, "wb") as err:
-        return subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=err,
-            cwd=setup.workDir,
-            env=setup.environment(kind),
-            start_new_session=True,
-            preexec_fn=serverPreexec(setup.pinning),
-        )
-
-
-@contextlib.contextmanager
-def running(kind: str, setup: Setup, serial: int) -> Iterator[HttpServer]:
-    server = HttpServer.start(kind, setup, serial)
-    try:
-        yield server
-    finally:
-        server.stop()
+    return spawnServer(
+        command, logPath, errPath, setup.workDir, setup.environment(kind), setup.pinning
+    )
 
 
 # The client --------------------------------------------------------------
@@ -429,11 +387,6 @@ def _request(path: str) -> bytes:
     return (f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").encode(
         "ascii"
     )
-
-
-def _connect(port: int, deadline: float) -> socket.socket:
-    timeout = max(deadline - time.monotonic(), 0.1)
-    return socket.create_connection((HOST, port), timeout=timeout)
 
 
 def parseHead(data: bytes | bytearray, expected: int) -> int | None:
@@ -494,7 +447,7 @@ def download(
     downloads: list[_Download] = []
     try:
         for _ in range(connections):
-            sock = _connect(port, deadline)
+            sock = connect(port, deadline)
             downloads.append(_Download(sock))
             sock.sendall(request)
             sock.setblocking(False)
@@ -691,7 +644,7 @@ def openStalled(
     try:
         while len(socks) < count:
             batch = [
-                _connect(server.port, deadline)
+                connect(server.port, deadline)
                 for _ in range(min(STALLED_BATCH, count - len(socks)))
             ]
             socks += batch
@@ -757,27 +710,7 @@ class Plan:
     seed: int
 
 
-@dataclass
-class Results:
-    rounds: int
-    throughput: dict[tuple[str, int], list[HttpThroughput | None]] = field(
-        default_factory=dict
-    )
-    stalled: dict[str, list[float | None]] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
-    roundsDone: int = 0
-
-    def addThroughput(
-        self, kind: str, connections: int, roundIndex: int, value: HttpThroughput | None
-    ) -> None:
-        slots = self.throughput.setdefault((kind, connections), [None] * self.rounds)
-        slots[roundIndex] = value
-
-    def addStalled(self, kind: str, roundIndex: int, value: float | None) -> None:
-        self.stalled.setdefault(kind, [None] * self.rounds)[roundIndex] = value
-
-    def samples(self, kind: str, connections: int) -> list[HttpThroughput | None]:
-        return self.throughput.get((kind, connections), [None] * self.rounds)
+Results = RoundResults[str, HttpThroughput]
 
 
 def runRounds(plan: Plan, setup: Setup) -> Results:
@@ -791,12 +724,8 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
         servers: dict[str, HttpServer] = {}
         for kind in kinds:
             serial += 1
-            servers[kind] = stack.enter_context(running(kind, setup, serial))
-        for roundIndex in range(plan.rounds):
-            if roundIndex and time.monotonic() - began > plan.budget:
-                progress(f"time budget of {plan.budget:.0f}s spent: stopping early")
-                break
-            progress(f"round {roundIndex + 1}/{plan.rounds}")
+            servers[kind] = stack.enter_context(HttpServer.start(kind, setup, serial))
+        for roundIndex in roundIndexes(plan.rounds, plan.budget, began):
             warmPageCache(setup.dataDir / FILE_NAME, buffer)
             for connections in rng.sample(
                 [1, plan.connections], 2 if plan.connections > 1 else 1
@@ -804,21 +733,20 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
                 sequential = plan.singleDownloads if connections == 1 else 1
                 for kind in rng.sample(kinds, len(kinds)):
                     name = f"{kind} x{connections}"
-                    try:
-                        sample: HttpThroughput | None = measureThroughput(
+                    sample = results.attempt(
+                        roundIndex,
+                        name,
+                        partial(
+                            measureThroughput,
                             servers[kind],
                             setup.urlPath(kind, FILE_NAME),
                             connections,
                             sequential,
                             plan.fileSize,
                             plan,
-                        )
-                    except (OSError, BenchError) as e:
-                        sample = None
-                        results.failures.append(f"round {roundIndex + 1}: {name}: {e}")
-                        progress(f"  {name}: FAILED: {e}")
-                    else:
-                        assert sample is not None
+                        ),
+                    )
+                    if sample is not None:
                         progress(
                             f"  {name:26} {sample.gbPerSecond:6.2f} GB/s  "
                             f"{sample.serverCpuPerGb:5.2f} CPU s/GB  "
@@ -830,20 +758,26 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
             for kind in rng.sample(kinds, len(kinds)):
                 serial += 1
                 name = f"{kind} stalled x{plan.stalledCount}"
-                try:
-                    with running(kind, setup, serial) as server:
-                        perDownload: float | None = measureStalled(
-                            server, setup, plan, buffer
-                        )
-                except (OSError, BenchError) as e:
-                    perDownload = None
-                    results.failures.append(f"round {roundIndex + 1}: {name}: {e}")
-                    progress(f"  {name}: FAILED: {e}")
-                else:
+                perDownload = results.attempt(
+                    roundIndex,
+                    name,
+                    partial(_startAndMeasureStalled, kind, setup, serial, plan, buffer),
+                )
+                if perDownload is not None:
                     progress(f"  {name:26} {perDownload:7.1f} KiB/download")
                 results.addStalled(kind, roundIndex, perDownload)
             results.roundsDone = roundIndex + 1
     return results
+
+
+def _startAndMeasureStalled(
+    kind: str, setup: Setup, serial: int, plan: Plan, buffer: bytearray
+) -> float:
+    """
+    Start a server of C{kind}, L{measureStalled} it and stop it.
+    """
+    with HttpServer.start(kind, setup, serial) as server:
+        return measureStalled(server, setup, plan, buffer)
 
 
 # The report --------------------------------------------------------------
@@ -915,23 +849,19 @@ def report(plan: Plan, setup: Setup, results: Results) -> tuple[str, bool]:
     for connections in sorted({1, plan.connections}):
         for kind in setup.kinds():
             done = [s for s in results.samples(kind, connections) if s is not None]
-            speeds: list[float | None] = [sample.gbPerSecond for sample in done]
             rows.append(
                 [
                     f"x{connections}",
                     kind,
-                    fmt(median(speeds)),
-                    spread(speeds),
-                    fmt(median([sample.serverCpuPerGb for sample in done])),
-                    fmt(median([sample.serverLoad for sample in done]), ".0%"),
+                    *throughputCells(done),
                     fmt(median([s.serverSystemShare for s in done]), ".0%"),
                     fmt(median([sample.clientLoad for sample in done]), ".0%"),
                     str(len(done)),
                 ]
             )
     out.append(f"Throughput ({rounds}; GB = 10^9 bytes of body)")
-    header = ["conns", "server", "GB/s", "min-max", "srv CPU s/GB", "srv CPU"]
-    out.append(table([*header, "srv sys", "client CPU", "n"], rows))
+    header = ["conns", "server", *THROUGHPUT_COLUMNS, "srv sys", "client CPU", "n"]
+    out.append(table(header, rows))
     out.append("")
     out.append(
         f"Stalled downloads ({plan.stalledCount} clients that read the head "
@@ -939,11 +869,7 @@ def report(plan: Plan, setup: Setup, results: Results) -> tuple[str, bool]:
     )
     rows = []
     for kind in setup.kinds():
-        values = results.stalled.get(kind, [])
-        count = sum(value is not None for value in values)
-        rows.append(
-            [kind, fmt(median(values), ".1f"), spread(values, ".1f"), str(count)]
-        )
+        rows.append([kind, *stalledCells(results.stalled.get(kind, []))])
     out.append(table(["server", "KiB/download", "min-max", "n"], rows, 1))
     out.append("")
     out.append(f"Ratios ours / other ({rounds} of per-round values)")
@@ -977,10 +903,7 @@ def report(plan: Plan, setup: Setup, results: Results) -> tuple[str, bool]:
     )
     if setup.nginx is None:
         out.append("nginx: skipped (not installed)")
-    if results.failures:
-        out.append("")
-        out.append(f"{len(results.failures)} measurement(s) failed:")
-        out += [f"  {failure}" for failure in results.failures]
+    out += results.failureLines()
     return "\n".join(out), met
 
 
@@ -993,20 +916,13 @@ def _probe(setup: Setup, kind: str = OURS) -> tuple[str, str, str]:
     and aiohttp, as the interpreter of the daemon of C{kind} (ours or the
     baseline) sees them.
     """
-    completed = subprocess.run(
-        [sys.executable, "-c", PROBE],
-        env=setup.environment(kind),
-        cwd=setup.workDir,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    output = runProbe(
+        PROBE,
+        [],
+        setup.environment(kind),
+        setup.workDir,
+        "cannot import the servers' packages (pip install aiohttp?)",
     )
-    if completed.returncode != 0:
-        raise SystemExit(
-            f"cannot import the servers' packages (pip install aiohttp?):\n"
-            f"{completed.stderr.strip()}"
-        )
-    output = completed.stdout.split()
     if len(output) != 3:
         raise BenchError(f"unexpected output of the probe: {output}")
     return output[0], output[1], output[2]
@@ -1036,10 +952,7 @@ def parseArguments(
         "against twisted.web.static, aiohttp and nginx on 127.0.0.1 (run by "
         "hand, not in CI).",
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="one round, small sizes: a smoke test"
-    )
-    parser.add_argument("--rounds", type=int, help="rounds (default 5; quick 1)")
+    addRoundOptions(parser)
     parser.add_argument(
         "--file-size",
         type=parseSize,
@@ -1064,44 +977,16 @@ def parseArguments(
         "many as the machine has CPUs, so that the client can use whatever CPU "
         "the server leaves; with --pin, as many as CLIENT_CPUS)",
     )
-    parser.add_argument(
-        "--stalled",
-        type=int,
-        default=200,
-        help="stalled downloads for the memory test (default 200)",
-    )
-    parser.add_argument(
-        "--recv-size",
-        type=parseSize,
-        default=MiB,
-        help="client recv_into buffer (default 1M)",
-    )
+    addStalledOptions(parser, "downloads")
     parser.add_argument(
         "--nginx",
         help="the nginx executable (default: nginx on PATH or /usr/sbin/nginx; "
         "empty: leave nginx out)",
     )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=300.0,
-        help="seconds one measurement may take (default 300)",
-    )
-    parser.add_argument(
-        "--budget",
-        type=float,
-        default=3600.0,
-        help="start no new round after this many seconds (default 3600)",
-    )
-    parser.add_argument("--seed", type=int, help="seed of the shuffled order")
-    addBaselineOption(parser)
-    addPinOption(parser, " (the client processes, which download)")
+    addRunOptions(parser, " (the client processes, which download)")
     args = parser.parse_args(argv)
-    quick: bool = args.quick
+    pick = picker(args.quick)
     pinning: Pinning | None = args.pin
-
-    def pick(value: int | None, normal: int, small: int) -> int:
-        return value if value is not None else (small if quick else normal)
 
     clientCpus = (os.cpu_count() or 1) if pinning is None else len(pinning.clientCpus)
     plan = Plan(
@@ -1116,19 +1001,20 @@ def parseArguments(
         ),
         timeout=args.timeout,
         budget=args.budget,
-        seed=args.seed if args.seed is not None else random.randrange(2**32),
+        seed=seedOf(args.seed),
     )
-    for name, value in [
-        ("--rounds", plan.rounds),
-        ("--file-size", plan.fileSize),
-        ("--single-downloads", plan.singleDownloads),
-        ("--connections", plan.connections),
-        ("--client-processes", plan.clientProcesses),
-        ("--stalled", plan.stalledCount),
-        ("--recv-size", plan.recvSize),
-    ]:
-        if value < 1:
-            parser.error(f"{name} is too small")
+    checkPositive(
+        parser,
+        [
+            ("--rounds", plan.rounds),
+            ("--file-size", plan.fileSize),
+            ("--single-downloads", plan.singleDownloads),
+            ("--connections", plan.connections),
+            ("--client-processes", plan.clientProcesses),
+            ("--stalled", plan.stalledCount),
+            ("--recv-size", plan.recvSize),
+        ],
+    )
     if plan.timeout <= 0:
         parser.error("--timeout must be positive")
     if plan.fileSize > 64 * GiB:
