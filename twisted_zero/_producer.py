@@ -263,14 +263,8 @@ class StreamProducer:
         wanted = self._wanted(self.chunkSize)
         if wanted is None:
             return False
-        try:
-            chunk = self._source.read(wanted)
-        except Exception:
-            self._finish(Failure())
-            return False
-        self._refund(wanted - len(chunk))
-        if not chunk:
-            self._finish(None)
+        chunk = self._read(wanted)
+        if chunk is None:
             return False
         if outlet is not None:
             self._pending = memoryview(chunk)
@@ -302,6 +296,25 @@ class StreamProducer:
             size = allowed
         return size
 
+    def _read(self, wanted: int) -> bytes | None:
+        """
+        Read up to C{wanted} bytes of the source, giving back to the throttle
+        what it did not hand out.
+
+        @return: The bytes; L{None} if the stream has ended instead (the
+            source is exhausted, or failed).
+        """
+        try:
+            chunk = self._source.read(wanted)
+        except Exception:
+            self._finish(Failure())
+            return None
+        self._refund(wanted - len(chunk))
+        if not chunk:
+            self._finish(None)
+            return None
+        return chunk
+
     def _written(self, count: int) -> None:
         """
         Count C{count} bytes given to the consumer or sent past it. Bytes
@@ -317,8 +330,7 @@ class StreamProducer:
         """
         Send the rest of the chunk in hand straight to the socket.
 
-        @return: Whether it has all gone and the producer may go on; if not,
-            the producer has been paused (the socket is full) or stopped.
+        @return: As L{_sendNext}.
         """
         outlet, view = self._outlet, self._pending
         assert outlet is not None and view is not None
@@ -338,16 +350,9 @@ class StreamProducer:
         if sent == len(view):
             self._pending = None
             return True
-        # The socket is full. The transport pauses us for its next byte and
-        # resumes us once it has sent it.
+        # The socket is full.
         self._pending = view[sent + 1 :] if len(view) > sent + 1 else None
-        self._written(1)
-        outlet.waitForRoom(bytes(view[sent : sent + 1]))
-        if self._state is _State.PRODUCING:
-            # Not paused: see _waitForRoom.
-            self._outlet = None
-            return self._writeRest()
-        return False
+        return self._handOver(outlet, bytes(view[sent : sent + 1]))
 
     def _writeRest(self) -> bool:
         """
@@ -361,7 +366,7 @@ class StreamProducer:
             self._written(len(view))
             assert self._consumer is not None
             self._consumer.write(bytes(view))
-        return self._state is _State.PRODUCING
+        return self._state is not _State.STOPPED
 
     def _sendFromFile(self, outlet: SocketOutlet) -> bool | None:
         """
@@ -407,29 +412,32 @@ class StreamProducer:
 
     def _waitForRoom(self, outlet: SocketOutlet) -> bool:
         """
+        Read the next byte of the stream and hand it over (L{_handOver}).
+
+        @return: As L{_sendNext}.
+        """
+        if self._wanted(1) is None:
+            return False
+        byte = self._read(1)
+        if byte is None:
+            return False
+        return self._handOver(outlet, byte)
+
+    def _handOver(self, outlet: SocketOutlet, byte: bytes) -> bool:
+        """
         Hand the consumer the next byte of the stream so that the transport
         pauses the producer, and resumes it once it has sent that byte and
         everything before it.
 
         @return: As L{_sendNext}.
         """
-        if self._wanted(1) is None:
-            return False
-        try:
-            byte = self._source.read(1)
-        except Exception:
-            self._finish(Failure())
-            return False
-        if not byte:
-            self._refund(1)
-            self._finish(None)
-            return False
         self._written(1)
         outlet.waitForRoom(byte)
         if self._state is _State.PRODUCING:
             # The transport did not pause us: it is not one this was written
             # for. Write to it as to any consumer from now on.
             self._outlet = None
+            return self._writeRest()
         return self._state is not _State.STOPPED
 
     def _refund(self, count: int) -> None:
