@@ -5,6 +5,7 @@ The push producer that streams a source to any L{IConsumer}.
 from __future__ import annotations
 
 import enum
+from functools import partial
 from typing import Protocol
 
 from attrs import define, field
@@ -19,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._iopool import IOPool, Operation, reactorPool
 from ._limits import Throttle
 from ._outlet import (
     SocketOutlet,
@@ -27,7 +29,7 @@ from ._outlet import (
     isUnsupported,
     socketOutlet,
 )
-from ._sources import ISendfileSource, ISource
+from ._sources import IBlockingSource, ISendfileSource, ISource
 
 MAX_CHUNKS_PER_TURN = 16
 """
@@ -103,6 +105,14 @@ class StreamProducer:
     sent until it resumes it. C{directSends=False} writes everything to the
     consumer instead; C{sendfile=False} reads a file's bytes and sends them.
 
+    A source whose reads may block (an L{IBlockingSource}: a file) is read in
+    a thread of C{ioPool} (by default, the reactor's own thread pool) unless
+    its next bytes are in the page cache; C{sendfile()} is only called for
+    bytes in the page cache. At most one read is in flight, none is started
+    while paused or once stopped, and the source is closed only once no
+    thread uses it: if the producer is stopped during a read, the read's
+    bytes are dropped and the source closed as soon as it returns.
+
     @ivar bytesSent: How many bytes have been written (or sent) so far.
     @ivar rateWaits: How many times it has waited for its throttle: a
         stream held back by its rate is not stalled.
@@ -116,6 +126,9 @@ class StreamProducer:
     _observer: StreamObserver | None = field(default=None, alias="observer")
     _directSends: bool = field(default=True, alias="directSends")
     _sendfile: bool = field(default=True, alias="sendfile")
+    _ioPool: IOPool | None = field(default=None, alias="ioPool")
+    _blocking: bool = field(default=False, init=False)
+    _reading: Operation[bytes] | None = field(default=None, init=False)
     _outlet: SocketOutlet | None = field(default=None, init=False)
     _fileSends: bool = field(default=False, init=False)
     _pending: memoryview | None = field(default=None, init=False)
@@ -169,6 +182,10 @@ class StreamProducer:
             from twisted.internet import reactor
 
             self._clock = reactor
+        if IBlockingSource.providedBy(self._source):
+            if self._ioPool is None:
+                self._ioPool = reactorPool(self._clock)
+            self._blocking = self._ioPool is not None
         self._consumer = consumer
         self._state = _State.PRODUCING
         consumer.registerProducer(self, True)
@@ -206,6 +223,9 @@ class StreamProducer:
         Close the source and stop for good; the L{Deferred} fails with
         L{StreamStopped}. Idempotent, and never raises: the transport calling
         it would otherwise skip closing its socket.
+
+        A read in a thread that has not started is skipped; one that has is
+        left to finish, and the source is closed when it returns.
         """
         if self._state in (_State.STOPPED, _State.FINISHED):
             return
@@ -216,12 +236,16 @@ class StreamProducer:
                 self._throttle.release()
             self._notePause(False)
             self._consumer = self._outlet = self._pending = None
-            self._closeSource()
+            if self._reading is None or self._reading.cancel():
+                self._reading = None
+                self._closeSource()
             self._done.errback(Failure(StreamStopped(self.bytesSent)))
         except BaseException:
             self._log.failure("error while stopping a stream")
 
     def _produce(self) -> None:
+        if self._reading is not None:
+            return  # It goes on when the read returns.
         for _ in range(MAX_CHUNKS_PER_TURN):
             if not self._sendNext():
                 return
@@ -302,13 +326,52 @@ class StreamProducer:
         what it did not hand out.
 
         @return: The bytes; L{None} if the stream has ended instead (the
-            source is exhausted, or failed).
+            source is exhausted, or failed), or if they are being read in a
+            thread (the producer goes on once they are in hand).
         """
         try:
-            chunk = self._source.read(wanted)
+            if self._blocking:
+                source = IBlockingSource(self._source)
+                chunk = source.readNowait(wanted)
+                if chunk is None:
+                    assert self._ioPool is not None
+                    self._reading = self._ioPool.submit(
+                        partial(source.read, wanted), partial(self._readDone, wanted)
+                    )
+                    return None
+            else:
+                chunk = self._source.read(wanted)
         except Exception:
             self._finish(Failure())
             return None
+        return self._took(wanted, chunk)
+
+    def _readDone(self, wanted: int, result: bytes | Failure) -> None:
+        """
+        A read in a thread returned: keep its bytes as the chunk in hand and
+        go on, unless stopped meanwhile (then close the source, which no
+        thread uses any more, and drop them).
+        """
+        self._reading = None
+        if self._state is _State.STOPPED:
+            self._closeSource()
+            return
+        if isinstance(result, Failure):
+            self._finish(result)
+            return
+        chunk = self._took(wanted, result)
+        if chunk is None:
+            return
+        self._pending = memoryview(chunk)
+        if self._state is _State.PRODUCING:
+            self._produce()
+
+    def _took(self, wanted: int, chunk: bytes) -> bytes | None:
+        """
+        Account for a chunk read for C{wanted} bytes.
+
+        @return: The chunk; L{None} if it is empty: the stream has ended.
+        """
         self._refund(wanted - len(chunk))
         if not chunk:
             self._finish(None)
@@ -333,12 +396,12 @@ class StreamProducer:
         @return: As L{_sendNext}.
         """
         outlet, view = self._outlet, self._pending
-        assert outlet is not None and view is not None
+        assert view is not None
         assert self._consumer is not None
-        if not (outlet.usable() and outlet.ready()):
-            # Closing, or resumed while the transport still holds bytes
-            # (which Twisted's transports never do): hand it the rest, after
-            # those bytes.
+        if outlet is None or not (outlet.usable() and outlet.ready()):
+            # No direct sends, closing, or resumed while the transport still
+            # holds bytes (which Twisted's transports never do): hand it the
+            # rest, after those bytes.
             return self._writeRest()
         try:
             sent = outlet.send(view)
@@ -365,7 +428,12 @@ class StreamProducer:
         if view is not None:
             self._written(len(view))
             assert self._consumer is not None
-            self._consumer.write(bytes(view))
+            whole = view.obj
+            self._consumer.write(
+                whole
+                if isinstance(whole, bytes) and len(whole) == len(view)
+                else bytes(view)
+            )
         return self._state is not _State.STOPPED
 
     def _sendFromFile(self, outlet: SocketOutlet) -> bool | None:

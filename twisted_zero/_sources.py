@@ -9,6 +9,7 @@ of them costs (almost) nothing per connection.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -75,6 +76,25 @@ class ISendfileSource(ISource):
         @raise BlockingIOError: If the socket has no room; nothing was sent.
         @raise OSError: If the socket or the file fails.
         @raise SourceError: If the bytes the source promised cannot be had.
+        """
+
+
+class IBlockingSource(ISource):
+    """
+    A source whose reads may block: its bytes are in a file, which may be on
+    a slow disk or a network mount. A producer with a thread pool reads it
+    in a thread, unless L{readNowait} has the bytes at once.
+    """
+
+    def readNowait(maxBytes: int) -> bytes | None:
+        """
+        Read as L{ISource.read} does, but only if that cannot block: when the
+        bytes are known to be in memory (the page cache).
+
+        @return: The chunk (C{b""} at the end); L{None} if reading it might
+            block, so that it is to be read (with L{ISource.read}) in a
+            thread instead. Nothing was read then.
+        @raise SourceError: As L{ISource.read}.
         """
 
 
@@ -225,11 +245,21 @@ class RandomSource:
         pass
 
 
-@implementer(ISendfileSource)
+_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
+_PROBE = bytearray(1)
+
+
+@implementer(ISendfileSource, IBlockingSource)
 @define
 class FileSource:
     """
     A run of bytes of an open regular file, read in order.
+
+    Whether its next bytes can be had without waiting for the disk is asked
+    of the kernel with a one-byte C{preadv(..., RWF_NOWAIT)} at each end of
+    them, which fails with C{EAGAIN} on a page-cache miss (ext4, xfs, btrfs).
+    Where the file system cannot answer (FUSE, NFS, tmpfs, or no
+    C{RWF_NOWAIT}: C{EOPNOTSUPP}), every read is taken to block.
 
     @ivar description: For logs, normally C{"file:" + path}.
     """
@@ -246,6 +276,11 @@ class FileSource:
     multipart response); after L{sendTo}, which leaves the file object where
     it was, past what it sent. It is sought before the next read.
     """
+    _probes: bool = field(default=True, init=False)
+    """
+    Whether the file system answers C{RWF_NOWAIT} probes; learnt at the
+    first one.
+    """
 
     def read(self, maxBytes: int) -> bytes:
         if self._remaining == 0 or self._file is None:
@@ -259,22 +294,70 @@ class FileSource:
         self._remaining -= len(data)
         return data
 
+    def readNowait(self, maxBytes: int) -> bytes | None:
+        if self._remaining == 0 or self._file is None:
+            return b""
+        size = min(maxBytes, self._remaining)
+        if not self._cached(self._fileno(), size):
+            return None
+        return self.read(size)
+
     def sendTo(self, socket: int, maxBytes: int) -> int | None:
         if self._remaining == 0 or self._file is None:
             return 0
-        try:
-            fileno = self._file.fileno()
-        except (OSError, AttributeError, ValueError):  # not a real file
+        fileno = self._fileno()
+        if fileno is None:  # not a real file
             return None
-        # From where the file object is, which, if it buffers, is not where
-        # its descriptor is.
-        position = self._file.tell() if self._offset is None else self._offset
-        sent = os.sendfile(socket, fileno, position, min(maxBytes, self._remaining))
+        size = min(maxBytes, self._remaining)
+        if not self._cached(fileno, size):
+            return None
+        position = self._position()
+        sent = os.sendfile(socket, fileno, position, size)
         if not sent:
             raise self._truncated()
         self._offset = position + sent
         self._remaining -= sent
         return sent
+
+    def _fileno(self) -> int | None:
+        """
+        The file's descriptor; L{None} for a file object without one (in
+        memory).
+        """
+        assert self._file is not None
+        try:
+            return self._file.fileno()
+        except (OSError, AttributeError, ValueError):
+            return None
+
+    def _position(self) -> int:
+        """
+        Where the next byte is: where the file object is (which, if it
+        buffers, is not where its descriptor is), unless set apart.
+        """
+        assert self._file is not None
+        return self._file.tell() if self._offset is None else self._offset
+
+    def _cached(self, fileno: int | None, size: int) -> bool:
+        """
+        Whether the next C{size} bytes can be read without waiting: they
+        are in memory, or in the page cache at both ends.
+        """
+        if fileno is None:
+            return True
+        if not self._probes or _RWF_NOWAIT is None:
+            return False
+        start = self._position()
+        for offset in (start, start + size - 1):
+            try:
+                os.preadv(fileno, [_PROBE], offset, _RWF_NOWAIT)
+            except BlockingIOError:
+                return False
+            except OSError as e:
+                if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                    self._probes = False
+                return False
+        return True
 
     def _truncated(self) -> SourceTruncated:
         return SourceTruncated(
@@ -313,7 +396,7 @@ class BytesSource:
         self._data = b""
 
 
-@implementer(ISendfileSource)
+@implementer(ISendfileSource, IBlockingSource)
 @define
 class ConcatenatedSource:
     """
@@ -330,6 +413,19 @@ class ConcatenatedSource:
         while self._current < len(self._parts):
             chunk = self._parts[self._current].read(maxBytes)
             if chunk:
+                return chunk
+            self._current += 1
+        return b""
+
+    def readNowait(self, maxBytes: int) -> bytes | None:
+        while self._current < len(self._parts):
+            part = self._parts[self._current]
+            chunk: bytes | None = (
+                part.readNowait(maxBytes)
+                if IBlockingSource.providedBy(part)
+                else part.read(maxBytes)
+            )
+            if chunk is None or chunk:
                 return chunk
             self._current += 1
         return b""
@@ -356,7 +452,8 @@ class ConcatenatedSource:
 class TimedSource:
     """
     Another source, until a deadline: it ends at the first read after it.
-    It provides L{ISendfileSource} if the other source does.
+    It provides L{ISendfileSource} and L{IBlockingSource} if the other
+    source does.
     """
 
     _source: ISource = field(alias="source")
@@ -366,8 +463,9 @@ class TimedSource:
 
     def __attrs_post_init__(self) -> None:
         self._deadline = self._clock.seconds() + self._seconds
-        if ISendfileSource.providedBy(self._source):
-            alsoProvides(self, ISendfileSource)
+        for interface in (ISendfileSource, IBlockingSource):
+            if interface.providedBy(self._source):
+                alsoProvides(self, interface)
 
     @property
     def description(self) -> str:
@@ -390,6 +488,15 @@ class TimedSource:
             return 0
         sent: int | None = ISendfileSource(self._source).sendTo(socket, maxBytes)
         return sent
+
+    def readNowait(self, maxBytes: int) -> bytes | None:
+        """
+        As L{IBlockingSource.readNowait}, if the other source provides it.
+        """
+        if self._clock.seconds() >= self._deadline:
+            return b""
+        chunk: bytes | None = IBlockingSource(self._source).readNowait(maxBytes)
+        return chunk
 
     def close(self) -> None:
         self._source.close()
@@ -445,6 +552,50 @@ def openFile(path: str, offset: int = 0, length: int | None = None) -> FileSourc
     )
 
 
+@implementer(ISendfileSource, IBlockingSource)
+@define
+class PathSource:
+    """
+    A whole regular file, opened (with L{openFile}) at the first read, so
+    that opening it, a file-system call that may block, is a read like the
+    others: done in a thread by a producer that has one.
+    """
+
+    _path: str = field(alias="path")
+    chunkSize: int = FILE_CHUNK_SIZE
+    _opened: FileSource | None = field(default=None, init=False)
+    _closed: bool = field(default=False, init=False)
+
+    @property
+    def description(self) -> str:
+        return f"file:{self._path}"
+
+    def _file(self) -> FileSource | None:
+        if self._opened is None and not self._closed:
+            self._opened = openFile(self._path)
+        return self._opened
+
+    def read(self, maxBytes: int) -> bytes:
+        opened = self._file()
+        return b"" if opened is None else opened.read(maxBytes)
+
+    def readNowait(self, maxBytes: int) -> bytes | None:
+        if self._opened is None:
+            return b"" if self._closed else None
+        return self._opened.readNowait(maxBytes)
+
+    def sendTo(self, socket: int, maxBytes: int) -> int | None:
+        if self._opened is None:
+            return 0 if self._closed else None
+        return self._opened.sendTo(socket, maxBytes)
+
+    def close(self) -> None:
+        self._closed = True
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            opened.close()
+
+
 def _checkRegular(path: str, mode: int) -> None:
     if stat.S_ISDIR(mode):
         raise SourceError(f"{path}: is a directory, not a file")
@@ -476,8 +627,8 @@ def sourceFactory(spec: str) -> Callable[[], ISource]:
     stream.
 
     @param spec: C{zero}, C{chargen}, C{random} or C{file:PATH}.
-    @return: A callable returning a new L{ISource}; for a file it opens the
-        file anew each time and may raise L{SourceError}.
+    @return: A callable returning a new L{ISource}; for a file, a
+        L{PathSource}, which opens the file anew at its first read.
     @raise SourceError: If C{spec} names no source, or names a file that is
         not a readable regular file now.
     """
@@ -491,7 +642,7 @@ def sourceFactory(spec: str) -> Callable[[], ISource]:
     if spec.startswith("file:") and spec != "file:":
         path = os.path.abspath(spec[len("file:") :])
         openFile(path).close()
-        return partial(openFile, path)
+        return partial(PathSource, path)
     raise SourceError(
         f"unknown source {spec!r} (choose one of {', '.join(SOURCE_NAMES)})"
     )
