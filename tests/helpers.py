@@ -5,10 +5,17 @@ Test doubles shared by the unit tests.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import cast
 
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from zope.interface import implementer
+
+from twisted_zero._iopool import IOPool
+from twisted_zero._sources import IBlockingSource
 
 
 class CountingFile(io.BytesIO):
@@ -99,3 +106,96 @@ class TurnClock(Clock):
             call.called = 1
             call.func(*call.args, **call.kw)
         return len(due)
+
+
+class ManualThreads:
+    """
+    A thread pool and a reactor's C{callFromThread} driven by hand: calls
+    submitted to the pool wait in L{queued} until L{runThread} runs one, and
+    what it hands back to the reactor thread waits in L{delivered} until
+    L{deliver}. Between the two, a call is "running" as far as the reactor
+    thread can tell.
+    """
+
+    def __init__(self) -> None:
+        self.queued: list[Callable[[], object]] = []
+        self.delivered: list[Callable[[], object]] = []
+
+    def callInThread(
+        self, func: Callable[..., object], *args: object, **kw: object
+    ) -> None:
+        self.queued.append(partial(func, *args, **kw))
+
+    def callFromThread(
+        self, func: Callable[..., object], *args: object, **kw: object
+    ) -> None:
+        self.delivered.append(partial(func, *args, **kw))
+
+    def runThread(self) -> None:
+        """
+        Run the oldest queued call, as a thread would.
+        """
+        self.queued.pop(0)()
+
+    def deliver(self) -> None:
+        """
+        Run, in the "reactor thread", what the threads handed back.
+        """
+        while self.delivered:
+            self.delivered.pop(0)()
+
+    def runAll(self) -> None:
+        """
+        Run every queued call and deliver its result, until none is left.
+        """
+        while self.queued or self.delivered:
+            if self.queued:
+                self.runThread()
+            self.deliver()
+
+
+def manualPool() -> tuple[IOPool, ManualThreads]:
+    """
+    An L{IOPool} on a L{ManualThreads}.
+    """
+    threads = ManualThreads()
+    reactor = cast(IReactorFromThreads, threads)
+    return IOPool(reactor=reactor, threads=threads), threads
+
+
+@implementer(IBlockingSource)
+class SlowSource:
+    """
+    A source of C{content} whose reads may block unless L{cached}: it counts
+    reads made with and without waiting, and fails a test that closes it
+    while a thread is reading it or reads it once closed.
+    """
+
+    description = "slow"
+    chunkSize = 1000
+
+    def __init__(self, content: bytes, cached: bool = False) -> None:
+        self._content = content
+        self.cached = cached
+        self.reads = 0
+        self.nowaitHits = 0
+        self.closed = False
+        self.failWith: Exception | None = None
+
+    def read(self, maxBytes: int) -> bytes:
+        assert not self.closed, "read after close"
+        self.reads += 1
+        if self.failWith is not None:
+            raise self.failWith
+        chunk, self._content = self._content[:maxBytes], self._content[maxBytes:]
+        return chunk
+
+    def readNowait(self, maxBytes: int) -> bytes | None:
+        assert not self.closed, "read after close"
+        if not self.cached:
+            return None
+        self.nowaitHits += 1
+        return self.read(maxBytes)
+
+    def close(self) -> None:
+        self.closed = True

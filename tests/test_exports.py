@@ -15,8 +15,11 @@ import twisted_zero
 PUBLIC = {
     "ChargenSource",
     "FileSource",
+    "IBlockingSource",
+    "IOPool",
     "ISendfileSource",
     "ISource",
+    "PathSource",
     "RandomSource",
     "SourceError",
     "SourceTruncated",

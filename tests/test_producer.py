@@ -6,7 +6,11 @@ deterministic transports and a counting file.
 from __future__ import annotations
 
 import pytest
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import (
+    IPushProducer,
+    IReactorFromThreads,
+    IReactorThreads,
+)
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
@@ -26,7 +30,14 @@ from twisted_zero import (
 from twisted_zero._producer import MAX_CHUNKS_PER_TURN
 from twisted_zero._sources import CHARGEN_PERIOD, FILE_CHUNK_SIZE, SHARED_CHUNK_SIZE
 
-from .helpers import CountingFile, PausingTransport, TurnClock
+from .helpers import (
+    CountingFile,
+    ManualThreads,
+    PausingTransport,
+    SlowSource,
+    TurnClock,
+    manualPool,
+)
 
 CONTENT = bytes(range(256)) * 1000  # 256000 bytes
 
@@ -455,3 +466,267 @@ def test_noCopiesOfSharedChunks(chunkSize: int) -> None:
         source=ZeroSource(), chunkSize=chunkSize, clock=Clock()
     ).startStreaming(Recorder())
     assert chunks[0] is ZeroSource().read(chunkSize)
+
+
+def slowProducer(
+    content: bytes = CONTENT, cached: bool = False, **kwargs: object
+) -> tuple[StreamProducer, SlowSource, ManualThreads]:
+    pool, threads = manualPool()
+    source = SlowSource(content, cached=cached)
+    producer = StreamProducer(
+        source=source,
+        chunkSize=10_000,
+        clock=Clock(),
+        ioPool=pool,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return producer, source, threads
+
+
+class ThreadedReadTests(SynchronousTestCase):
+    """
+    A source whose reads may block is read in a thread of the producer's
+    pool, driven here by hand.
+    """
+
+    def test_missReadsInThread(self) -> None:
+        """
+        Bytes not known to be in memory are read in a thread: nothing is
+        written until the read returns; then its chunk is written and the
+        next read is submitted, one at a time.
+        """
+        transport = PausingTransport(bufferSize=10**9)
+        producer, source, threads = slowProducer()
+        producer.startStreaming(transport)
+        self.assertEqual((len(threads.queued), source.reads), (1, 0))
+        self.assertEqual(transport.value(), b"")
+        threads.runThread()
+        self.assertEqual(source.reads, 1)
+        self.assertEqual(threads.queued, [])
+        threads.deliver()
+        self.assertEqual(transport.value(), CONTENT[:10_000])
+        self.assertEqual(len(threads.queued), 1)
+
+    def test_oneReadInFlight(self) -> None:
+        """
+        Never more than one read is queued or running, however often the
+        producer is resumed or its turn comes while one is.
+        """
+        transport = PausingTransport(bufferSize=10**9)
+        clock = Clock()
+        pool, threads = manualPool()
+        source = SlowSource(CONTENT)
+        producer = StreamProducer(
+            source=source, chunkSize=10_000, clock=clock, ioPool=pool
+        )
+        done = producer.startStreaming(transport)
+        while threads.queued:
+            producer.pauseProducing()
+            producer.resumeProducing()
+            producer.resumeProducing()
+            clock.advance(0)
+            self.assertEqual(len(threads.queued), 1)
+            self.assertEqual(pool.inFlight, 1)
+            threads.runThread()
+            producer.resumeProducing()
+            self.assertEqual(threads.queued, [])
+            threads.deliver()
+            clock.advance(0)
+        self.assertEqual(self.successResultOf(done), len(CONTENT))
+        self.assertEqual(transport.value(), CONTENT)
+        self.assertEqual(pool.inFlight, 0)
+        self.assertTrue(source.closed)
+
+    def test_hitReadsInline(self) -> None:
+        """
+        Bytes in memory are read at once, with no thread.
+        """
+        transport = PausingTransport(bufferSize=25_000)
+        producer, source, threads = slowProducer(cached=True)
+        producer.startStreaming(transport)
+        self.assertEqual(threads.queued, [])
+        self.assertEqual(source.nowaitHits, 3)
+        self.assertEqual(transport.value(), CONTENT[:30_000])
+
+    def test_pausedDuringRead(self) -> None:
+        """
+        A read that returns while the producer is paused is held: nothing is
+        written or read until it is resumed, which writes that chunk first.
+        """
+        transport = PausingTransport(bufferSize=10**9)
+        producer, source, threads = slowProducer()
+        producer.startStreaming(transport)
+        producer.pauseProducing()
+        threads.runThread()
+        threads.deliver()
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual((threads.queued, source.reads), ([], 1))
+        producer.resumeProducing()
+        self.assertEqual(transport.value(), CONTENT[:10_000])
+        self.assertEqual((len(threads.queued), source.reads), (1, 1))
+
+    def test_stopWhileQueued(self) -> None:
+        """
+        Stopped while its read waits for a thread, the producer skips that
+        read and closes the source at once.
+        """
+        transport = PausingTransport(bufferSize=10**9)
+        producer, source, threads = slowProducer()
+        done = producer.startStreaming(transport)
+        producer.stopProducing()
+        self.assertTrue(source.closed)
+        self.failureResultOf(done, StreamStopped)
+        threads.runAll()
+        self.assertEqual(source.reads, 0)
+        self.assertEqual(transport.value(), b"")
+
+    def test_stopWhileRunning(self) -> None:
+        """
+        Stopped while a thread reads, the producer leaves the source open
+        until that read returns, then drops its bytes, closes the source and
+        reads nothing more.
+        """
+        transport = PausingTransport(bufferSize=10**9)
+        pool, threads = manualPool()
+        source = SlowSource(CONTENT)
+        producer = StreamProducer(
+            source=source, chunkSize=10_000, clock=Clock(), ioPool=pool
+        )
+        done = producer.startStreaming(transport)
+        threads.runThread()  # the read ran; its result is on its way
+        producer.stopProducing()
+        self.failureResultOf(done, StreamStopped)
+        self.assertFalse(source.closed)
+        self.assertEqual(pool.inFlight, 1)
+        threads.deliver()
+        self.assertTrue(source.closed)
+        self.assertEqual(pool.inFlight, 0)
+        threads.runAll()
+        self.assertEqual(source.reads, 1)
+        self.assertEqual(transport.value(), b"")
+
+    def test_stopThenResume(self) -> None:
+        """
+        Resuming a producer stopped during a read starts no read.
+        """
+        transport = PausingTransport(bufferSize=10**9)
+        producer, source, threads = slowProducer()
+        done = producer.startStreaming(transport)
+        threads.runThread()
+        producer.stopProducing()
+        producer.resumeProducing()
+        threads.runAll()
+        self.assertEqual(source.reads, 1)
+        self.failureResultOf(done, StreamStopped)
+
+    def test_errorInThread(self) -> None:
+        """
+        An error raised by a read in a thread ends the stream as one raised
+        at once does: the producer is unregistered, the source closed, and
+        the result fails with it.
+        """
+        transport = PausingTransport(bufferSize=10**9)
+        producer, source, threads = slowProducer()
+        source.failWith = SourceTruncated("file shrank")
+        done = producer.startStreaming(transport)
+        threads.runAll()
+        self.failureResultOf(done, SourceTruncated)
+        self.assertTrue(source.closed)
+        self.assertIsNone(transport.producer)
+        self.assertEqual(producer.state, "finished")
+
+    def test_errorAfterStop(self) -> None:
+        """
+        An error from a read that returns after the producer was stopped is
+        dropped with its bytes: the stream had already ended.
+        """
+        transport = PausingTransport(bufferSize=10**9)
+        producer, source, threads = slowProducer()
+        source.failWith = OSError("I/O error")
+        done = producer.startStreaming(transport)
+        threads.runThread()
+        producer.stopProducing()
+        threads.deliver()
+        self.failureResultOf(done, StreamStopped)
+        self.assertTrue(source.closed)
+
+    def test_endInThread(self) -> None:
+        """
+        A read in a thread that finds the source exhausted finishes the
+        stream with the bytes written.
+        """
+        transport = PausingTransport(bufferSize=10**9)
+        producer, source, threads = slowProducer(content=b"x" * 15_000)
+        done = producer.startStreaming(transport)
+        threads.runAll()
+        self.assertEqual(self.successResultOf(done), 15_000)
+        self.assertEqual(source.reads, 3)
+        self.assertTrue(source.closed)
+
+    def test_limitWithThreads(self) -> None:
+        """
+        The limit holds for reads in threads: none asks for more than is
+        left, and none is made once it is reached.
+        """
+        transport = PausingTransport(bufferSize=10**9)
+        producer, source, threads = slowProducer(limit=12_345)
+        done = producer.startStreaming(transport)
+        threads.runAll()
+        self.assertEqual(self.successResultOf(done), 12_345)
+        self.assertEqual(transport.value(), CONTENT[:12_345])
+        self.assertEqual(source.reads, 2)
+
+    def test_slowReaderBoundedWithThreads(self) -> None:
+        """
+        A consumer that stops taking bytes pauses the producer: at most one
+        chunk is then in hand and no further read is made, however long the
+        threads run.
+        """
+        transport = PausingTransport(bufferSize=15_000)
+        producer, source, threads = slowProducer()
+        producer.startStreaming(transport)
+        threads.runAll()
+        self.assertEqual(producer.state, "paused")
+        self.assertEqual(source.reads, 2)
+        self.assertEqual(len(transport.value()), 20_000)
+        transport.drain()
+        threads.runAll()
+        self.assertEqual(producer.state, "paused")
+        self.assertEqual(source.reads, 4)
+
+    def test_noPoolReadsInline(self) -> None:
+        """
+        With no pool and a clock that has no threads, a source whose reads
+        may block is read at once, as any other.
+        """
+        transport = PausingTransport(bufferSize=25_000)
+        source = SlowSource(CONTENT)
+        producer = StreamProducer(source=source, chunkSize=10_000, clock=Clock())
+        producer.startStreaming(transport)
+        self.assertEqual(source.reads, 3)
+        self.assertEqual(source.nowaitHits, 0)
+
+    def test_reactorPoolByDefault(self) -> None:
+        """
+        With no pool given, a producer whose clock is a reactor with threads
+        uses the reactor's own thread pool.
+        """
+        threads = ManualThreads()
+
+        @implementer(IReactorThreads, IReactorFromThreads)
+        class ThreadedClock(Clock):
+            def getThreadPool(self) -> ManualThreads:
+                return threads
+
+            callFromThread = threads.callFromThread
+
+        source = SlowSource(CONTENT)
+        producer = StreamProducer(
+            source=source, chunkSize=10_000, clock=ThreadedClock()
+        )
+        transport = PausingTransport(bufferSize=10**9)
+        producer.startStreaming(transport)
+        self.assertEqual((len(threads.queued), source.reads), (1, 0))
+        threads.runThread()
+        threads.deliver()
+        self.assertEqual(transport.value(), CONTENT[:10_000])

@@ -4,6 +4,7 @@ Tests for L{twisted_zero._sources} and L{twisted_zero._sizes}.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import zlib
@@ -18,7 +19,10 @@ from zope.interface.verify import verifyObject
 from twisted_zero import (
     ChargenSource,
     FileSource,
+    IBlockingSource,
+    ISendfileSource,
     ISource,
+    PathSource,
     RandomSource,
     SourceError,
     SourceTruncated,
@@ -469,3 +473,260 @@ class OpenRegularFileTests:
         with file:
             assert info.st_size == 5
             assert file.read(100) == b"hello"
+
+
+def evict(path: Path) -> None:
+    """
+    Drop C{path}'s pages from the page cache.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def tellsMisses(directory: Path) -> bool:
+    """
+    Whether the file system of C{directory} tells page-cache misses to
+    C{RWF_NOWAIT} reads, as ext4, xfs and btrfs do (and tmpfs, FUSE and NFS
+    do not).
+    """
+    path = directory / "probe"
+    path.write_bytes(bytes(4096))
+    evict(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        path.unlink()
+    return False
+
+
+class PageCacheTests:
+    """
+    L{FileSource.readNowait} and L{FileSource.sendTo} only touch bytes known
+    to be in the page cache.
+    """
+
+    def test_interfaces(self, tmp_path: Path) -> None:
+        """
+        File sources may block; so may a timed or concatenated one of them.
+        """
+        path = tmp_path / "data"
+        path.write_bytes(b"x")
+        source = openFile(str(path))
+        assert verifyObject(IBlockingSource, source)
+        assert IBlockingSource.providedBy(
+            TimedSource(source=source, clock=Clock(), seconds=1)
+        )
+        assert not IBlockingSource.providedBy(
+            TimedSource(source=ZeroSource(), clock=Clock(), seconds=1)
+        )
+        assert verifyObject(IBlockingSource, ConcatenatedSource(parts=[source]))
+        source.close()
+
+    def test_inMemoryFile(self) -> None:
+        """
+        A file object with no descriptor is in memory: read at once.
+        """
+        source = FileSource(file=CountingFile(b"hello"), length=5)
+        assert source.readNowait(3) == b"hel"
+        assert source.readNowait(3) == b"lo"
+        assert source.readNowait(3) == b""
+
+    def test_coldCache(self, tmp_path: Path) -> None:
+        """
+        Bytes not in the page cache are not read by C{readNowait} nor sent
+        by C{sendTo}; once read (as a thread would), they are.
+        """
+        if not tellsMisses(tmp_path):
+            pytest.skip(f"{tmp_path}'s file system cannot tell page-cache misses")
+        path = tmp_path / "data"
+        path.write_bytes(b"a" * 100_000)
+        source = openFile(str(path))
+        left, right = socket.socketpair()
+        try:
+            # A miss starts the kernel's readahead: evict before each probe.
+            evict(path)
+            assert source.readNowait(10_000) is None
+            evict(path)
+            assert source.sendTo(left.fileno(), 10_000) is None
+            assert source.read(10_000) == b"a" * 10_000
+            assert path.read_bytes()  # the rest, into the page cache
+            assert source.readNowait(10_000) == b"a" * 10_000
+            assert source.sendTo(left.fileno(), 10_000) == 10_000
+            assert right.recv(20_000) == b"a" * 10_000
+        finally:
+            source.close()
+            left.close()
+            right.close()
+
+    def test_probesBothEnds(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        The first and the last byte asked for are probed, where the source
+        is in its file.
+        """
+        path = tmp_path / "data"
+        path.write_bytes(bytes(100_000))
+        probed: list[int] = []
+
+        def preadv(fd: int, buffers: list[bytearray], offset: int, flags: int) -> int:
+            probed.append(offset)
+            return 1
+
+        source = openFile(str(path), offset=1000)
+        monkeypatch.setattr(os, "preadv", preadv)
+        assert source.readNowait(500) == bytes(500)
+        assert probed == [1000, 1499]
+        source.close()
+
+    @pytest.mark.parametrize("method", ["readNowait", "sendTo"])
+    def test_cannotTell(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+    ) -> None:
+        """
+        Where the file system cannot tell (FUSE, NFS: C{EOPNOTSUPP}), every
+        read is taken to block, and it is not asked again.
+        """
+        path = tmp_path / "data"
+        path.write_bytes(bytes(1000))
+        calls: list[int] = []
+
+        def preadv(fd: int, buffers: list[bytearray], offset: int, flags: int) -> int:
+            calls.append(offset)
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+        source = openFile(str(path))
+        monkeypatch.setattr(os, "preadv", preadv)
+        left, right = socket.socketpair()
+        try:
+            for _ in range(3):
+                if method == "readNowait":
+                    assert source.readNowait(100) is None
+                else:
+                    assert source.sendTo(left.fileno(), 100) is None
+            assert calls == [0]
+            assert source.read(100) == bytes(100)
+        finally:
+            source.close()
+            left.close()
+            right.close()
+
+    def test_otherProbeError(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        Another error of the probe (C{EIO}) leaves the read to a thread,
+        where it raises, and probes again next time.
+        """
+        path = tmp_path / "data"
+        path.write_bytes(bytes(1000))
+        calls: list[int] = []
+
+        def preadv(fd: int, buffers: list[bytearray], offset: int, flags: int) -> int:
+            calls.append(offset)
+            raise OSError(errno.EIO, "I/O error")
+
+        source = openFile(str(path))
+        monkeypatch.setattr(os, "preadv", preadv)
+        assert source.readNowait(100) is None
+        assert source.readNowait(100) is None
+        assert calls == [0, 0]
+        source.close()
+
+    def test_concatenated(self, tmp_path: Path) -> None:
+        """
+        A concatenated source reads its parts at once while they are in
+        memory, and not a part that is not.
+        """
+        if not tellsMisses(tmp_path):
+            pytest.skip(f"{tmp_path}'s file system cannot tell page-cache misses")
+        path = tmp_path / "data"
+        path.write_bytes(b"b" * 100_000)
+        evict(path)
+        file = openFile(str(path))
+        source = ConcatenatedSource(parts=[BytesSource(data=b"head"), file])
+        assert source.readNowait(100) == b"head"
+        assert source.readNowait(100) is None
+        assert source.read(100) == b"b" * 100
+        assert path.read_bytes()
+        assert source.readNowait(100) == b"b" * 100
+        source.close()
+
+    def test_timed(self) -> None:
+        """
+        A timed source reads at once what its source would, until the
+        deadline; then it is exhausted.
+        """
+        clock = Clock()
+        source = TimedSource(
+            source=FileSource(file=CountingFile(b"hello"), length=5),
+            clock=clock,
+            seconds=1,
+        )
+        assert source.readNowait(2) == b"he"
+        clock.advance(1)
+        assert source.readNowait(2) == b""
+
+
+class PathSourceTests:
+    def test_opensAtFirstRead(self, tmp_path: Path) -> None:
+        """
+        A L{PathSource} opens its file at the first read, not before: until
+        then, nothing is known to be in memory and nothing can be sent.
+        """
+        path = tmp_path / "data"
+        source = PathSource(str(path))
+        assert verifyObject(ISendfileSource, source)
+        assert verifyObject(IBlockingSource, source)
+        assert source.description == f"file:{path}"
+        path.write_bytes(b"hello")
+        assert source.readNowait(10) is None
+        assert source.sendTo(0, 10) is None
+        assert source.read(3) == b"hel"
+        assert source.readNowait(10) in (b"lo", None)
+        source.close()
+        assert source.read(3) == b""
+
+    def test_sendTo(self, tmp_path: Path) -> None:
+        """
+        Once open, it sends from its file.
+        """
+        path = tmp_path / "data"
+        path.write_bytes(b"hello")
+        source = PathSource(str(path))
+        left, right = socket.socketpair()
+        try:
+            assert source.read(1) == b"h"
+            assert source.sendTo(left.fileno(), 10) in (4, None)
+        finally:
+            source.close()
+            left.close()
+            right.close()
+
+    def test_missing(self, tmp_path: Path) -> None:
+        """
+        A file gone by the first read fails it with a L{SourceError}.
+        """
+        source = PathSource(str(tmp_path / "nope"))
+        with pytest.raises(SourceError, match="no such file"):
+            source.read(10)
+
+    def test_closedBeforeOpening(self, tmp_path: Path) -> None:
+        """
+        Closed before its first read, it never opens its file.
+        """
+        source = PathSource(str(tmp_path / "nope"))
+        source.close()
+        assert source.read(10) == b""
+        assert source.readNowait(10) == b""
+        assert source.sendTo(0, 10) == 0

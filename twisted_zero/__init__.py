@@ -3,24 +3,28 @@ twisted-zero: stream zeros, chargen, random bytes or files to any Twisted
 consumer, with a push producer that stops reading the moment the consumer
 goes away.
 
-Stream a file to a connection::
+Stream a file to a connection; it is opened and read in the reactor's
+thread pool, unless its bytes are in the page cache::
 
-    from twisted_zero import StreamProducer, openFile
+    from twisted_zero import PathSource, StreamProducer
 
     def connectionMade(self):
-        producer = StreamProducer(source=openFile("/srv/big.iso"))
+        producer = StreamProducer(source=PathSource("/srv/big.iso"))
         done = producer.startStreaming(self.transport)
         done.addCallback(lambda sent: self.transport.loseConnection())
 """
 
+from ._iopool import IOPool
 from ._producer import StreamProducer, StreamStopped
 from ._protocol import StreamFactory, StreamProtocol
 from ._sizes import parseSize
 from ._sources import (
     ChargenSource,
     FileSource,
+    IBlockingSource,
     ISendfileSource,
     ISource,
+    PathSource,
     RandomSource,
     SourceError,
     SourceTruncated,
@@ -35,8 +39,11 @@ __version__ = "0.1.0"
 __all__ = [
     "ChargenSource",
     "FileSource",
+    "IBlockingSource",
+    "IOPool",
     "ISendfileSource",
     "ISource",
+    "PathSource",
     "RandomSource",
     "SourceError",
     "SourceTruncated",
