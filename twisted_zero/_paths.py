@@ -168,3 +168,94 @@ def resolveUnderRoot(root: str, rawPath: bytes, dotfiles: bool = False) -> Resol
     if stat.S_ISREG(mode):
         return Resolved(path=real, kind="file", relative=relative)
     raise NotFound(_NOT_REGULAR)
+
+
+MAX_LISTING = 10_000
+"""
+The most entries a directory listing shows. Listing a directory reads at
+most this many (and one more, to know there are more), so a huge directory
+costs a bounded amount of time and memory.
+"""
+
+
+@frozen
+class Listing:
+    """
+    What a directory shows: its servable entries, by name.
+
+    @ivar entries: C{(name, isDirectory)}, sorted by name.
+    @ivar truncated: Whether the directory has more servable entries than
+        the limit: L{entries} is then a part of them.
+    """
+
+    entries: list[tuple[str, bool]]
+    truncated: bool
+
+
+def listUnderRoot(
+    root: str,
+    directory: Resolved,
+    dotfiles: bool = False,
+    limit: int = MAX_LISTING,
+) -> Listing:
+    """
+    List what a request could get from a directory under the root: regular
+    files and directories whose names a request path can spell, no hidden
+    ones unless C{dotfiles}, and symlinks only where they lead to something
+    servable inside C{root}.
+
+    The directory is read in its own order, and only until C{limit}
+    servable entries are found; those are then sorted. Only symlinks cost a
+    path resolution; other entries cost none (C{scandir} tells their type).
+
+    @param directory: A directory resolved by L{resolveUnderRoot}.
+    @raise NotFound: If the directory cannot be read.
+    """
+    entries: list[tuple[str, bool]] = []
+    truncated = False
+    try:
+        with os.scandir(directory.path) as scan:
+            for entry in scan:
+                servable = _servable(root, directory, entry, dotfiles)
+                if servable is None:
+                    continue
+                if len(entries) == limit:
+                    truncated = True
+                    break
+                entries.append((entry.name, servable))
+    except OSError:
+        raise NotFound(_NOT_FOUND) from None
+    entries.sort()
+    return Listing(entries=entries, truncated=truncated)
+
+
+def _servable(
+    root: str, directory: Resolved, entry: os.DirEntry[str], dotfiles: bool
+) -> bool | None:
+    """
+    @return: Whether C{entry} is a directory, if a request could get it;
+        L{None} if not.
+    """
+    name = entry.name
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return None  # not UTF-8: it could not be asked for either
+    if _segments(raw.replace(b"%", b"%25")) != [name]:
+        return None
+    if name.startswith(".") and not dotfiles:
+        return None
+    try:
+        if entry.is_symlink():
+            link = "/".join(filter(None, [directory.relative, name]))
+            resolved = resolveUnderRoot(
+                root, link.encode("utf-8").replace(b"%", b"%25"), dotfiles
+            )
+            return resolved.kind == "directory"
+        if entry.is_dir(follow_symlinks=False):
+            return True
+        if entry.is_file(follow_symlinks=False):
+            return False
+    except (NotFound, OSError):
+        pass
+    return None

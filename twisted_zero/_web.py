@@ -5,14 +5,17 @@ push producer as the raw-TCP daemon, registered on the request.
 
 from __future__ import annotations
 
+import enum
 import html
 import mimetypes
 import os
 import secrets
 from collections.abc import Callable
+from functools import partial
 from typing import BinaryIO, cast
 from urllib.parse import quote
 
+from attrs import frozen
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol
@@ -23,9 +26,10 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from ._iopool import IOPool, reactorPool
 from ._limits import Protection
 from ._metrics import Metrics
-from ._paths import NotFound, resolveUnderRoot
+from ._paths import Listing, NotFound, listUnderRoot, resolveUnderRoot
 from ._producer import StreamProducer, StreamStopped
 from ._protocol import MetricsObserver, formatAddress
 from ._ranges import UNSATISFIABLE, ByteRange, parseRange
@@ -246,6 +250,7 @@ def _stream(
     chunkSize: int | None = None,
     rate: float | None = None,
     sendfile: bool = True,
+    ioPool: IOPool | None = None,
 ) -> int:
     """
     Stream C{source} as the response body with a push producer registered on
@@ -264,6 +269,7 @@ def _stream(
         if metrics is None
         else MetricsObserver(metrics, source.description),
         sendfile=sendfile,
+        ioPool=ioPool,
     )
     transport = request.channel.transport
 
@@ -468,9 +474,11 @@ class _Files(Resource):
         chunkSize: int | None,
         opener: Callable[[str], tuple[BinaryIO, os.stat_result]],
         sendfile: bool,
+        ioPool: IOPool | None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._root = root
+        self._ioPool = ioPool
         self._sendfile = sendfile
         self._clock = clock
         self._listing = listing
@@ -490,31 +498,96 @@ class _Files(Resource):
         if not (path == b"/files" or path.startswith(b"/files/")):
             # Twisted found this resource by a decoded name (/%66iles/).
             return plain(request, http.NOT_FOUND, "404 Not Found")
-        raw = path[len(b"/files") :]
+        lookup = partial(self._lookup, path[len(b"/files") :], path.endswith(b"/"))
+        if self._ioPool is None:
+            return self._respond(request, lookup(), rate)
+        # The file system may be slow: look in a thread, and give up on what
+        # was found if the client goes away meanwhile.
+        gone = False
+        operation = self._ioPool.submit(
+            lookup, lambda found: self._found(request, rate, gone, found)
+        )
+
+        def lost(reason: Failure) -> None:
+            nonlocal gone
+            gone = True
+            operation.cancel()
+
+        request.notifyFinish().addErrback(lost)
+        return NOT_DONE_YET
+
+    def _lookup(self, raw: bytes, slash: bool) -> _Found:
+        """
+        In a thread: everything the request needs of the file system. Open
+        the file (checking it is still under the root once open), or list
+        the directory.
+        """
         try:
             resolved = resolveUnderRoot(self._root, raw, self._dotfiles)
+            if resolved.kind == "directory":
+                if not self._listing:
+                    return _NOT_FOUND
+                if not slash:
+                    return _REDIRECT
+                return _Listed(
+                    resolved.relative,
+                    listUnderRoot(self._root, resolved, self._dotfiles),
+                )
         except NotFound:
-            return plain(request, http.NOT_FOUND, "404 Not Found")
-        if resolved.kind == "directory":
-            if not self._listing:
-                return plain(request, http.NOT_FOUND, "404 Not Found")
-            if not path.endswith(b"/"):
-                request.setResponseCode(http.MOVED_PERMANENTLY)
-                request.setHeader(b"location", path + b"/")
-                return plain(request, http.MOVED_PERMANENTLY, "301 Moved Permanently")
-            return self._index(request, resolved.path, resolved.relative)
+            return _NOT_FOUND
         try:
             file, info = self._open(resolved.path)
         except SourceError:
-            return plain(request, http.NOT_FOUND, "404 Not Found")
+            return _NOT_FOUND
         if not self._opensUnderRoot(file):
             file.close()
-            return plain(request, http.NOT_FOUND, "404 Not Found")
+            return _NOT_FOUND
+        return _Opened(file, info, resolved.relative)
+
+    def _found(
+        self, request: Request, rate: float | None, gone: bool, found: _Found | Failure
+    ) -> None:
+        """
+        In the reactor thread: the lookup is done. Respond, unless the client
+        went away meanwhile (then close what was opened).
+        """
+        if gone:
+            if isinstance(found, _Opened):
+                found.file.close()
+            return
+        if isinstance(found, Failure):
+            request.processingFailed(found)
+            return
         try:
-            return self._file(request, file, info, resolved.relative, rate)
+            body = self._respond(request, found, rate)
         except BaseException:
-            file.close()
-            raise
+            request.processingFailed(Failure())
+            return
+        if body is NOT_DONE_YET:
+            return
+        assert isinstance(body, bytes)
+        # As Resource.render's caller does with bytes.
+        if request.method != b"HEAD" or body:
+            request.setHeader(b"content-length", b"%d" % (len(body),))
+        request.write(b"" if request.method == b"HEAD" else body)
+        request.finish()
+
+    def _respond(
+        self, request: Request, found: _Found, rate: float | None
+    ) -> bytes | int:
+        if isinstance(found, _Opened):
+            try:
+                return self._file(request, found.file, found.info, found.name, rate)
+            except BaseException:
+                found.file.close()
+                raise
+        if isinstance(found, _Listed):
+            return self._index(request, found)
+        if found is _REDIRECT:
+            location = request.path + b"/"
+            request.setHeader(b"location", location)
+            return plain(request, http.MOVED_PERMANENTLY, "301 Moved Permanently")
+        return plain(request, http.NOT_FOUND, "404 Not Found")
 
     def _file(
         self,
@@ -601,6 +674,7 @@ class _Files(Resource):
             chunkSize=self._chunkSize,
             rate=rate,
             sendfile=self._sendfile,
+            ioPool=self._ioPool,
         )
 
     def _opensUnderRoot(self, file: BinaryIO) -> bool:
@@ -616,32 +690,21 @@ class _Files(Resource):
             return True
         return os.path.commonpath([self._root, opened]) == self._root
 
-    def _index(self, request: Request, directory: str, relative: str) -> bytes:
+    def _index(self, request: Request, index: _Listed) -> bytes:
         entries = []
-        try:
-            names = sorted(os.listdir(directory))
-        except OSError:
-            return plain(request, http.NOT_FOUND, "404 Not Found")
-        for name in names:
-            try:
-                name.encode("utf-8")
-            except UnicodeEncodeError:
-                continue  # not UTF-8: it could not be asked for either
+        for name, isDirectory in index.listing.entries:
             link = quote(name, safe="")
-            try:
-                entry = resolveUnderRoot(
-                    self._root,
-                    f"/{quote(relative)}/{link}".replace("//", "/").encode("ascii"),
-                    self._dotfiles,
-                )
-            except NotFound:
-                continue
-            if entry.kind == "directory":
+            if isDirectory:
                 link, name = link + "/", name + "/"
             entries.append(
                 f'<li><a href="{html.escape(link)}">{html.escape(name)}</a></li>'
             )
-        title = html.escape(f"/{relative}")
+        if index.listing.truncated:
+            entries.append(
+                f"<li>(the first {len(index.listing.entries)} entries found; "
+                "there are more)</li>"
+            )
+        title = html.escape(f"/{index.relative}")
         page = (
             '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
             f"<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n"
@@ -650,6 +713,38 @@ class _Files(Resource):
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         return b"" if request.method == b"HEAD" else page.encode("utf-8")
+
+
+@frozen
+class _Opened:
+    """
+    A file opened under the root for a request.
+    """
+
+    file: BinaryIO
+    info: os.stat_result
+    name: str
+
+
+@frozen
+class _Listed:
+    """
+    A directory listed for a request.
+    """
+
+    relative: str
+    listing: Listing
+
+
+class _Answer(enum.Enum):
+    NOT_FOUND = "not found"
+    REDIRECT = "redirect"
+
+
+_NOT_FOUND = _Answer.NOT_FOUND
+_REDIRECT = _Answer.REDIRECT
+_Found = _Opened | _Listed | _Answer
+"""What L{_Files} found for a request path."""
 
 
 def _multipart(
@@ -692,6 +787,7 @@ def makeResource(
     chunkSize: int | None = None,
     opener: Callable[[str], tuple[BinaryIO, os.stat_result]] = openRegularFile,
     sendfile: bool = True,
+    ioPool: IOPool | None = None,
 ) -> IResource:
     """
     The whole HTTP front end: C{/} describes it, C{/zero}, C{/random} and
@@ -707,6 +803,9 @@ def makeResource(
     @param opener: Opens a file under C{root} (see L{openRegularFile}).
     @param sendfile: Whether files go to the socket with C{sendfile()}
         where they can; if not, they are read and sent.
+    @param ioPool: Where the file system is used for requests under
+        C{root} (opening, checking, listing and reading files): L{None} for
+        the reactor's own thread pool if C{clock} has one, else at once.
     """
     top = _Top()  # type: ignore[no-untyped-call]
     top.putChild(b"", _Index(root is not None))
@@ -717,6 +816,15 @@ def makeResource(
     ]:
         top.putChild(name, _Generated(factory, contentType, clock, maxBytes, chunkSize))
     if root is not None:
-        files = _Files(root, clock, listing, dotfiles, chunkSize, opener, sendfile)
+        files = _Files(
+            root,
+            clock,
+            listing,
+            dotfiles,
+            chunkSize,
+            opener,
+            sendfile,
+            reactorPool(clock) if ioPool is None else ioPool,
+        )
         top.putChild(b"files", files)
     return top
