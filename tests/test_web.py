@@ -18,11 +18,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import LogEvent, capturedLogs
 from twisted.python.failure import Failure
 
+from twisted_zero import _paths
 from twisted_zero._limits import ConnectionLimits, Protection
+from twisted_zero._paths import NotFound, listUnderRoot, resolveUnderRoot
 from twisted_zero._sources import CHARGEN_PERIOD, openRegularFile
 from twisted_zero._web import StreamSite, makeResource
 
-from .helpers import PausingTransport, TurnClock
+from .helpers import PausingTransport, TurnClock, manualPool
 
 CONTENT = bytes(range(256)) * 400  # 102400 bytes
 CHUNK = 4096
@@ -46,6 +48,9 @@ class CountingReader:
 
     def seek(self, offset: int) -> int:
         return self._file.seek(offset)
+
+    def tell(self) -> int:
+        return self._file.tell()
 
     def fileno(self) -> int:
         return self._file.fileno()
@@ -117,11 +122,11 @@ class Server:
             file, info = openRegularFile(path)
             return CountingReader(file, self.files), info  # type: ignore[return-value]
 
+        options.setdefault("opener", opener)
         resource = makeResource(
             clock=self.clock,
             root=None if root is None else os.path.realpath(root),
             chunkSize=CHUNK,
-            opener=opener,
             **options,  # type: ignore[arg-type]
         )
         self.site = StreamSite(
@@ -828,3 +833,170 @@ class ProtectionTests:
             server.channel.connectionLost(Failure(ConnectionLost()))
         [event] = [e for e in events if "status" in e]
         assert event["reason"] == "max duration"
+
+
+class ThreadedFilesTests:
+    """
+    With an I/O pool (driven by hand here), C{/files/} does its file-system
+    work in a thread and responds once it is done.
+    """
+
+    def start(self, root: Path, path: str, method: str = "GET") -> ServerInThreads:
+        server = ServerInThreads(root)
+        server.send(f"{method} {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        return server
+
+    def test_fileInThread(self, root: Path) -> None:
+        """
+        The file is opened in a thread: nothing is opened or answered before
+        that; then the body is streamed as usual.
+        """
+        server = self.start(root, "/files/data.bin")
+        assert (server.files, server.transport.value()) == ([], b"")
+        server.threads.runThread()
+        assert len(server.files) == 1
+        server.threads.deliver()
+        [response] = parseResponses(server.pump())
+        assert response.status == 200
+        assert response.body == CONTENT
+        assert server.files[0].closed
+        assert server.pool.inFlight == 0
+
+    @pytest.mark.parametrize(
+        ("path", "method", "status", "body"),
+        [
+            ("/files/nope", "GET", 404, b"404 Not Found\n"),
+            ("/files/sub", "GET", 301, b"301 Moved Permanently\n"),
+            ("/files/sub/", "GET", 200, b'<a href="inner.txt">inner.txt</a>'),
+            ("/files/data.bin", "HEAD", 200, b""),
+            ("/files/sub/", "HEAD", 200, b""),
+            ("/files/nope", "HEAD", 404, b""),
+        ],
+    )
+    def test_answers(
+        self, root: Path, path: str, method: str, status: int, body: bytes
+    ) -> None:
+        """
+        Every answer found in a thread is the one found at once.
+        """
+        threaded = self.start(root, path, method)
+        threaded.threads.runAll()
+        [response] = parseResponses(threaded.pump(), head=method == "HEAD")
+        inline = Server(root, listing=True).get(path, method=method)
+        assert response.status == inline.status == status
+        assert body in response.body
+        assert response.body == inline.body
+        for name in ("content-length", "content-type", "location", "etag"):
+            assert response.headers.get(name) == inline.headers.get(name)
+
+    def test_goneWhileQueued(self, root: Path) -> None:
+        """
+        A client that leaves before a thread looks for its file costs no
+        file-system call: the lookup is skipped.
+        """
+        server = self.start(root, "/files/data.bin")
+        server.channel.connectionLost(Failure(ConnectionLost()))
+        assert server.pool.inFlight == 0
+        server.threads.runAll()
+        assert server.files == []
+
+    def test_goneWhileRunning(self, root: Path) -> None:
+        """
+        A client that leaves while a thread opens its file has it closed as
+        soon as the thread is done, unread; nothing is written.
+        """
+        server = self.start(root, "/files/data.bin")
+        server.threads.runThread()
+        [file] = server.files
+        server.channel.connectionLost(Failure(ConnectionLost()))
+        assert not file.closed
+        server.threads.deliver()
+        assert file.closed
+        assert file.reads == 0
+        assert server.transport.value() == b""
+
+    def test_errorInThread(self, root: Path) -> None:
+        """
+        An unexpected error in the lookup is a 500, logged once.
+        """
+
+        def broken(path: str) -> tuple[BinaryIO, os.stat_result]:
+            raise RuntimeError("disk on fire")
+
+        server = ServerInThreads(root, opener=broken)
+        with capturedLogs() as events:
+            server.send(b"GET /files/data.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            server.threads.runAll()
+            [response] = parseResponses(server.pump())
+        assert response.status == 500
+        assert b"disk on fire" not in response.body
+        assert [e for e in events if e.get("log_failure") is not None]
+
+
+class ServerInThreads(Server):
+    """
+    A L{Server} whose file root uses an I/O pool driven by hand.
+    """
+
+    def __init__(self, root: Path, **options: object) -> None:
+        self.pool, self.threads = manualPool()
+        options.setdefault("listing", True)
+        super().__init__(root, ioPool=self.pool, **options)
+
+
+class ListingTests:
+    def test_bounded(self, tmp_path: Path) -> None:
+        """
+        A listing reads the directory only until it has the most entries it
+        shows, and says there are more.
+        """
+        for index in range(30):
+            (tmp_path / f"f{index:02}").write_bytes(b"")
+        directory = resolveUnderRoot(str(tmp_path), b"/")
+        listing = listUnderRoot(str(tmp_path), directory, limit=10)
+        assert len(listing.entries) == 10
+        assert listing.truncated
+        assert listing.entries == sorted(listing.entries)
+        whole = listUnderRoot(str(tmp_path), directory, limit=30)
+        assert (len(whole.entries), whole.truncated) == (30, False)
+
+    def test_truncatedNote(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        A listing cut short says so on the page.
+        """
+        monkeypatch.setattr(_paths, "MAX_LISTING", 2)
+        page = Server(root, listing=True).get("/files/").body.decode()
+        assert page.count("<li><a ") == 2
+        assert "(the first 2 entries found; there are more)" in page
+
+    def test_symlinks(self, tmp_path: Path) -> None:
+        """
+        Symlinks are listed where they lead inside the root, as what they
+        lead to; names a request cannot spell are left out.
+        """
+        root = tmp_path / "root"
+        (root / "dir").mkdir(parents=True)
+        (root / "file").write_bytes(b"")
+        (root / "to-dir").symlink_to(root / "dir")
+        (root / "to-file").symlink_to(root / "file")
+        (root / "dangling").symlink_to(root / "nope")
+        (root / "out").symlink_to(tmp_path)
+        (root / "back\\slash").write_bytes(b"")
+        (root / "%41").write_bytes(b"")
+        listing = listUnderRoot(str(root), resolveUnderRoot(str(root), b""))
+        assert listing.entries == [
+            ("%41", False),
+            ("dir", True),
+            ("file", False),
+            ("to-dir", True),
+            ("to-file", False),
+        ]
+
+    def test_unreadable(self, tmp_path: Path) -> None:
+        """
+        A directory that cannot be read is not found.
+        """
+        directory = resolveUnderRoot(str(tmp_path), b"")
+        os.rmdir(tmp_path)
+        with pytest.raises(NotFound):
+            listUnderRoot(str(tmp_path), directory)

@@ -196,7 +196,7 @@ def listUnderRoot(
     root: str,
     directory: Resolved,
     dotfiles: bool = False,
-    limit: int = MAX_LISTING,
+    limit: int | None = None,
 ) -> Listing:
     """
     List what a request could get from a directory under the root: regular
@@ -209,8 +209,11 @@ def listUnderRoot(
     path resolution; other entries cost none (C{scandir} tells their type).
 
     @param directory: A directory resolved by L{resolveUnderRoot}.
+    @param limit: The most entries; by default, L{MAX_LISTING}.
     @raise NotFound: If the directory cannot be read.
     """
+    if limit is None:
+        limit = MAX_LISTING
     entries: list[tuple[str, bool]] = []
     truncated = False
     try:
