@@ -4,7 +4,10 @@ Test doubles shared by the unit tests.
 
 from __future__ import annotations
 
+import ctypes
 import io
+import mmap
+import os
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import cast
@@ -199,3 +202,47 @@ class SlowSource:
 
     def close(self) -> None:
         self.closed = True
+
+
+def residentPages(path: str | os.PathLike[str]) -> int:
+    """
+    How many of C{path}'s pages are in the page cache (C{mincore()}).
+    """
+    size = os.path.getsize(path)
+    if not size:
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    pageSize = mmap.PAGESIZE
+    pages = (size + pageSize - 1) // pageSize
+    with (
+        open(path, "rb") as file,
+        mmap.mmap(file.fileno(), size, access=mmap.ACCESS_COPY) as mapped,
+    ):
+        address = ctypes.addressof(ctypes.c_char.from_buffer(mapped))
+        vector = (ctypes.c_ubyte * pages)()
+        if libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(size), vector):
+            raise OSError(ctypes.get_errno(), "mincore failed")
+        resident = sum(byte & 1 for byte in vector)
+        del address
+    return resident
+
+
+def evict(path: str | os.PathLike[str]) -> bool:
+    """
+    Drop C{path}'s pages from the page cache, as a cold disk would have
+    them, and check that they are gone (the kernel may keep pages it has
+    not yet put on its lists: try again until it lets them go).
+
+    @return: Whether they are gone; never, on a file system that lives in
+        the page cache (tmpfs).
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for _ in range(100):
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            if not residentPages(path):
+                return True
+    finally:
+        os.close(fd)
+    return False

@@ -5,20 +5,25 @@ Tests for L{twisted_zero.tap}: options, the service, and the twistd plugin.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 from twisted.application.service import IService, IServiceMaker
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
 from twisted.logger import capturedLogs
 from twisted.plugin import getPlugins
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.scripts._twistd_unix import ServerOptions
+from zope.interface import implementer
 
-from twisted_zero import ChargenSource, StreamFactory
+from twisted_zero import ChargenSource, IOPool, StreamFactory
 from twisted_zero._web import StreamSite
 from twisted_zero.tap import (
     DEFAULT_LISTEN,
@@ -48,6 +53,7 @@ class OptionsTests:
         assert options["source"] == "zero"
         assert options["limit"] is None
         assert options["chunk-size"] is None
+        assert options["io-threads"] == 16
 
     def test_values(self) -> None:
         """
@@ -95,6 +101,8 @@ class OptionsTests:
             ),
             (["--total-rate", "0"], "--total-rate: must be at least 1 bytes"),
             (["--workers", "65"], "--workers: at most 64"),
+            (["--io-threads", "0"], "--io-threads: '0' is not a positive whole number"),
+            (["--io-threads", "1025"], "--io-threads: at most 1024"),
             (
                 ["--worker-sockets", "ftp:3:2"],
                 "--worker-sockets: unknown listener kind 'ftp'",
@@ -357,3 +365,128 @@ class PluginTests:
         [maker] = [p for p in getPlugins(IServiceMaker, plugins) if p.tapname == "zero"]
         assert maker.options is Options
         assert maker.makeService is makeService
+
+
+@implementer(IReactorFromThreads)
+class ThreadedMemoryReactor(MemoryReactorClock):
+    """
+    A memory reactor whose C{callFromThread} queues calls for the test to
+    run, and tells it when one comes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fromThreads: list[Callable[[], object]] = []
+        self.called = threading.Event()
+
+    def callFromThread(
+        self, f: Callable[..., object], *args: object, **kwargs: object
+    ) -> None:
+        self.fromThreads.append(partial(f, *args, **kwargs))
+        self.called.set()
+
+    def runFromThreads(self) -> None:
+        """
+        Wait for a call from a thread, then run those that came.
+        """
+        assert self.called.wait(10), "no call from a thread"
+        self.called.clear()
+        while self.fromThreads:
+            self.fromThreads.pop(0)()
+
+
+class ThreadShutdownTests:
+    """
+    The service starts its I/O threads, and at shutdown waits for the calls
+    in flight, within the shutdown timeout, before it stops them.
+    """
+
+    def start(self, *args: str) -> tuple[IService, ThreadedMemoryReactor, IOPool]:
+        reactor = ThreadedMemoryReactor()
+        service = makeService(
+            parse("--listen", "tcp:1234", "--io-threads", "2", *args), reactor
+        )
+        service.startService()
+        [(_, factory, _, _)] = reactor.tcpServers
+        assert isinstance(factory, StreamFactory)
+        assert factory.ioPool is not None
+        return service, reactor, factory.ioPool
+
+    def test_waitsForCallsInFlight(self) -> None:
+        """
+        Shutdown waits for a call in flight to be done, then stops the
+        threads; the service has stopped only then.
+        """
+        service, reactor, pool = self.start()
+        release = threading.Event()
+        threadsSeen: list[threading.Thread] = []
+
+        def work() -> str:
+            threadsSeen.append(threading.current_thread())
+            release.wait(10)
+            return "read"
+
+        results: list[object] = []
+        pool.submit(work, results.append)
+        stopped: list[object] = []
+        with capturedLogs() as events:
+            service.stopService().addBoth(stopped.append)
+        assert stopped == []
+        assert [e["count"] for e in events if "file-system" in e["log_format"]] == [1]
+        release.set()
+        reactor.runFromThreads()
+        assert results == ["read"]
+        assert len(stopped) == 1 and not isinstance(stopped[0], Failure)
+        [thread] = threadsSeen
+        assert thread.daemon
+        thread.join(10)
+        assert not thread.is_alive()
+
+    def test_givesUpAtTimeout(self) -> None:
+        """
+        A call still running when the shutdown timeout is over (a dead
+        mount) does not hold up the shutdown: it is logged and left to its
+        daemon thread.
+        """
+        service, reactor, pool = self.start("--shutdown-timeout", "3")
+        release = threading.Event()
+        started = threading.Event()
+        workers: list[threading.Thread] = []
+
+        def work() -> None:
+            workers.append(threading.current_thread())
+            started.set()
+            release.wait(10)
+
+        pool.submit(work, lambda result: None)
+        assert started.wait(10)
+        [worker] = workers
+        stopped: list[object] = []
+        with capturedLogs() as events:
+            service.stopService().addBoth(stopped.append)
+            reactor.advance(2.9)
+            assert stopped == []
+            reactor.advance(0.1)
+        assert len(stopped) == 1 and not isinstance(stopped[0], Failure)
+        assert any(
+            e.get("log_format")
+            == "stopping with {count} file-system calls still running"
+            for e in events
+        )
+        release.set()
+        reactor.runFromThreads()
+        assert pool.inFlight == 0
+        # Once the call returned, the threads were stopped after all.
+        worker.join(10)
+        assert not worker.is_alive()
+
+    def test_idle(self) -> None:
+        """
+        With nothing in flight, shutdown does not wait.
+        """
+        service, reactor, pool = self.start()
+        pool.submit(lambda: None, lambda result: None)
+        reactor.runFromThreads()
+        stopped: list[object] = []
+        service.stopService().addBoth(stopped.append)
+        assert len(stopped) == 1 and not isinstance(stopped[0], Failure)

@@ -181,7 +181,8 @@ class IOPool:
         if not self.inFlight:
             waiters, self._idle = self._idle, []
             for waiter in waiters:
-                waiter.callback(None)
+                if not waiter.called:  # not given up on (cancelled)
+                    waiter.callback(None)
 
 
 def reactorPool(reactor: object) -> IOPool | None:

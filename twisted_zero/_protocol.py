@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._iopool import IOPool
 from ._limits import Protection, StallWatch
 from ._metrics import Metrics
 from ._producer import StreamProducer, StreamStopped
@@ -140,6 +141,7 @@ class StreamProtocol(Protocol):
             throttle=protection.throttle(),
             observer=MetricsObserver(factory.metrics, source.description),
             sendfile=factory.sendfile,
+            ioPool=factory.ioPool,
         )
         self._watch = protection.watch(
             self.transport,
@@ -287,6 +289,8 @@ class StreamFactory(_Factory):
     @ivar metrics: Where the streams are counted.
     @ivar sendfile: Whether a file's bytes may go to the socket with
         C{sendfile()}; if not, they are read and sent.
+    @ivar ioPool: Where a file is opened and read when that may block;
+        L{None} for the reactor's own thread pool.
     @ivar shuttingDown: Set when the server is stopping, so streams it ends
         are logged as such.
     """
@@ -303,8 +307,10 @@ class StreamFactory(_Factory):
         protection: Protection | None = None,
         metrics: Metrics | None = None,
         sendfile: bool = True,
+        ioPool: IOPool | None = None,
     ) -> None:
         self.sourceFactory = sourceFactory
+        self.ioPool = ioPool
         self.clock = clock
         self.chunkSize = chunkSize
         self.limit = limit

@@ -8,16 +8,18 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
     IReactorCore,
+    IReactorFromThreads,
     IReactorTime,
     IStreamServerEndpoint,
 )
@@ -25,8 +27,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
 from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
+from ._iopool import IOPool
 from ._limits import ConnectionLimits, Protection
 from ._metrics import Metrics, MetricsResource
 from ._protocol import StreamFactory, formatAddress
@@ -50,6 +54,7 @@ STATUS_INTERVAL = 5.0
 How often systemd is told how many connections are open, in seconds.
 """
 MAX_CHUNK_SIZE = 16 * 2**20
+MAX_IO_THREADS = 1024
 
 
 class StartupError(Exception):
@@ -138,6 +143,14 @@ class Options(usage.Options):
             "Serve the same listeners from N processes (the parent binds "
             "them and restarts a worker that dies).",
         ],
+        [
+            "io-threads",
+            None,
+            "16",
+            "Threads for file-system calls that may block (opening, listing, "
+            "and reading files not in the page cache), so that a slow disk "
+            "or mount never holds up other clients.",
+        ],
         ["worker-sockets", None, None, "(internal: the sockets a worker adopts)"],
         [
             "max-bytes",
@@ -189,12 +202,14 @@ class Options(usage.Options):
             raise usage.UsageError(f"--source: {e}") from None
         for option in ("stall-timeout", "max-duration", "shutdown-timeout"):
             self[option] = _seconds(self[option], option)
-        for option in ("max-connections", "max-per-ip", "workers"):
+        for option in ("max-connections", "max-per-ip", "workers", "io-threads"):
             self[option] = _count(self[option], option)
         for option in ("rate", "total-rate"):
             self[option] = _size(self[option], f"--{option}", 1)
         if self["workers"] > MAX_WORKERS:
             raise usage.UsageError(f"--workers: at most {MAX_WORKERS}")
+        if self["io-threads"] > MAX_IO_THREADS:
+            raise usage.UsageError(f"--io-threads: at most {MAX_IO_THREADS}")
         if self["workers"] > 1 and self["metrics"] is not None:
             raise usage.UsageError(
                 "--metrics cannot be used with --workers yet (each worker "
@@ -271,6 +286,8 @@ class ListeningService(Service):
         reactor: IReactorCore,
         notifier: SystemdNotifier,
         site: StreamSite,
+        threads: ThreadPool,
+        ioPool: IOPool | None,
     ) -> None:
         self.factory = factory
         self.ports = ports + httpPorts + metricsPorts
@@ -282,11 +299,14 @@ class ListeningService(Service):
         self._reactor = reactor
         self._notifier = notifier
         self._site = site
+        self._threads = threads
+        self._ioPool = ioPool
         self._status = LoopingCall(self._reportStatus)
         self._status.clock = notifier.clock
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
+        self._threads.start()
         for port in self._streamPorts:
             self._log.info(
                 "streaming {source} on {address}",
@@ -331,9 +351,13 @@ class ListeningService(Service):
     def stopService(self) -> Deferred[None]:
         """
         Stop accepting connections, let the open ones finish for the
-        shutdown timeout, then abort those left.
+        shutdown timeout, then abort those left; then wait, for what is left
+        of the timeout, for the file-system calls in flight, and stop their
+        threads.
         """
         super().stopService()  # type: ignore[no-untyped-call]
+        clock: IReactorTime = self._notifier.clock
+        deadline = clock.seconds() + self._shutdownTimeout
         self.factory.shuttingDown = True
         self._notifier.stopping()
         if self._status.running:
@@ -351,7 +375,60 @@ class ListeningService(Service):
             )
         stopping.append(protection.drain(self._shutdownTimeout))  # type: ignore[arg-type]
         done = gatherResults(stopping, consumeErrors=True)
+        done.addBoth(lambda _: self._stopThreads(clock, deadline))
         return done.addBoth(lambda _: self._notifier.close())
+
+    def _stopThreads(self, clock: IReactorTime, deadline: float) -> Deferred[None]:
+        """
+        Wait until no thread uses a file, until C{deadline} at the latest,
+        then stop the threads. Threads still blocked then (a dead mount) do
+        not hold up the shutdown: they are daemon threads, which end with
+        the process (or are stopped once their calls return).
+        """
+        pool = self._ioPool
+        if pool is None:
+            return succeed(None)
+        idle = pool.whenIdle()
+        if not idle.called:
+            remaining = max(deadline - clock.seconds(), 0.0)
+            self._log.info(
+                "stopping: waiting up to {timeout}s for {count} file-system calls",
+                timeout=round(remaining, 3),
+                count=pool.inFlight,
+            )
+            idle.addTimeout(remaining, clock)
+
+        def stop(result: object) -> None:
+            if isinstance(result, Failure):
+                self._log.warn(
+                    "stopping with {count} file-system calls still running",
+                    count=pool.inFlight,
+                )
+                # Should they end while the process lives on.
+                pool.whenIdle().addCallback(lambda _: self._threads.stop())
+            else:
+                self._threads.stop()
+
+        return idle.addBoth(stop)
+
+
+class _DaemonThread(threading.Thread):
+    """
+    A thread that does not keep the process alive: one blocked for good on a
+    dead mount must not keep the daemon from exiting.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.daemon = True
+
+
+class _IOThreads(ThreadPool):
+    """
+    The threads that make the file-system calls for clients.
+    """
+
+    threadFactory = _DaemonThread
 
 
 def makeService(options: Options, reactor: IReactorCore | None = None) -> IService:
@@ -368,6 +445,15 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         reactor = globalReactor
     clock: IReactorTime = reactor  # type: ignore[assignment]
     metrics = Metrics()
+    threads = _IOThreads(
+        minthreads=0, maxthreads=options["io-threads"], name="twisted-zero-io"
+    )
+    # A reactor with no threads (a test's) has file-system calls made at once.
+    ioPool = (
+        IOPool(reactor=reactor, threads=threads)
+        if IReactorFromThreads.providedBy(reactor)
+        else None
+    )
     protection = Protection(
         clock=clock,
         stallTimeout=options["stall-timeout"],
@@ -388,6 +474,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         protection=protection,
         metrics=metrics,
         sendfile=not options["no-sendfile"],
+        ioPool=ioPool,
     )
     site = StreamSite(
         makeResource(
@@ -398,6 +485,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
             maxBytes=options["max-bytes"],
             chunkSize=options["chunk-size"],
             sendfile=not options["no-sendfile"],
+            ioPool=ioPool,
         ),
         reactor=clock,
         protection=protection,
@@ -439,6 +527,8 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         reactor,
         SystemdNotifier(clock=clock),
         site,
+        threads,
+        ioPool,
     )
     listening.setServiceParent(service)  # type: ignore[no-untyped-call]
     if options["workers"] > 1 and options["worker-sockets"] is None:
