@@ -78,15 +78,26 @@ class SlowPassthrough:
     """Tell C{mfusepy} that the times L{getattr} returns are nanoseconds."""
 
     def __init__(
-        self, source: str, delay: float, delayMeta: float, logFd: int | None
+        self,
+        source: str,
+        delay: float,
+        delayMeta: float,
+        logFd: int | None,
+        direct: bool = False,
     ) -> None:
         """
         @param source: The absolute path of the directory shown.
         @param delay: Seconds every C{read} sleeps.
         @param delayMeta: Seconds every C{getattr} and C{readdir} sleeps.
         @param logFd: A file descriptor open for appending, to which every
-            C{read} writes a line C{read OFFSET SIZE}; or L{None}.
+            C{read} writes a line C{begin OFFSET SIZE} as it starts and
+            C{read OFFSET SIZE} once done; or L{None}.
+        @param direct: Whether files are opened for direct I/O (no page
+            cache, no readahead): every C{read()} of the mount is then
+            exactly the reads of the file system that it asks for, in
+            requests of at most 128 KiB.
         """
+        self._direct = direct
         self._source = source.rstrip("/")
         self._delay = delay
         self._delayMeta = delayMeta
@@ -95,10 +106,12 @@ class SlowPassthrough:
     def init_with_config(self, connection: Any, config: Any) -> None:
         """
         Let the kernel have up to L{CONCURRENCY} asynchronous reads
-        (readahead) in flight at once.
+        (readahead) in flight at once; open files for direct I/O if asked.
         """
         connection.max_background = CONCURRENCY
         connection.congestion_threshold = CONCURRENCY * 3 // 4
+        if self._direct:
+            config.direct_io = 1
 
     def _path(self, path: str) -> str:
         return self._source + path
@@ -141,6 +154,8 @@ class SlowPassthrough:
         """
         Sleep, then read from the source file (and log the read).
         """
+        if self._logFd is not None:
+            os.write(self._logFd, f"begin {offset} {size}\n".encode())
         time.sleep(self._delay)
         data = os.pread(fh, size, offset)
         if self._logFd is not None:
@@ -248,6 +263,7 @@ def mounted(
     delay: float,
     log: Path | None = None,
     delayMeta: float = 0.0,
+    direct: bool = False,
 ) -> Iterator[Path]:
     """
     Mount C{source} at C{mountpoint} (an empty directory) as a slow file
@@ -256,8 +272,11 @@ def mounted(
     which then unmounts in order.
 
     @param delay: Seconds every C{read} sleeps.
-    @param log: Where every C{read} appends a line C{read OFFSET SIZE}.
+    @param log: Where every C{read} appends a line C{begin OFFSET SIZE}
+        when it starts, and C{read OFFSET SIZE} when it is done.
     @param delayMeta: Seconds every C{getattr} and C{readdir} sleeps.
+    @param direct: Whether files are opened for direct I/O: no page cache
+        or readahead, every read as asked.
     @return: A context manager giving C{mountpoint} once mounted, and which
         unmounts it and waits for the subprocess to end on the way out.
     @raise RuntimeError: If the mount does not appear within
@@ -267,6 +286,8 @@ def mounted(
     command += ["--delay", str(delay), "--delay-meta", str(delayMeta)]
     if log is not None:
         command += ["--log", str(log)]
+    if direct:
+        command.append("--direct-io")
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(
             command,
@@ -311,7 +332,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds every getattr and readdir sleeps (default 0)",
     )
     parser.add_argument(
-        "--log", type=Path, help="append a line 'read OFFSET SIZE' per read here"
+        "--log",
+        type=Path,
+        help="append 'begin OFFSET SIZE' as each read starts, "
+        "'read OFFSET SIZE' once it is done",
+    )
+    parser.add_argument(
+        "--direct-io",
+        action="store_true",
+        help="open files for direct I/O: no page cache, no readahead",
     )
     args = parser.parse_args(argv)
     if args.delay < 0 or args.delay_meta < 0:
@@ -328,7 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logFd = None
     if args.log is not None:
         logFd = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    operations: Any = SlowPassthrough(str(source), args.delay, args.delay_meta, logFd)
+    operations: Any = SlowPassthrough(
+        str(source), args.delay, args.delay_meta, logFd, args.direct_io
+    )
     mfusepy.FUSE(
         operations,
         str(args.mountpoint),

@@ -59,9 +59,10 @@ class MountedTests:
 
     def test_readsSlowAndLogged(self, tmp_path: Path) -> None:
         """
-        Every read sleeps the delay and appends C{read OFFSET SIZE} to the
-        log; the reads of each open of a file cover it, and are made again at
-        the next open (no page cache is kept across opens).
+        Every read appends C{begin OFFSET SIZE} to the log, sleeps the
+        delay, then appends C{read OFFSET SIZE}; the reads of each open of a
+        file cover it, and are made again at the next open (no page cache is
+        kept across opens).
         """
         source, mountpoint = _directories(tmp_path)
         log = tmp_path / "reads.log"
@@ -74,9 +75,12 @@ class MountedTests:
                 (mount / "data.bin").read_bytes()
                 assert time.monotonic() - started >= DELAY
                 lines = log.read_text().splitlines()
-                reads = [line.split() for line in lines[logged:]]
+                entries = [line.split() for line in lines[logged:]]
                 logged = len(lines)
-                assert reads and all(word == "read" for word, _, _ in reads)
+                reads = [entry for entry in entries if entry[0] == "read"]
+                begun = [entry[1:] for entry in entries if entry[0] == "begin"]
+                assert reads and len(begun) == len(reads) == len(entries) // 2
+                assert sorted(begun) == sorted(entry[1:] for entry in reads)
                 assert min(int(offset) for _, offset, _ in reads) == 0
                 assert sum(int(length) for _, _, length in reads) >= size
 
