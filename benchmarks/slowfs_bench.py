@@ -840,8 +840,9 @@ def parseArguments(
     parser.add_argument(
         "--io-threads",
         type=int,
-        default=8,
-        help="--io-threads passed to our daemons, if they have the option (default 8)",
+        default=16,
+        help="--io-threads passed to our daemons, if they have the option "
+        "(default 16, the daemon's own default)",
     )
     parser.add_argument(
         "--nginx",
