@@ -124,8 +124,17 @@ PROBE_NAME = "probe.bin"
 ZERO_PROBE = "/zero?bytes=1"
 SMALL_FILE = b"a small file\n"
 RECV_SIZE = MiB
+SLOW_MS = 100
+"""Probes slower than this many milliseconds are counted (the target's max)."""
 STOP_TIMEOUT = 10.0
 """Seconds the load client may take to stop once told to."""
+
+IDLE = "ours, no load"
+"""
+Our daemon probed the same way with no load at all: the floor that the
+machine itself sets (its scheduler, other guests' steal time), measured in
+the same rounds.
+"""
 
 LISTERS = (OURS, BASELINE, TWISTED_STATIC, NGINX)
 """The servers that list directories; aiohttp's C{FileResponse} does not."""
@@ -206,6 +215,9 @@ class SlowSetup(Setup):
 
     def probePath(self, kind: str) -> str:
         return ZERO_PROBE if kind in DAEMONS else self.urlPath(kind, PROBE_NAME)
+
+    def kinds(self) -> tuple[str, ...]:
+        return (*super().kinds(), IDLE)
 
 
 def daemonArguments(kind: str, setup: Setup, ioThreads: int) -> tuple[str, ...]:
@@ -592,6 +604,13 @@ class Sample(Throughput):
     def mbPerSecond(self) -> float:
         return self.bytes / 1e6 / self.seconds
 
+    @property
+    def slow(self) -> int:
+        """
+        How many probes took more than L{SLOW_MS}.
+        """
+        return sum(latency * 1000 > SLOW_MS for latency in self.latencies)
+
     def latencyMs(self, fraction: float) -> float:
         """
         The latency below which C{fraction} of the probes fell (nearest
@@ -620,6 +639,14 @@ def measure(kind: str, setup: SlowSetup, plan: Plan, serial: int) -> Sample:
         for name in plan.bigFiles
     )
     listing = setup.listingPath(kind) if plan.listing else None
+    if kind == IDLE:
+        with startServer(OURS, setup, serial) as server:
+            cpuBefore = sum(server.cpuTimes())
+            time.sleep(plan.warmup)
+            latencies = probe(server.port, ZERO_PROBE, plan, deadline)
+            server.checkAlive()
+            serverCpu = sum(server.cpuTimes()) - cpuBefore
+        return Sample(plan.duration, 0, serverCpu, 0.0, tuple(latencies), (), 0)
     with startServer(kind, setup, serial) as server:
         cpuBefore = sum(server.cpuTimes())
         with LoadClient(LoadJob(server.port, downloads, listing, deadline)) as load:
@@ -659,6 +686,7 @@ def runRounds(plan: Plan, setup: SlowSetup) -> Results:
                     f"  {kind:20} p50 {sample.latencyMs(0.5):8.1f} ms  "
                     f"p99 {sample.latencyMs(0.99):8.1f} ms  "
                     f"max {sample.latencyMs(1.0):8.1f} ms  "
+                    f"{sample.slow:3d} over {SLOW_MS} ms  "
                     f"{len(sample.latencies):6d} probes  "
                     f"{sample.mbPerSecond:7.1f} MB/s  "
                     f"{len(sample.listings):4d} listings"
@@ -686,10 +714,12 @@ def report(plan: Plan, setup: SlowSetup, results: Results) -> str:
         rows.append(
             [
                 kind,
-                ZERO_PROBE if kind in DAEMONS else PROBE_NAME,
+                ZERO_PROBE if kind in DAEMONS or kind == IDLE else PROBE_NAME,
                 _medianCell([s.latencyMs(0.5) for s in done], ".1f"),
                 _medianCell([s.latencyMs(0.99) for s in done], ".1f"),
+                _medianCell([s.latencyMs(0.999) for s in done], ".1f"),
                 _medianCell([s.latencyMs(1.0) for s in done], ".1f"),
+                _medianCell([s.slow for s in done], ".0f"),
                 _medianCell([len(s.latencies) for s in done], ".0f"),
                 _medianCell([s.mbPerSecond for s in done], ".1f"),
                 spread([s.mbPerSecond for s in done], ".1f"),
@@ -707,7 +737,9 @@ def report(plan: Plan, setup: SlowSetup, results: Results) -> str:
         "probe",
         "p50 ms",
         "p99 ms",
+        "p99.9 ms",
         "max ms",
+        f">{SLOW_MS} ms",
         "probes",
         "dl MB/s",
         "min-max",
@@ -719,7 +751,9 @@ def report(plan: Plan, setup: SlowSetup, results: Results) -> str:
     ]
     out = [
         f"Probe latency under load (median of {results.roundsDone} round(s); "
-        "MB = 10^6 bytes of body; list s: median seconds per listing)",
+        f"MB = 10^6 bytes of body; >{SLOW_MS} ms: probes slower than that; "
+        f"list s: median seconds per listing; {IDLE}: ours probed with no "
+        "load, the machine's own floor)",
         table(header, rows),
     ]
     if setup.nginx is None:
