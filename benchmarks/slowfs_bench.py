@@ -33,8 +33,10 @@ ephemeral port of 127.0.0.1, and:
     each until its 1 body byte has come: C{GET /zero?bytes=1} for our daemon,
     C{GET probe.bin} for the others;
 
-then the server is stopped. The report gives, per server, the medians over
-the rounds of the probes' p50, p99 and max latency and count, the
+then the server is stopped. C{ours, no load} is our daemon probed the same
+way with no load at all: the floor the machine itself sets. The report
+gives, per server, the medians over the rounds of the probes' p50, p99,
+p99.9 and max latency, how many took over 100 ms, and their count, the
 downloads' throughput, the listings, and the server's CPU share.
 
 Our daemon gets C{--listing} and C{--io-threads N} when its C{--help} lists

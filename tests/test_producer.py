@@ -27,7 +27,7 @@ from twisted_zero import (
     StreamStopped,
     ZeroSource,
 )
-from twisted_zero._producer import MAX_CHUNKS_PER_TURN
+from twisted_zero._producer import MAX_BYTES_PER_TURN, MAX_CHUNKS_PER_TURN
 from twisted_zero._sources import CHARGEN_PERIOD, FILE_CHUNK_SIZE, SHARED_CHUNK_SIZE
 
 from .helpers import (
@@ -418,6 +418,24 @@ class TurnTests(SynchronousTestCase):
         self.assertEqual(len(transport.value()), 20 * MAX_CHUNKS_PER_TURN)
         producer.stopProducing()
         self.assertEqual(clock.runTurn(), 0)
+        self.failureResultOf(done, StreamStopped)
+
+    def test_bytesPerTurn(self) -> None:
+        """
+        A consumer that never pauses gets at most about
+        L{MAX_BYTES_PER_TURN} bytes per reactor turn: the turn ends after
+        the chunk that reaches it.
+        """
+        clock = TurnClock()
+        transport = StringTransport()
+        chunk = 1_500_000
+        producer = StreamProducer(source=ZeroSource(), chunkSize=chunk, clock=clock)
+        done = producer.startStreaming(transport)
+        perTurn = -(-MAX_BYTES_PER_TURN // chunk) * chunk
+        self.assertEqual(len(transport.value()), perTurn)
+        self.assertEqual(clock.runTurn(), 1)
+        self.assertEqual(len(transport.value()), 2 * perTurn)
+        producer.stopProducing()
         self.failureResultOf(done, StreamStopped)
 
     def test_pauseCancelsNextTurn(self) -> None:

@@ -38,11 +38,21 @@ producer long before this; a consumer that never pauses (one that buffers
 without bound) gets the rest on later turns instead of an endless loop.
 """
 
-KERNEL_SEND_SIZE = 4 * 2**20
+MAX_BYTES_PER_TURN = 4 * 2**20
 """
-The most bytes asked of one C{sendfile()} call. They go from the page cache
-to the socket without being read into memory, so this costs no memory; the
-socket takes what it has room for.
+The most bytes sent or written in one reactor turn (give or take the last
+chunk), as nginx's C{sendfile_max_chunk} bounds its own: a client that reads
+as fast as loopback can must not hold the reactor for tens of milliseconds
+at a time. It is about what a loopback socket's buffer holds, so a fast
+stream still fills its socket in one turn.
+"""
+
+KERNEL_SEND_SIZE = 2 * 2**20
+"""
+The most bytes asked of one C{sendfile()} call (nginx's default
+C{sendfile_max_chunk}). They go from the page cache to the socket without
+being read into memory, so this costs no memory; the socket takes what it
+has room for.
 """
 
 
@@ -246,6 +256,7 @@ class StreamProducer:
     def _produce(self) -> None:
         if self._reading is not None:
             return  # It goes on when the read returns.
+        budget = self.bytesSent + MAX_BYTES_PER_TURN
         for _ in range(MAX_CHUNKS_PER_TURN):
             if not self._sendNext():
                 return
@@ -258,6 +269,8 @@ class StreamProducer:
                 # Sharing a rate: let the others have their turn first.
                 self._waitFor(0)
                 return
+            if self.bytesSent >= budget:
+                break
         self._waitFor(0)
 
     def _sendNext(self) -> bool:
