@@ -626,6 +626,47 @@ class PageCacheTests:
         assert probed == [1000, 1499]
         source.close()
 
+    def test_cachedPrefix(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        When only the start of what is asked for is in the page cache (the
+        kernel's readahead has not got further), shorter runs are probed and
+        the longest one cached at both ends is read or sent at once.
+        """
+        path = tmp_path / "data"
+        content = os.urandom(4 * 2**20)
+        path.write_bytes(content)
+        cachedUpTo = 300_000
+        probed: list[int] = []
+
+        def preadv(fd: int, buffers: list[bytearray], offset: int, flags: int) -> int:
+            probed.append(offset)
+            if offset >= cachedUpTo:
+                raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+            return 1
+
+        source = openFile(str(path))
+        left, right = socket.socketpair()
+        monkeypatch.setattr(os, "preadv", preadv)
+        try:
+            assert source.readNowait(2**20) == content[: 2**18]
+            assert probed == [0, 2**20 - 1, 2**18 - 1]
+            probed.clear()
+            # From 256 KiB on, only 37,856 bytes are cached: 16 KiB are sent.
+            assert source.sendTo(left.fileno(), 2**20) == 2**14
+            assert probed == [2**18, 2**18 + 2**20 - 1, 2**18 + 2**18 - 1,
+                              2**18 + 2**16 - 1, 2**18 + 2**14 - 1]  # fmt: skip
+            assert right.recv(2**16) == content[2**18 : 2**18 + 2**14]
+            probed.clear()
+            source.read(cachedUpTo - 2**18 - 2**14)  # up to the first miss
+            assert source.readNowait(2**20) is None
+            assert probed == [cachedUpTo]
+        finally:
+            source.close()
+            left.close()
+            right.close()
+
     @pytest.mark.parametrize("method", ["readNowait", "sendTo"])
     def test_cannotTell(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str

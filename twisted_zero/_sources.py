@@ -248,6 +248,12 @@ class RandomSource:
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
 _PROBE = bytearray(1)
 
+MIN_CACHED_RUN = 32 * 1024
+"""
+When the whole of what L{FileSource} was asked for is not cached, the
+shorter runs it probes shrink by four until one is at most this long.
+"""
+
 
 @implementer(ISendfileSource, IBlockingSource)
 @define
@@ -257,7 +263,9 @@ class FileSource:
 
     Whether its next bytes can be had without waiting for the disk is asked
     of the kernel with a one-byte C{preadv(..., RWF_NOWAIT)} at each end of
-    them, which fails with C{EAGAIN} on a page-cache miss (ext4, xfs, btrfs).
+    them, which fails with C{EAGAIN} on a page-cache miss (ext4, xfs, btrfs);
+    if the far end misses, shorter runs are tried (what readahead has brought
+    in is sent, and only the rest read in a thread).
     Where the file system cannot answer (FUSE, NFS, tmpfs, or no
     C{RWF_NOWAIT}: C{EOPNOTSUPP}), every read is taken to block.
 
@@ -297,8 +305,8 @@ class FileSource:
     def readNowait(self, maxBytes: int) -> bytes | None:
         if self._remaining == 0 or self._file is None:
             return b""
-        size = min(maxBytes, self._remaining)
-        if not self._cached(self._fileno(), size):
+        size = self._cached(self._fileno(), min(maxBytes, self._remaining))
+        if not size:
             return None
         return self.read(size)
 
@@ -308,8 +316,8 @@ class FileSource:
         fileno = self._fileno()
         if fileno is None:  # not a real file
             return None
-        size = min(maxBytes, self._remaining)
-        if not self._cached(fileno, size):
+        size = self._cached(fileno, min(maxBytes, self._remaining))
+        if not size:
             return None
         position = self._position()
         sent = os.sendfile(socket, fileno, position, size)
@@ -338,25 +346,40 @@ class FileSource:
         assert self._file is not None
         return self._file.tell() if self._offset is None else self._offset
 
-    def _cached(self, fileno: int | None, size: int) -> bool:
+    def _cached(self, fileno: int | None, size: int) -> int:
         """
-        Whether the next C{size} bytes can be read without waiting: they
-        are in memory, or in the page cache at both ends.
+        How many of the next C{size} bytes can be read without waiting: all
+        of them if they are in memory, or in the page cache at both ends;
+        else the longest of a few shorter runs (a quarter, a sixteenth...,
+        down to L{MIN_CACHED_RUN} or less) that is, as after the kernel's
+        readahead; 0 if not even the first byte is.
         """
         if fileno is None:
-            return True
+            return size
         if not self._probes or _RWF_NOWAIT is None:
-            return False
+            return 0
         start = self._position()
-        for offset in (start, start + size - 1):
-            try:
-                os.preadv(fileno, [_PROBE], offset, _RWF_NOWAIT)
-            except BlockingIOError:
-                return False
-            except OSError as e:
-                if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-                    self._probes = False
-                return False
+        if not self._probe(fileno, start):
+            return 0
+        while size > MIN_CACHED_RUN:
+            if self._probe(fileno, start + size - 1):
+                return size
+            size //= 4
+        return size if self._probe(fileno, start + size - 1) else 0
+
+    def _probe(self, fileno: int, offset: int) -> bool:
+        """
+        Whether the byte at C{offset} is in the page cache: a one-byte read
+        that fails rather than wait for the disk.
+        """
+        try:
+            os.preadv(fileno, [_PROBE], offset, _RWF_NOWAIT)  # type: ignore[arg-type]
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                self._probes = False
+            return False
         return True
 
     def _truncated(self) -> SourceTruncated:
