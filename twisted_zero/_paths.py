@@ -244,8 +244,13 @@ def _servable(
         raw = name.encode("utf-8")
     except UnicodeEncodeError:
         return None  # not UTF-8: it could not be asked for either
-    if _segments(raw.replace(b"%", b"%25")) != [name]:
-        return None
+    if (
+        len(raw) > MAX_SEGMENT
+        or name in (".", "..")
+        or "\\" in name
+        or _DRIVE.match(name)
+    ):
+        return None  # a request path could not name it (see _segments)
     if name.startswith(".") and not dotfiles:
         return None
     try:

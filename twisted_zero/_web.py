@@ -529,10 +529,8 @@ class _Files(Resource):
                     return _NOT_FOUND
                 if not slash:
                     return _REDIRECT
-                return _Listed(
-                    resolved.relative,
-                    listUnderRoot(self._root, resolved, self._dotfiles),
-                )
+                listing = listUnderRoot(self._root, resolved, self._dotfiles)
+                return _Listed(_indexPage(resolved.relative, listing))
         except NotFound:
             return _NOT_FOUND
         try:
@@ -582,7 +580,9 @@ class _Files(Resource):
                 found.file.close()
                 raise
         if isinstance(found, _Listed):
-            return self._index(request, found)
+            request.setHeader(b"content-type", b"text/html; charset=utf-8")
+            request.setHeader(b"cache-control", b"no-cache")
+            return b"" if request.method == b"HEAD" else found.page
         if found is _REDIRECT:
             location = request.path + b"/"
             request.setHeader(b"location", location)
@@ -690,29 +690,29 @@ class _Files(Resource):
             return True
         return os.path.commonpath([self._root, opened]) == self._root
 
-    def _index(self, request: Request, index: _Listed) -> bytes:
-        entries = []
-        for name, isDirectory in index.listing.entries:
-            link = quote(name, safe="")
-            if isDirectory:
-                link, name = link + "/", name + "/"
-            entries.append(
-                f'<li><a href="{html.escape(link)}">{html.escape(name)}</a></li>'
-            )
-        if index.listing.truncated:
-            entries.append(
-                f"<li>(the first {len(index.listing.entries)} entries found; "
-                "there are more)</li>"
-            )
-        title = html.escape(f"/{index.relative}")
-        page = (
-            '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-            f"<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n"
-            "<ul>\n" + "\n".join(entries) + "\n</ul></body></html>\n"
+
+def _indexPage(relative: str, listing: Listing) -> bytes:
+    """
+    The HTML index of a directory: its entries as links, names escaped.
+    """
+    entries = []
+    for name, isDirectory in listing.entries:
+        link = quote(name, safe="")
+        if isDirectory:
+            link, name = link + "/", name + "/"
+        link, name = html.escape(link), html.escape(name)
+        entries.append(f'<li><a href="{link}">{name}</a></li>')
+    if listing.truncated:
+        entries.append(
+            f"<li>(the first {len(listing.entries)} entries found; there are more)</li>"
         )
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-cache")
-        return b"" if request.method == b"HEAD" else page.encode("utf-8")
+    title = html.escape(f"/{relative}")
+    page = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n"
+        "<ul>\n" + "\n".join(entries) + "\n</ul></body></html>\n"
+    )
+    return page.encode("utf-8")
 
 
 @frozen
@@ -729,11 +729,10 @@ class _Opened:
 @frozen
 class _Listed:
     """
-    A directory listed for a request.
+    A directory listed for a request: its index page.
     """
 
-    relative: str
-    listing: Listing
+    page: bytes
 
 
 class _Answer(enum.Enum):
