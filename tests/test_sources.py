@@ -373,8 +373,8 @@ class SourceFactoryTests:
         path.write_bytes(b"hello")
         factory = sourceFactory(f"file:{path}")
         first, second = factory(), factory()
-        assert first.read(10) == b"hello"
-        assert second.read(10) == b"hello"
+        assert readAll(first, [10] * 3) == b"hello"
+        assert readAll(second, [10] * 3) == b"hello"
         first.close()
         second.close()
 
@@ -770,10 +770,31 @@ class PathSourceTests:
         path.write_bytes(b"hello")
         assert source.readNowait(10) is None
         assert source.sendTo(0, 10) is None
-        assert source.read(3) == b"hel"
-        assert source.readNowait(10) in (b"lo", None)
+        assert readAll(source, [3, 3, 3]) == b"hello"
         source.close()
         assert source.read(3) == b""
+
+    def test_firstByteWhenCached(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        The read that opens the file returns only the first byte when what
+        follows is in the page cache (it can then be sent with
+        C{sendfile()}, not held in memory), and what was asked for when it
+        is not (it had to be read in a thread anyway).
+        """
+        path = tmp_path / "data"
+        path.write_bytes(b"hello")
+        if not tellsMisses(tmp_path):
+            pytest.skip(f"{tmp_path}'s file system cannot tell page-cache misses")
+        cached = PathSource(str(path))
+        assert cached.read(3) == b"h"
+        assert cached.readNowait(10) == b"ello"
+        cached.close()
+        missing(monkeypatch)
+        cold = PathSource(str(path))
+        assert cold.read(3) == b"hel"
+        cold.close()
 
     def test_sendTo(self, tmp_path: Path) -> None:
         """

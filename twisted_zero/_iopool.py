@@ -47,8 +47,8 @@ class Operation(Generic[T]):
     """
 
     _pool: IOPool
-    _work: Callable[[], T]
-    _done: Callable[[T | Failure], None]
+    _work: Callable[[], T] | None
+    _done: Callable[[T | Failure], None] | None
     _stage: _Stage = field(default=_Stage.QUEUED, init=False)
     _lock: threading.Lock = field(factory=threading.Lock, init=False)
 
@@ -65,6 +65,7 @@ class Operation(Generic[T]):
             if self._stage is not _Stage.QUEUED:
                 return False
             self._stage = _Stage.SKIPPED
+        self._work = self._done = None
         self._pool._ended()
         return True
 
@@ -77,16 +78,20 @@ class Operation(Generic[T]):
             if self._stage is _Stage.SKIPPED:
                 return
             self._stage = _Stage.RUNNING
+        work, self._work = self._work, None
+        assert work is not None
         result: T | Failure
         try:
-            result = self._work()
+            result = work()
         except BaseException:
             result = Failure()
         self._pool._reactor.callFromThread(self._complete, result)
 
     def _complete(self, result: T | Failure) -> None:
+        done, self._done = self._done, None  # what it holds is not kept
+        assert done is not None
         self._pool._ended()
-        self._done(result)
+        done(result)
 
 
 def _close(result: object) -> None:

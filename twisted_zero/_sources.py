@@ -582,6 +582,10 @@ class PathSource:
     A whole regular file, opened (with L{openFile}) at the first read, so
     that opening it, a file-system call that may block, is a read like the
     others: done in a thread by a producer that has one.
+
+    The read that opens the file returns only its first byte if what follows
+    is in the page cache: the rest can then be sent with C{sendfile()}
+    rather than held in memory (a stalled client would hold that chunk).
     """
 
     _path: str = field(alias="path")
@@ -593,14 +597,14 @@ class PathSource:
     def description(self) -> str:
         return f"file:{self._path}"
 
-    def _file(self) -> FileSource | None:
+    def read(self, maxBytes: int) -> bytes:
         if self._opened is None and not self._closed:
             self._opened = openFile(self._path)
-        return self._opened
-
-    def read(self, maxBytes: int) -> bytes:
-        opened = self._file()
-        return b"" if opened is None else opened.read(maxBytes)
+            if self._opened._cached(self._opened._fileno(), maxBytes) == maxBytes:
+                maxBytes = 1
+        if self._opened is None:
+            return b""
+        return self._opened.read(maxBytes)
 
     def readNowait(self, maxBytes: int) -> bytes | None:
         if self._opened is None:
