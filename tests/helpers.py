@@ -184,10 +184,12 @@ class SlowSource:
         self.nowaitHits = 0
         self.closed = False
         self.failWith: Exception | None = None
+        self.asked: list[int] = []
 
     def read(self, maxBytes: int) -> bytes:
         assert not self.closed, "read after close"
         self.reads += 1
+        self.asked.append(maxBytes)
         if self.failWith is not None:
             raise self.failWith
         chunk, self._content = self._content[:maxBytes], self._content[maxBytes:]

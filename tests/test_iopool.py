@@ -133,6 +133,18 @@ class IOPoolTests(SynchronousTestCase):
         threads.deliver()
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
+    def test_idleAfterCompletion(self) -> None:
+        """
+        L{IOPool.whenIdle} fires only once the completion has run, which may
+        close what the call used.
+        """
+        pool, threads = manualPool()
+        order: list[str] = []
+        pool.submit(lambda: 1, lambda result: order.append("done"))
+        pool.whenIdle().addCallback(lambda _: order.append("idle"))
+        threads.runAll()
+        assert order == ["done", "idle"]
+
     def test_whenIdle(self) -> None:
         """
         L{IOPool.whenIdle} fires at once with nothing in flight, else once

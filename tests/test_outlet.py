@@ -41,6 +41,7 @@ from twisted_zero._sources import (
 )
 from twisted_zero._web import StreamSite, makeResource
 
+from .helpers import SlowSource, manualPool
 from .test_web import parseResponses
 
 BUFFER = 64 * 1024
@@ -545,6 +546,31 @@ class ChunkSendsTests:
             received += len(pair.pump())
             assert received == min(100_000 * (second + 1), 350_000)
         assert outcome == [350_000]
+
+
+class ThreadedSendsTests:
+    def test_readsChunkBeforeRoom(self, pair: Pair) -> None:
+        """
+        When the transport still holds bytes (an HTTP response's head) and
+        the next ones must be read in a thread, a whole chunk is read there,
+        not the single byte that makes the transport pause: a hop to a
+        thread is worth more.
+        """
+        pool, threads = manualPool()
+        content = os.urandom(50_000)
+        source = SlowSource(content)
+        producer = StreamProducer(source=source, clock=pair.reactor, ioPool=pool)
+        pair.transport.write(b"head")
+        outcome = results(producer.startStreaming(pair.transport))
+        received = b""
+        for _ in range(1000):
+            threads.runAll()
+            received += pair.pump()
+            if outcome:
+                break
+        assert received == b"head" + content
+        assert outcome == [len(content)]
+        assert set(source.asked) == {source.chunkSize}
 
 
 class OutletTests:

@@ -27,6 +27,7 @@ from twisted_zero import (
     StreamStopped,
     ZeroSource,
 )
+from twisted_zero._limits import Throttle, TokenBucket
 from twisted_zero._producer import MAX_BYTES_PER_TURN, MAX_CHUNKS_PER_TURN
 from twisted_zero._sources import CHARGEN_PERIOD, FILE_CHUNK_SIZE, SHARED_CHUNK_SIZE
 
@@ -653,6 +654,25 @@ class ThreadedReadTests(SynchronousTestCase):
         self.assertIsNone(transport.producer)
         self.assertEqual(producer.state, "finished")
 
+    def test_throttleRefundedOnStop(self) -> None:
+        """
+        What a read in flight was allowed by the throttle is given back when
+        the producer is stopped, whether the read is skipped or dropped.
+        """
+        for runFirst in (False, True):
+            throttle = Throttle(buckets=[TokenBucket(clock=Clock(), rate=10**6)])
+            transport = PausingTransport(bufferSize=10**9)
+            producer, source, threads = slowProducer(throttle=throttle)
+            done = producer.startStreaming(transport)
+            available = throttle.allowance(10**9)
+            throttle.refund(available)
+            if runFirst:
+                threads.runThread()
+            producer.stopProducing()
+            threads.runAll()
+            self.failureResultOf(done, StreamStopped)
+            self.assertEqual(throttle.allowance(10**9), available + 10_000)
+
     def test_errorAfterStop(self) -> None:
         """
         An error from a read that returns after the producer was stopped is
@@ -692,7 +712,7 @@ class ThreadedReadTests(SynchronousTestCase):
         threads.runAll()
         self.assertEqual(self.successResultOf(done), 12_345)
         self.assertEqual(transport.value(), CONTENT[:12_345])
-        self.assertEqual(source.reads, 2)
+        self.assertEqual(source.asked, [10_000, 2_345])
 
     def test_slowReaderBoundedWithThreads(self) -> None:
         """

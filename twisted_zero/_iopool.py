@@ -90,8 +90,11 @@ class Operation(Generic[T]):
     def _complete(self, result: T | Failure) -> None:
         done, self._done = self._done, None  # what it holds is not kept
         assert done is not None
-        self._pool._ended()
-        done(result)
+        try:
+            done(result)
+        finally:
+            # Only now: the completion may close what the call used.
+            self._pool._ended()
 
 
 def _close(result: object) -> None:

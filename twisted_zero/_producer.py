@@ -139,6 +139,7 @@ class StreamProducer:
     _ioPool: IOPool | None = field(default=None, alias="ioPool")
     _blocking: bool = field(default=False, init=False)
     _reading: Operation[bytes] | None = field(default=None, init=False)
+    _readingWanted: int = field(default=0, init=False)
     _outlet: SocketOutlet | None = field(default=None, init=False)
     _fileSends: bool = field(default=False, init=False)
     _pending: memoryview | None = field(default=None, init=False)
@@ -247,6 +248,8 @@ class StreamProducer:
             self._notePause(False)
             self._consumer = self._outlet = self._pending = None
             if self._reading is None or self._reading.cancel():
+                if self._reading is not None:
+                    self._refund(self._readingWanted)
                 self._reading = None
                 self._closeSource()
             self._done.errback(Failure(StreamStopped(self.bytesSent)))
@@ -347,7 +350,15 @@ class StreamProducer:
                 source = IBlockingSource(self._source)
                 chunk = source.readNowait(wanted)
                 if chunk is None:
+                    if self._throttle is None:
+                        # A hop to a thread is worth more than the byte that
+                        # makes the transport pause (_waitForRoom).
+                        left = self.chunkSize
+                        if self._limit is not None:
+                            left = min(left, self._limit - self.bytesSent)
+                        wanted = max(wanted, left)
                     assert self._ioPool is not None
+                    self._readingWanted = wanted
                     self._reading = self._ioPool.submit(
                         partial(source.read, wanted), partial(self._readDone, wanted)
                     )
@@ -367,6 +378,7 @@ class StreamProducer:
         """
         self._reading = None
         if self._state is _State.STOPPED:
+            self._refund(wanted)
             self._closeSource()
             return
         if isinstance(result, Failure):

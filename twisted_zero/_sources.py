@@ -599,8 +599,9 @@ class PathSource:
 
     def read(self, maxBytes: int) -> bytes:
         if self._opened is None and not self._closed:
-            self._opened = openFile(self._path)
-            if self._opened._cached(self._opened._fileno(), maxBytes) == maxBytes:
+            opened = self._opened = openFile(self._path)
+            size = min(maxBytes, opened._remaining)
+            if size and opened._cached(opened._fileno(), size) == size:
                 maxBytes = 1
         if self._opened is None:
             return b""

@@ -552,6 +552,8 @@ class _Files(Resource):
         if gone:
             if isinstance(found, _Opened):
                 found.file.close()
+            elif isinstance(found, Failure):
+                _log.failure("looking up a file for a client that has gone", found)
             return
         if isinstance(found, Failure):
             request.processingFailed(found)
