@@ -237,6 +237,26 @@ class MakeServiceTests:
             "[::1]:0",
         ]
 
+    def test_backlog(self, tmp_path: Path) -> None:
+        """
+        Listeners get a backlog of 511 (Twisted's is 50) unless the endpoint
+        gives its own.
+        """
+        reactor = MemoryReactorClock()
+        options = parse(
+            "--listen", "tcp:1234", "--listen", "tcp:1235:backlog=7",
+            "--listen", f"unix:{tmp_path / 'z.sock'}",
+            "--http", "tcp6:8080",
+        )  # fmt: skip
+        makeService(options, reactor)
+        assert [(p, b) for p, _, b, _ in reactor.tcpServers] == [
+            (1234, 511),
+            (1235, 7),
+            (8080, 511),
+        ]
+        [(_, _, backlog, _, _)] = reactor.unixServers
+        assert backlog == 511
+
     def test_noSendfile(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """
         C{--no-sendfile} has files read and sent, over raw TCP and HTTP.

@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 import pytest
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import LogEvent, capturedLogs
 from twisted.python.failure import Failure
@@ -313,6 +313,16 @@ class GeneratedTests:
             ("seconds=-1", "seconds=-1: not a positive number"),
             ("seconds=soon", "seconds=soon: not a positive number"),
             ("bytes=1&seconds=1", "ask for bytes= or seconds=, not both"),
+            (
+                "bytes=99999999999999999999999G",
+                "bytes=99999999999999999999999G: more than a Content-Length "
+                "may say (9223372036854775807)",
+            ),
+            (
+                "bytes=9223372036854775808",
+                "bytes=9223372036854775808: more than a Content-Length "
+                "may say (9223372036854775807)",
+            ),
         ],
     )
     def test_badQuery(self, query: str, message: str) -> None:
@@ -562,6 +572,15 @@ class DirectoryTests:
         assert response.status == 301
         assert response.headers["location"] == "/files/sub/"
 
+    def test_fileWithSlash(self, root: Path) -> None:
+        """
+        A file asked for as a directory (a trailing slash) is not found.
+        """
+        server = Server(root, listing=True)
+        assert server.get("/files/data.bin/").status == 404
+        assert server.get("/files/sub/inner.txt/").status == 404
+        assert server.get("/files/data.bin").status == 200
+
     def test_dotfiles(self, root: Path) -> None:
         """
         Dotfiles are served only with C{--dotfiles}.
@@ -801,6 +820,26 @@ class ProtectionTests:
         C{?rate=} takes a positive size; anything else is a 400.
         """
         assert Server(None).get(f"/zero?bytes=100&rate={rate}").status == status
+
+    @pytest.mark.parametrize(
+        "path", ["/files/empty", "/zero?bytes=0", "/zero?bytes=10", "/files/data.bin"]
+    )
+    def test_nothingLeftScheduled(self, root: Path, path: str) -> None:
+        """
+        However a response ends, inside C{startStreaming} too (an empty
+        body, or one that fits in the first send), its stall watch and its
+        deadline end with it: nothing is left scheduled.
+        """
+        server = Server(
+            root,
+            protection=lambda clock: Protection(clock, stallTimeout=10, maxDuration=3),
+        )
+        for _ in range(2):  # two on the same keep-alive connection
+            response = server.get(path)
+            assert response.status == 200
+        # The connection's own idle timeout ends with the connection.
+        server.channel.connectionLost(Failure(ConnectionDone()))
+        assert server.clock.getDelayedCalls() == []
 
     def test_stalledBody(self, root: Path) -> None:
         """

@@ -54,6 +54,12 @@ from ._validators import (
     makeETag,
 )
 
+MAX_CONTENT_LENGTH = 2**63 - 1
+"""
+The largest C{Content-Length} a client can be expected to parse (a signed
+64-bit number), so the most C{?bytes=} may ask for.
+"""
+
 _ENCODED_TYPES = {
     "gzip": "application/gzip",
     "bzip2": "application/x-bzip2",
@@ -317,12 +323,16 @@ def _stream(
         # The client must be able to tell the body is short.
         cast(ITCPTransport, request.channel.transport).abortConnection()
 
-    producer.startStreaming(request).addCallbacks(finished, failed)
-    # The transport stops the producer when the connection is lost, before
-    # the request hears of it; stop it here too, whatever the transport.
+    # Before the body starts: a body that ends inside startStreaming (an
+    # empty file, bytes=0) finishes the request there, and a Deferred from
+    # notifyFinish() asked for after that would never fire, leaving the
+    # watch and the deadline behind. The transport stops the producer when
+    # the connection is lost, before the request hears of it; stop it here
+    # too, whatever the transport.
     request.notifyFinish().addBoth(ended).addErrback(
         lambda reason: producer.stopProducing()
     )
+    producer.startStreaming(request).addCallbacks(finished, failed)
     return NOT_DONE_YET
 
 
@@ -428,6 +438,11 @@ class _Generated(Resource):
                 size = parseSize(text)
             except ValueError:
                 raise ValueError(f"bytes={text}: not a size") from None
+            if size > MAX_CONTENT_LENGTH:
+                raise ValueError(
+                    f"bytes={text}: more than a Content-Length may say "
+                    f"({MAX_CONTENT_LENGTH})"
+                )
         if b"seconds" in args:
             text = args[b"seconds"][-1].decode("ascii", "replace")
             try:
@@ -533,6 +548,8 @@ class _Files(Resource):
                 return _Listed(_indexPage(resolved.relative, listing))
         except NotFound:
             return _NOT_FOUND
+        if slash:
+            return _NOT_FOUND  # a file is not a directory: /files/a.txt/
         try:
             file, info = self._open(resolved.path)
         except SourceError:

@@ -573,11 +573,30 @@ def _adopt(
     return port
 
 
+LISTEN_BACKLOG = 511
+"""
+The listen backlog unless an endpoint says otherwise (C{backlog=}): nginx's.
+Twisted's default of 50 makes a burst of connections wait a second for the
+client's SYN to be sent again.
+"""
+
+
+def _withBacklog(description: str) -> str:
+    """
+    C{description} with C{backlog=LISTEN_BACKLOG} added, for the endpoint
+    types that take one and where it is not given.
+    """
+    kind = description.partition(":")[0].lower()
+    if kind not in ("tcp", "tcp6", "ssl", "unix") or "backlog=" in description:
+        return description
+    return f"{description}:backlog={LISTEN_BACKLOG}"
+
+
 def _listen(
     reactor: Any, description: str, factory: IProtocolFactory
 ) -> IListeningPort:
     try:
-        endpoint = serverFromString(reactor, description)
+        endpoint = serverFromString(reactor, _withBacklog(description))
     except Exception as e:
         raise StartupError(f"bad endpoint {description!r}: {e}") from None
     return _listenNow(endpoint, description, factory)
