@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -970,6 +971,68 @@ class ThreadedFilesTests:
         assert response.status == 500
         assert b"disk on fire" not in response.body
         assert [e for e in events if e.get("log_failure") is not None]
+
+
+class RequestTests:
+    @pytest.mark.parametrize("framing", ["length", "chunked"])
+    def test_bodyDiscarded(
+        self, root: Path, monkeypatch: pytest.MonkeyPatch, framing: str
+    ) -> None:
+        """
+        A request body is read and thrown away as it arrives: never spooled
+        to a temporary file (Twisted's own requests write a large one to
+        disk), and the request is answered as without one.
+        """
+
+        def noDisk(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a request body went to a temporary file")
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", noDisk)
+        monkeypatch.setattr(tempfile, "NamedTemporaryFile", noDisk)
+        body = b"x" * 2_000_000
+        if framing == "length":
+            head = f"Content-Length: {len(body)}\r\n"
+            data = body
+        else:
+            head = "Transfer-Encoding: chunked\r\n"
+            data = (
+                b"".join(
+                    b"%x\r\n%s\r\n" % (len(part), part)
+                    for part in (body[:1_000_000], body[1_000_000:])
+                )
+                + b"0\r\n\r\n"
+            )
+        server = Server(root)
+        for path, status in [("/zero?bytes=5", 405), ("/files/data.bin", 405)]:
+            server.send(
+                f"POST {path} HTTP/1.1\r\nHost: t\r\n{head}"
+                "Content-Type: application/x-www-form-urlencoded\r\n\r\n".encode()
+                + data
+            )
+            [response] = parseResponses(server.pump())
+            assert response.status == status
+
+    @pytest.mark.parametrize(
+        ("target", "status", "body"),
+        [
+            ("http://t/files/a%20b.txt", 200, b"spaces\n"),
+            ("HTTPS://t:8080/zero?bytes=3", 200, b"\0\0\0"),
+            ("http://t?x=1", 200, None),
+            ("http://t", 200, None),
+            ("ftp://t/files/a%20b.txt", 404, None),
+        ],
+    )
+    def test_absoluteForm(
+        self, root: Path, target: str, status: int, body: bytes | None
+    ) -> None:
+        """
+        A request target in absolute form is served as its path (RFC 9112,
+        3.2.2: a server must accept it).
+        """
+        response = Server(root).get(target)
+        assert response.status == status
+        if body is not None:
+            assert response.body == body
 
 
 class ServerInThreads(Server):

@@ -69,10 +69,57 @@ _ENCODED_TYPES = {
 }
 
 
+class _DiscardedBody:
+    """
+    Where a request's body goes: counted and thrown away as it arrives,
+    never stored (Twisted's own requests spool a large body to a temporary
+    file, so any client could fill the disk). No resource here reads one.
+
+    @ivar received: How many bytes of body came.
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    def write(self, data: bytes) -> None:
+        self.received += len(data)
+
+    def tell(self) -> int:
+        return self.received
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+def _originForm(target: bytes) -> bytes:
+    """
+    The origin form (C{/path?query}) of a request target, which may be in
+    absolute form (C{http://host/path?query}): a server must accept both
+    (RFC 9112, 3.2.2).
+    """
+    scheme, separator, rest = target.partition(b"://")
+    if not separator or scheme.lower() not in (b"http", b"https"):
+        return target
+    for index, byte in enumerate(rest):
+        if byte in b"/?":
+            rest = rest[index:]
+            break
+    else:
+        rest = b""
+    return rest if rest.startswith(b"/") else b"/" + rest
+
+
 class StreamRequest(Request):
     """
     A request that logs one structured event when it ends, however it ends:
-    method, path, status, range, bytes, seconds and why it ended.
+    method, path, status, range, bytes, seconds and why it ended. Its body
+    is discarded as it arrives; its target may be in absolute form.
 
     @ivar ending: Set by the resource when it ends the response itself
         (C{"aborted: source failed"}); otherwise the reason is read from how
@@ -84,6 +131,12 @@ class StreamRequest(Request):
     ending: str | None = None
     rangeNote: str = "-"
     _started: float = 0.0
+
+    def gotLength(self, length: int | None) -> None:
+        self.content = _DiscardedBody()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        super().requestReceived(command, _originForm(path), version)  # type: ignore[no-untyped-call]
 
     def process(self) -> None:
         site: Site = self.channel.site  # type: ignore[attr-defined]
