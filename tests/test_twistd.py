@@ -352,6 +352,27 @@ class HTTPTests:
         assert re.search(r'etag: "[^"]+"\r\n', head)
         assert "last-modified: " in head
 
+    def test_uploadNotStored(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        A large request body is thrown away as it arrives: the daemon writes
+        nothing of it to disk (Twisted would spool it to a temporary file)
+        and holds nothing of it in memory; the request is answered.
+        """
+        daemon, url, content = self.start(daemons, tmp_path)
+        port = int(url.split(":")[2].split("/")[0])
+        size = 256 * 2**20
+        written, rss = daemon.io("write_bytes"), daemon.rss()
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as client:
+            client.sendall(
+                b"POST /zero HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size
+            )
+            block = bytes(2**20)
+            for _ in range(size // len(block)):
+                client.sendall(block)
+            assert client.recv(4096).startswith(b"HTTP/1.1 405 ")
+        assert daemon.io("write_bytes") - written < 2**20
+        assert daemon.rss() - rss < 16 * 2**20
+
     def test_disconnectMidDownload(self, daemons: list[Daemon], tmp_path: Path) -> None:
         """
         When C{curl} gives up in the middle of a huge download, the daemon
