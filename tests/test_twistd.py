@@ -352,6 +352,42 @@ class HTTPTests:
         assert re.search(r'etag: "[^"]+"\r\n', head)
         assert "last-modified: " in head
 
+    def test_pipelined(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        10,000 requests pipelined on one connection are all answered, in
+        order, and leave nothing behind: memory does not grow with them and
+        nothing is logged but one line per request.
+        """
+        daemon, url, content = self.start(daemons, tmp_path)
+        port = int(url.split(":")[2].split("/")[0])
+        count = 10_000
+        rss = daemon.rss()
+        requests = (
+            b"".join(
+                b"GET /zero?bytes=%d HTTP/1.1\r\nHost: t\r\n\r\n" % (index % 3)
+                for index in range(count - 1)
+            )
+            + b"GET /zero?bytes=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as client:
+            sender = threading.Thread(target=client.sendall, args=(requests,))
+            sender.start()
+            received = bytearray()
+            while chunk := client.recv(1 << 20):
+                received += chunk
+            sender.join(DEADLINE)
+        heads = re.findall(rb"HTTP/1\.1 (\d+) [^\r]*\r\n(?:[^\r]+\r\n)*?content-length: (\d+)\r\n",
+                           bytes(received), re.IGNORECASE)  # fmt: skip
+        assert len(heads) == count
+        assert {status for status, _ in heads} == {b"200"}
+        assert [int(length) for _, length in heads] == [
+            index % 3 for index in range(count - 1)
+        ] + [1]
+        daemon.waitFor(re.compile(r"GET /zero\?bytes=1 200 .*\(complete\)"))
+        assert daemon.rss() - rss < 32 * 2**20
+        log = "".join(daemon.log)
+        assert "Traceback" not in log and "Unhandled" not in log
+
     def test_uploadNotStored(self, daemons: list[Daemon], tmp_path: Path) -> None:
         """
         A large request body is thrown away as it arrives: the daemon writes
