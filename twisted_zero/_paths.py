@@ -73,22 +73,31 @@ def _segments(rawPath: bytes) -> list[str] | None:
     names = []
     for part in parts:
         decoded = unquote_to_bytes(part)
-        if not decoded or len(decoded) > MAX_SEGMENT:
-            return None
         try:
             name = decoded.decode("utf-8")
         except UnicodeDecodeError:
             return None
-        if (
-            name in (".", "..")
-            or "\0" in name
-            or "/" in name
-            or "\\" in name
-            or _DRIVE.match(name)
-        ):
+        if not _isNameable(name, len(decoded)):
             return None
         names.append(name)
     return names
+
+
+def _isNameable(name: str, size: int) -> bool:
+    """
+    Whether one decoded path segment may name an entry: not empty, at most
+    L{MAX_SEGMENT} bytes (C{size}, UTF-8), not C{.} or C{..}, no NUL, slash
+    or backslash, no drive letter.
+    """
+    return not (
+        not size
+        or size > MAX_SEGMENT
+        or name in (".", "..")
+        or "\0" in name
+        or "/" in name
+        or "\\" in name
+        or _DRIVE.match(name)
+    )
 
 
 def _isHidden(names: list[str]) -> bool:
@@ -244,13 +253,8 @@ def _servable(
         raw = name.encode("utf-8")
     except UnicodeEncodeError:
         return None  # not UTF-8: it could not be asked for either
-    if (
-        len(raw) > MAX_SEGMENT
-        or name in (".", "..")
-        or "\\" in name
-        or _DRIVE.match(name)
-    ):
-        return None  # a request path could not name it (see _segments)
+    if not _isNameable(name, len(raw)):
+        return None  # a request path could not name it
     if name.startswith(".") and not dotfiles:
         return None
     try:

@@ -247,11 +247,13 @@ class StreamProducer:
                 self._throttle.release()
             self._notePause(False)
             self._consumer = self._outlet = self._pending = None
-            if self._reading is None or self._reading.cancel():
-                if self._reading is not None:
-                    self._refund(self._readingWanted)
-                self._reading = None
+            reading, self._reading = self._reading, None
+            if reading is None:
                 self._closeSource()
+            elif reading.cancel():
+                self._refund(self._readingWanted)
+                self._closeSource()
+            # Else a thread reads it: _readDone closes it once it returns.
             self._done.errback(Failure(StreamStopped(self.bytesSent)))
         except BaseException:
             self._log.failure("error while stopping a stream")
