@@ -22,12 +22,9 @@ from .test_twistd import (
     SERVING_HTTP,
     TWISTD,
     Daemon,
-    daemons,
     environment,
     start,
 )
-
-__all__ = ["daemons"]
 
 pytestmark = pytest.mark.e2e
 

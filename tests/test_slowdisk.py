@@ -81,17 +81,6 @@ class ReadLog:
 
 
 @pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """
-    The daemons a test starts, stopped at its end.
-    """
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.stop()
-
-
-@pytest.fixture
 def slowMount(tmp_path: Path) -> Iterator[tuple[Path, ReadLog]]:
     """
     The files of C{tmp_path / "source"} through a FUSE file system whose

@@ -502,9 +502,9 @@ def tellsMisses(directory: Path) -> bool:
         path.unlink()
 
 
-def missing(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def probesFail(monkeypatch: pytest.MonkeyPatch, code: int) -> list[int]:
     """
-    Make every C{RWF_NOWAIT} probe a page-cache miss.
+    Make every C{RWF_NOWAIT} probe fail with the error C{code}.
 
     @return: The offsets probed, as they are.
     """
@@ -512,10 +512,19 @@ def missing(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     def preadv(fd: int, buffers: list[bytearray], offset: int, flags: int) -> int:
         probed.append(offset)
-        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        raise OSError(code, os.strerror(code))  # EAGAIN: a BlockingIOError
 
     monkeypatch.setattr(os, "preadv", preadv)
     return probed
+
+
+def missing(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """
+    Make every C{RWF_NOWAIT} probe a page-cache miss (C{EAGAIN}).
+
+    @return: The offsets probed, as they are.
+    """
+    return probesFail(monkeypatch, errno.EAGAIN)
 
 
 class PageCacheTests:
@@ -677,14 +686,8 @@ class PageCacheTests:
         """
         path = tmp_path / "data"
         path.write_bytes(bytes(1000))
-        calls: list[int] = []
-
-        def preadv(fd: int, buffers: list[bytearray], offset: int, flags: int) -> int:
-            calls.append(offset)
-            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
-
         source = openFile(str(path))
-        monkeypatch.setattr(os, "preadv", preadv)
+        calls = probesFail(monkeypatch, errno.EOPNOTSUPP)
         left, right = socket.socketpair()
         try:
             for _ in range(3):
@@ -708,14 +711,8 @@ class PageCacheTests:
         """
         path = tmp_path / "data"
         path.write_bytes(bytes(1000))
-        calls: list[int] = []
-
-        def preadv(fd: int, buffers: list[bytearray], offset: int, flags: int) -> int:
-            calls.append(offset)
-            raise OSError(errno.EIO, "I/O error")
-
         source = openFile(str(path))
-        monkeypatch.setattr(os, "preadv", preadv)
+        calls = probesFail(monkeypatch, errno.EIO)
         assert source.readNowait(100) is None
         assert source.readNowait(100) is None
         assert calls == [0, 0]

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -139,14 +138,6 @@ class Daemon:
         while not self.lines.empty():
             self.log.append(self.lines.get())
         return code
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.stop()
 
 
 def start(
