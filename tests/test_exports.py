@@ -18,6 +18,7 @@ PUBLIC = {
     "IBlockingSource",
     "IOPool",
     "ISendfileSource",
+    "ISharedChunkSource",
     "ISource",
     "PathSource",
     "RandomSource",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import socket
 from collections.abc import Callable
 from functools import partial
@@ -25,15 +26,17 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 from zope.interface import implementer
 
+from twisted_zero import _outlet, _producer
 from twisted_zero._limits import Throttle, TokenBucket
-from twisted_zero._outlet import socketOutlet
-from twisted_zero._producer import StreamProducer, StreamStopped
+from twisted_zero._outlet import SocketOutlet, socketOutlet
+from twisted_zero._producer import CONSUMER_WRITE_SIZE, StreamProducer, StreamStopped
 from twisted_zero._protocol import StreamFactory
 from twisted_zero._sources import (
     CHARGEN_PERIOD,
     ChargenSource,
     FileSource,
     ISendfileSource,
+    ISource,
     SourceTruncated,
     TimedSource,
     ZeroSource,
@@ -73,9 +76,13 @@ class Pair:
         self,
         protocol: Protocol | None = None,
         reactor: MemoryReactorClock | None = None,
+        tcp: bool = False,
     ) -> None:
         self.reactor = MemoryReactorClock() if reactor is None else reactor
-        self.server, self.client = socket.socketpair()
+        if tcp:
+            self.server, self.client = _tcpPair()
+        else:
+            self.server, self.client = socket.socketpair()
         for end in (self.server, self.client):  # whatever the host's defaults
             end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER)
             end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
@@ -139,6 +146,16 @@ class Pair:
             self.transport.connectionLost(Failure(ConnectionDone()))
         self.client.close()
         self.server.close()
+
+
+def _tcpPair() -> tuple[socket.socket, socket.socket]:
+    """
+    Both ends of a TCP connection on the loopback interface.
+    """
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return server, client
 
 
 @pytest.fixture
@@ -604,12 +621,17 @@ class OutletTests:
     def test_request(self, pair: Pair) -> None:
         """
         An HTTP request gets direct sends once its headers have gone: on
-        HTTP/1.1 with a C{Content-Length}, on HTTP/1.0 with or without (the
-        body then ends at the close).
+        HTTP/1.1 with a C{Content-Length} or without (chunks the outlet
+        frames), on HTTP/1.0 with or without (the body then ends at the
+        close).
         """
         channel = HTTPChannel()
         channel.makeConnection(pair.transport)
-        for version, length in [(b"HTTP/1.1", True), (b"HTTP/1.0", False)]:
+        for version, length in [
+            (b"HTTP/1.1", True),
+            (b"HTTP/1.1", False),
+            (b"HTTP/1.0", False),
+        ]:
             request = Request(channel)
             request.method, request.clientproto = b"GET", version
             if length:
@@ -627,10 +649,6 @@ class OutletTests:
             pytest.param(lambda r: setattr(r, "method", b"HEAD"), id="HEAD"),
             pytest.param(lambda r: r.setResponseCode(204), id="204"),
             pytest.param(lambda r: r.setResponseCode(304), id="304"),
-            pytest.param(
-                lambda r: r.responseHeaders.removeHeader(b"content-length"),
-                id="chunked",
-            ),
             pytest.param(lambda r: setattr(r, "_encoder", object()), id="gzip"),
             pytest.param(lambda r: setattr(r, "_inFakeHead", True), id="fake HEAD"),
             pytest.param(
@@ -795,3 +813,232 @@ class HTTPTests:
             assert unsent == 1
         finally:
             pair.close()
+
+
+def chunkedRequest(pair: Pair) -> Request:
+    """
+    An HTTP/1.1 request on C{pair}'s transport with no C{Content-Length}:
+    its body goes in chunks.
+    """
+    channel = HTTPChannel()
+    channel.makeConnection(pair.transport)
+    request = Request(channel)
+    channel.requests.append(request)
+    request.method, request.clientproto = b"GET", b"HTTP/1.1"
+    return request
+
+
+def streamChunked(pair: Pair, size: int) -> tuple[bytes, list[int | Failure]]:
+    """
+    Stream C{size} bytes of chargen in chunks to C{pair}'s client, reading
+    as fast as it can; the body the client decodes, and the outcome.
+    """
+    request = chunkedRequest(pair)
+    producer = StreamProducer(source=ChargenSource(), clock=pair.reactor, limit=size)
+    done = producer.startStreaming(request)
+    outcome = results(done)
+    done.addCallback(lambda sent: request.finish())
+    [response] = parseResponses(pair.pump())
+    assert response.headers["transfer-encoding"] == "chunked"
+    return response.body, outcome
+
+
+class ChunkedSendsTests:
+    def test_framed(self, pair: Pair) -> None:
+        """
+        A chunked body is sent directly in frames of its own, across full
+        sockets, and ends as HTTP/1.1 says: the chargen pattern decodes
+        intact, and the request counts the body's bytes.
+        """
+        size = 3 * 2**20 + 7
+        body, outcome = streamChunked(pair, size)
+        assert body == (CHARGEN_PERIOD * (size // len(CHARGEN_PERIOD) + 1))[:size]
+        assert outcome == [size]
+
+    @pytest.mark.parametrize("seed", range(8))
+    def test_cutAnywhere(
+        self, pair: Pair, seed: int, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        Whatever a send takes of a frame (part of its size line, of its
+        data, of its closing CRLF), the frames on the wire stay whole: the
+        body decodes intact.
+        """
+        rng = random.Random(seed)
+        realSendmsg = pair.server.sendmsg
+
+        def sendmsg(buffers: list[bytes | memoryview]) -> int:
+            wire = b"".join(buffers)
+            if rng.random() < 0.3:
+                raise BlockingIOError(errno.EAGAIN, "full")
+            cut = rng.choice([1, 2, 3, 5, 8, len(wire) - 1, len(wire)])
+            return realSendmsg([wire[: max(cut, 1)]])
+
+        outlets: list[SocketOutlet] = []
+        made = _outlet.socketOutlet
+
+        def madeOutlet(consumer: object) -> SocketOutlet | None:
+            outlet = made(consumer)  # type: ignore[arg-type]
+            if outlet is not None:
+                outlet._sendmsg = sendmsg  # type: ignore[method-assign]
+                outlets.append(outlet)
+            return outlet
+
+        monkeypatch.setattr(_producer, "socketOutlet", madeOutlet)
+        size = 40_000 + seed
+        body, outcome = streamChunked(pair, size)
+        assert outlets
+        assert body == (CHARGEN_PERIOD * 7)[:size]
+        assert outcome == [size]
+
+    def test_stalled(self, pair: Pair) -> None:
+        """
+        For a client that reads nothing, an endless chunked body holds
+        almost nothing in the transport: its frames are in the socket.
+        """
+        request = chunkedRequest(pair)
+        producer = StreamProducer(source=ZeroSource(), clock=pair.reactor)
+        outcome = results(producer.startStreaming(request))
+        for _ in range(20):
+            pair.turn()
+        assert producer.state == "paused" and producer.bytesSent > BUFFER
+        transport = pair.transport
+        unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        assert unsent < 64
+        producer.stopProducing()
+        assert len(outcome) == 1
+
+    def test_closingMidFrame(self, pair: Pair) -> None:
+        """
+        A connection that starts closing while a frame is cut gets the rest
+        of that frame, then chunks framed by the request, in order.
+        """
+        request = chunkedRequest(pair)
+        size = 2**20
+        producer = StreamProducer(
+            source=ChargenSource(), clock=pair.reactor, limit=size
+        )
+        done = producer.startStreaming(request)
+        outcome = results(done)
+        done.addCallback(lambda sent: request.finish())
+        assert producer.state == "paused"
+        pair.transport.loseConnection()
+        [response] = parseResponses(pair.pump())
+        assert response.body == (CHARGEN_PERIOD * 150)[:size]
+        assert outcome == [size]
+
+    def test_site(self) -> None:
+        """
+        Through the site, an HTTP/1.1 stream of unknown length is chunked,
+        sent directly, and decodes intact.
+        """
+        reactor = MemoryReactorClock()
+        site = StreamSite(makeResource(clock=reactor), reactor=reactor)
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
+        assert channel is not None
+        pair = Pair(channel, reactor)
+        try:
+            channel.dataReceived(
+                b"GET /chargen?seconds=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                b"GET /zero?bytes=5 HTTP/1.1\r\nHost: t\r\n\r\n"
+            )
+            received = pair.pump(turns=50)
+            reactor.advance(1)
+            received += pair.pump()
+            timed, sized = parseResponses(received)
+        finally:
+            pair.close()
+        assert timed.headers["transfer-encoding"] == "chunked"
+        periods = len(timed.body) // len(CHARGEN_PERIOD) + 1
+        assert len(timed.body) > 2**20
+        assert timed.body == (CHARGEN_PERIOD * periods)[: len(timed.body)]
+        assert sized.body == bytes(5)
+
+
+@implementer(ISource)
+class RecordingSource:
+    """
+    Random bytes, new for every read, with a record of the sizes read.
+    """
+
+    description = "recorded"
+    chunkSize = 2 * 2**20
+
+    def __init__(self) -> None:
+        self.reads: list[int] = []
+
+    def read(self, maxBytes: int) -> bytes:
+        self.reads.append(maxBytes)
+        return os.urandom(maxBytes)
+
+    def close(self) -> None:
+        pass
+
+
+class FreshChunkTests:
+    def test_sizedToRoom(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        A source whose chunks are new for each read is read no more than
+        the socket has room for, as the kernel tells it, and not at all
+        while it has none: once a client stops reading, the producer holds
+        no more than the kernel's estimate was off by, not a chunk.
+        """
+        rooms: list[int | None] = []
+        room = SocketOutlet.room
+
+        def recordedRoom(outlet: SocketOutlet) -> int | None:
+            rooms.append(room(outlet))
+            return rooms[-1]
+
+        monkeypatch.setattr(SocketOutlet, "room", recordedRoom)
+        pair = Pair(tcp=True)
+        try:
+            source = RecordingSource()
+            producer = StreamProducer(source=source, clock=pair.reactor)
+            outcome = results(producer.startStreaming(pair.transport))
+            for _ in range(20):
+                pair.turn()
+            assert producer.state == "paused"
+            assert rooms and all(size is not None for size in rooms)
+            # Each read is sized to the room found just before it; none is
+            # made where there was none (the byte handed over aside).
+            chunks = [size for size in source.reads if size > 1]
+            roomy = [size for size in rooms if size]
+            assert chunks == [min(size, source.chunkSize) for size in roomy]
+            producer.stopProducing()
+            assert len(outcome) == 1
+        finally:
+            pair.close()
+
+    def test_unmeasurable(self, pair: Pair) -> None:
+        """
+        Where the kernel cannot tell the room (a UNIX socket), new chunks
+        are read no larger than L{CONSUMER_WRITE_SIZE}; the stream is
+        intact.
+        """
+        source = RecordingSource()
+        producer = StreamProducer(source=source, clock=pair.reactor, limit=300_000)
+        producer.startStreaming(pair.transport)
+        received = pair.pump()
+        assert len(received) == 300_000
+        assert max(source.reads) <= CONSUMER_WRITE_SIZE
+
+    def test_consumerWrites(self) -> None:
+        """
+        Writes to a consumer (no socket under it: TLS, or chunks that are
+        not sent directly) are at most L{CONSUMER_WRITE_SIZE}, whatever the
+        chunk size: a transport copies what it is given.
+        """
+        transport = StringTransport()
+        writes: list[int] = []
+        write = transport.write
+        transport.write = lambda data: (writes.append(len(data)), write(data))  # type: ignore[method-assign]
+        producer = StreamProducer(
+            source=ZeroSource(), clock=MemoryReactorClock(), limit=10 * 2**20
+        )
+        outcome = results(producer.startStreaming(transport))
+        assert max(writes) == CONSUMER_WRITE_SIZE
+        assert sum(writes) == len(transport.value()) > CONSUMER_WRITE_SIZE
+        producer.stopProducing()
+        [failure] = outcome
+        assert isinstance(failure, Failure) and failure.check(StreamStopped)

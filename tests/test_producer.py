@@ -425,14 +425,13 @@ class TurnTests(SynchronousTestCase):
         """
         A consumer that never pauses gets at most about
         L{MAX_BYTES_PER_TURN} bytes per reactor turn: the turn ends after
-        the chunk that reaches it.
+        the write that reaches it.
         """
         clock = TurnClock()
         transport = StringTransport()
-        chunk = 1_500_000
-        producer = StreamProducer(source=ZeroSource(), chunkSize=chunk, clock=clock)
+        producer = StreamProducer(source=ZeroSource(), chunkSize=1_500_000, clock=clock)
         done = producer.startStreaming(transport)
-        perTurn = -(-MAX_BYTES_PER_TURN // chunk) * chunk
+        perTurn = MAX_BYTES_PER_TURN
         self.assertEqual(len(transport.value()), perTurn)
         self.assertEqual(clock.runTurn(), 1)
         self.assertEqual(len(transport.value()), 2 * perTurn)

@@ -95,6 +95,7 @@ def parseResponses(data: bytes, head: bool = False) -> list[Response]:
                 size, _, data = data.partition(b"\r\n")
                 length = int(size, 16)
                 body += data[:length]
+                assert data[length : length + 2] == b"\r\n", "chunk not ended"
                 data = data[length + 2 :]
                 if length == 0:
                     break

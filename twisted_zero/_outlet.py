@@ -15,6 +15,11 @@ waiting in the transport, so the stream stays in order.
 from __future__ import annotations
 
 import errno
+import fcntl
+import socket as _socket
+import struct
+import sys
+import termios
 
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.tcp import Connection
@@ -39,6 +44,20 @@ _CONNECTION_ERRNOS = frozenset(
 _UNSUPPORTED_ERRNOS = frozenset(
     {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", -1)}
 )
+
+
+_SO_MEMINFO = 55
+"""
+C{SO_MEMINFO} (Linux 4.6): a socket's memory accounting, as C{ss -m} shows.
+"""
+
+_MEMINFO = struct.Struct("9I")
+_SNDBUF = 3
+_WMEM_QUEUED = 5
+_TIOCOUTQ: int = termios.TIOCOUTQ
+"""
+C{SIOCOUTQ}: the bytes queued in a socket's send buffer, not yet acknowledged.
+"""
 
 
 def isNoRoom(error: OSError) -> bool:
@@ -67,24 +86,45 @@ def isUnsupported(error: OSError) -> bool:
 class SocketOutlet:
     """
     The socket under a consumer: a plain TCP or UNIX transport, or an HTTP
-    request on one whose body is sent as it is (not chunked).
+    request on one whose body is sent as it is or in chunks of HTTP/1.1's
+    chunked coding, which the outlet then frames itself.
 
     Use L{socketOutlet} to make one. Bytes may be sent to it while it is
     L{usable} and L{ready}; while it is usable but not ready, the producer
     waits for room (L{waitForRoom}); once it is no longer usable, the
-    producer writes to its consumer as any producer does.
+    producer writes to it (L{write}) as to any consumer.
+
+    A chunked body's frames are sent whole with C{sendmsg()} (size line,
+    data, CRLF: the data is not copied). When the socket takes only part of
+    a frame, the framing bytes it did not take are written to the transport
+    at once, so that they go before anything else; data bytes it did not
+    take are owed to that frame, and the next bytes sent or written go to it
+    without a size line of their own.
 
     @ivar fileno: The socket's file descriptor.
     """
 
     def __init__(
-        self, consumer: IConsumer, transport: Connection, request: Request | None
+        self,
+        consumer: IConsumer,
+        transport: Connection,
+        request: Request | None,
+        chunked: bool = False,
     ) -> None:
         self._consumer = consumer
         self._transport = transport
         self._request = request
+        self._chunked = chunked
+        self._owed = 0  # data bytes still owed to the current chunk
+        self._sending = True
         socket = transport.getHandle()
+        self._socket = socket
         self._send = socket.send
+        self._sendmsg = socket.sendmsg
+        self._measurable = sys.platform == "linux" and socket.family in (
+            _socket.AF_INET,
+            _socket.AF_INET6,
+        )
         # Only used while usable(): once the connection is closed the number
         # may name another file.
         self.fileno: int = socket.fileno()
@@ -93,20 +133,32 @@ class SocketOutlet:
         """
         Whether the stream may still be sent directly: the connection is
         open and not closing, not TLS, and an HTTP response's body (once its
-        headers are written) goes on the wire as it is.
+        headers are written) goes on the wire as it is or in the chunks this
+        outlet frames.
         """
         transport = self._transport
         request = self._request
         return bool(
-            transport.connected
+            self._sending
+            and transport.connected
             and not transport.disconnecting
             and not transport._writeDisconnecting
             and not transport._aborting
             and not transport.TLS
             and (
-                request is None or not request.startedWriting or _bodyUnframed(request)
+                request is None
+                or not request.startedWriting
+                or _bodyUnframed(request, self._chunked)
             )
         )
+
+    def stopSending(self) -> None:
+        """
+        Send nothing more directly: the transport is not one that pauses
+        its producer as this outlet expects. Bytes are written (L{write})
+        from now on.
+        """
+        self._sending = False
 
     def ready(self) -> bool:
         """
@@ -124,15 +176,102 @@ class SocketOutlet:
         """
         Send what the socket takes now of C{data}.
 
-        @return: How many bytes were sent; 0 when the socket is full.
+        @return: How many bytes of C{data} were sent; 0 when the socket is
+            full.
         @raise OSError: If the connection is broken.
         """
         try:
-            return self._send(data)
+            if not self._chunked:
+                return self._send(data)
+            return self._sendFramed(data)
         except OSError as e:
             if isNoRoom(e):
                 return 0
             raise
+
+    def _sendFramed(self, data: memoryview) -> int:
+        """
+        Send C{data} in a chunk of its own, or as the rest of the chunk owed.
+        """
+        owed = self._owed
+        if owed:
+            size = min(len(data), owed)
+            head = b""
+            tail = _CRLF if size == owed else b""
+        else:
+            size = len(data)
+            head = b"%x\r\n" % size
+            tail = _CRLF
+        sent = self._sendmsg([head, data[:size], tail])
+        if sent < len(head):
+            # The size line is cut: the chunk is begun, all its data owed.
+            self._owed = size
+            self._transport.write(head[sent:])
+            return 0
+        sent -= len(head)
+        if sent < size:
+            self._owed = (owed or size) - sent
+            return sent
+        self._owed = (owed or size) - size
+        sent -= size
+        if sent < len(tail):
+            self._transport.write(tail[sent:])
+        return size
+
+    def write(self, data: bytes) -> None:
+        """
+        Write C{data} to the consumer, after the rest of a chunk still owed.
+        """
+        owed = self._owed
+        if owed:
+            size = min(len(data), owed)
+            self._owed = owed - size
+            self._writeRaw(data[:size] + (_CRLF if size == owed else b""), size)
+            data = data[size:]
+        if data:
+            self._consumer.write(data)
+
+    def _writeRaw(self, wire: bytes, count: int) -> None:
+        """
+        Write bytes of a chunk this outlet frames (C{count} of them body) to
+        the transport, past the request, which would frame them again.
+        """
+        self._transport.write(wire)
+        self.countSent(count)
+
+    def room(self) -> int | None:
+        """
+        How many bytes the socket would take now, as the kernel counts them:
+        its send buffer's size less what it holds, in the buffer's own
+        accounting (which counts each packet's overhead), scaled by the
+        bytes per unit of that accounting of what is queued. Measured on
+        loopback, this is within a few bytes of what a send then takes, so
+        a producer that makes a new chunk for each send can make it no
+        larger than what fits, and holds nothing while the client reads
+        nothing.
+
+        @return: The estimate; L{None} when the kernel cannot tell (not a
+            TCP socket, not Linux).
+        """
+        if not self._measurable:
+            return None
+        try:
+            info = _MEMINFO.unpack(
+                self._socket.getsockopt(_socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO.size)
+            )
+            queued: int = struct.unpack(
+                "i", fcntl.ioctl(self.fileno, _TIOCOUTQ, bytes(4))
+            )[0]
+        except (OSError, struct.error):
+            self._measurable = False
+            return None
+        accounted: int = info[_WMEM_QUEUED]
+        free: int = info[_SNDBUF] - accounted
+        if free <= 0:
+            return 0
+        if accounted == 0 or queued == 0:
+            return free
+        return free * queued // accounted
 
     def countSent(self, count: int) -> None:
         """
@@ -153,7 +292,15 @@ class SocketOutlet:
         saved = transport.bufferSize
         transport.bufferSize = 0  # any byte buffered pauses the producer
         try:
-            self._consumer.write(data)
+            request = self._request
+            if self._chunked and request is not None and request.startedWriting:
+                # Framed here: in the chunk owed, or in one of its own.
+                if self._owed:
+                    self.write(data)
+                else:
+                    self._writeRaw(b"%x\r\n%s\r\n" % (len(data), data), len(data))
+            else:
+                self._consumer.write(data)
         finally:
             if had:
                 transport.bufferSize = saved
@@ -167,6 +314,8 @@ class SocketOutlet:
         """
         self._transport.abortConnection()
 
+
+_CRLF = b"\r\n"
 
 _TWISTED_WRITES = (http.Request.write, server.Request.write)
 
@@ -186,15 +335,16 @@ of them gets no direct sends.
 """
 
 
-def _bodyUnframed(request: Request) -> bool:
+def _bodyUnframed(request: Request, chunked: bool) -> bool:
     """
     Whether the response's headers have been written and its body goes on
-    the wire as it is: not chunked, not suppressed (HEAD, 204, 304), not
+    the wire as it is (C{chunked} false) or in chunks the outlet frames (true,
+    and so the request does too): not suppressed (HEAD, 204, 304), not
     finished.
     """
     return bool(
         request.startedWriting
-        and not request.chunked
+        and bool(request.chunked) == chunked
         and not request.finished
         and request.method != b"HEAD"
         and request.code not in NO_BODY_CODES
@@ -203,10 +353,9 @@ def _bodyUnframed(request: Request) -> bool:
 
 def _bodyAsWritten(request: Request) -> bool:
     """
-    Whether the body a request is given is what goes on the wire: not
-    encoded (gzip), not rewritten by a subclass's C{write}, not discarded
-    (HEAD, 204, 304), and, on HTTP/1.1, framed by a C{Content-Length} rather
-    than chunked.
+    Whether the body a request is given is what goes on the wire, or in
+    chunks of it: not encoded (gzip), not rewritten by a subclass's
+    C{write}, not discarded (HEAD, 204, 304).
     """
     if type(request).write not in _TWISTED_WRITES:
         return False
@@ -214,10 +363,19 @@ def _bodyAsWritten(request: Request) -> bool:
         return False
     if getattr(request, "_inFakeHead", False) or request.method == b"HEAD":
         return False
-    if request.code in NO_BODY_CODES:
-        return False
-    return request.clientproto != b"HTTP/1.1" or request.responseHeaders.hasHeader(
-        b"content-length"
+    return request.code not in NO_BODY_CODES
+
+
+def _chunkedBody(request: Request) -> bool:
+    """
+    Whether the request's body is, or will be, sent in HTTP/1.1 chunks:
+    as Twisted's C{Request.write} decides it, no C{Content-Length} on
+    HTTP/1.1.
+    """
+    if request.startedWriting:
+        return bool(request.chunked)
+    return request.clientproto == b"HTTP/1.1" and not (
+        request.responseHeaders.hasHeader(b"content-length")
     )
 
 
@@ -225,16 +383,18 @@ def socketOutlet(consumer: IConsumer) -> SocketOutlet | None:
     """
     The socket under C{consumer} for direct sends, or L{None} when there is
     none to send to directly: TLS (bytes must be encrypted), an HTTP body
-    that is encoded, chunked or discarded, HTTP/2, a connection already
-    closed, or any other consumer.
+    that is encoded or discarded, HTTP/2, a connection already closed, or
+    any other consumer.
     """
     transport: object
     request: Request | None
+    chunked = False
     if isinstance(consumer, Request):
         channel = consumer.channel
         if not isinstance(channel, HTTPChannel) or not _bodyAsWritten(consumer):
             return None
         transport, request = channel.transport, consumer
+        chunked = _chunkedBody(consumer)
     else:
         transport, request = consumer, None
     if (
@@ -244,4 +404,4 @@ def socketOutlet(consumer: IConsumer) -> SocketOutlet | None:
         or transport.TLS
     ):
         return None
-    return SocketOutlet(consumer, transport, request)
+    return SocketOutlet(consumer, transport, request, chunked)

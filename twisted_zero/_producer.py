@@ -29,11 +29,12 @@ from ._outlet import (
     isUnsupported,
     socketOutlet,
 )
-from ._sources import IBlockingSource, ISendfileSource, ISource
+from ._sources import IBlockingSource, ISendfileSource, ISharedChunkSource, ISource
 
-MAX_CHUNKS_PER_TURN = 16
+MAX_CHUNKS_PER_TURN = 64
 """
-The most chunks written in one reactor turn. A real transport pauses the
+The most chunks written in one reactor turn (enough for L{MAX_BYTES_PER_TURN}
+in writes of L{CONSUMER_WRITE_SIZE}). A real transport pauses the
 producer long before this; a consumer that never pauses (one that buffers
 without bound) gets the rest on later turns instead of an endless loop.
 """
@@ -45,6 +46,15 @@ chunk), as nginx's C{sendfile_max_chunk} bounds its own: a client that reads
 as fast as loopback can must not hold the reactor for tens of milliseconds
 at a time. It is about what a loopback socket's buffer holds, so a fast
 stream still fills its socket in one turn.
+"""
+
+CONSUMER_WRITE_SIZE = 64 * 1024
+"""
+The most bytes written to a consumer at once, rather than sent to its
+socket: what a Twisted transport holds before it pauses its producer
+(C{FileDescriptor.bufferSize}). A transport copies what it is given into a
+buffer of its own, and a TLS connection's holds the ciphertext, so a stalled
+client costs about one such write, not a whole chunk.
 """
 
 KERNEL_SEND_SIZE = 2 * 2**20
@@ -142,6 +152,7 @@ class StreamProducer:
     _readingWanted: int = field(default=0, init=False)
     _outlet: SocketOutlet | None = field(default=None, init=False)
     _fileSends: bool = field(default=False, init=False)
+    _sharedChunks: bool = field(default=False, init=False)
     _pending: memoryview | None = field(default=None, init=False)
     _observedPause: bool = field(default=False, init=False)
     bytesSent: int = field(default=0, init=False)
@@ -206,6 +217,7 @@ class StreamProducer:
             self._fileSends = self._sendfile and ISendfileSource.providedBy(
                 self._source
             )
+            self._sharedChunks = ISharedChunkSource.providedBy(self._source)
         if self._state is _State.PRODUCING:
             self._produce()
         return self._done
@@ -302,20 +314,26 @@ class StreamProducer:
                 if sent is not None:
                     return sent
                 # Not from the file this time: read instead.
-        wanted = self._wanted(self.chunkSize)
+        size = self.chunkSize
+        if outlet is None:
+            size = min(size, CONSUMER_WRITE_SIZE)
+        elif not self._sharedChunks:
+            # A new chunk of which the socket takes only part is held until
+            # it takes the rest: make it no larger than what fits.
+            room = outlet.room()
+            if room == 0:
+                return self._waitForRoom(outlet)
+            size = min(size, CONSUMER_WRITE_SIZE if room is None else room)
+        wanted = self._wanted(size)
         if wanted is None:
             return False
         chunk = self._read(wanted)
         if chunk is None:
             return False
+        self._pending = memoryview(chunk)
         if outlet is not None:
-            self._pending = memoryview(chunk)
             return self._sendPending()
-        self._written(len(chunk))
-        assert self._consumer is not None
-        self._consumer.write(chunk)
-        # The write may have paused or stopped us.
-        return self._state is not _State.STOPPED
+        return self._writeRest()
 
     def _wanted(self, size: int) -> int | None:
         """
@@ -338,10 +356,11 @@ class StreamProducer:
             size = allowed
         return size
 
-    def _read(self, wanted: int) -> bytes | None:
+    def _read(self, wanted: int, hop: int | None = None) -> bytes | None:
         """
         Read up to C{wanted} bytes of the source, giving back to the throttle
-        what it did not hand out.
+        what it did not hand out; up to C{hop} bytes instead (more than
+        C{wanted}) if they must be read in a thread.
 
         @return: The bytes; L{None} if the stream has ended instead (the
             source is exhausted, or failed), or if they are being read in a
@@ -352,13 +371,8 @@ class StreamProducer:
                 source = IBlockingSource(self._source)
                 chunk = source.readNowait(wanted)
                 if chunk is None:
-                    if self._throttle is None:
-                        # A hop to a thread is worth more than the byte that
-                        # makes the transport pause (_waitForRoom).
-                        left = self.chunkSize
-                        if self._limit is not None:
-                            left = min(left, self._limit - self.bytesSent)
-                        wanted = max(wanted, left)
+                    if hop is not None and self._throttle is None:
+                        wanted = max(wanted, hop)
                     assert self._ioPool is not None
                     self._readingWanted = wanted
                     self._reading = self._ioPool.submit(
@@ -446,21 +460,29 @@ class StreamProducer:
 
     def _writeRest(self) -> bool:
         """
-        Write the rest of the chunk in hand to the consumer, as any producer
-        does.
+        Write the next bytes of the chunk in hand to the consumer, as any
+        producer does, at most L{CONSUMER_WRITE_SIZE} of them: a transport
+        copies what it is given.
 
         @return: As L{_sendNext}.
         """
-        view, self._pending = self._pending, None
-        if view is not None:
-            self._written(len(view))
+        view = self._pending
+        if view is None:
+            return self._state is not _State.STOPPED
+        piece = view[:CONSUMER_WRITE_SIZE]
+        self._pending = view[len(piece) :] if len(view) > len(piece) else None
+        self._written(len(piece))
+        whole = piece.obj
+        data = (
+            whole
+            if isinstance(whole, bytes) and len(whole) == len(piece)
+            else bytes(piece)
+        )
+        if self._outlet is not None:
+            self._outlet.write(data)  # after the rest of a chunk it frames
+        else:
             assert self._consumer is not None
-            whole = view.obj
-            self._consumer.write(
-                whole
-                if isinstance(whole, bytes) and len(whole) == len(view)
-                else bytes(view)
-            )
+            self._consumer.write(data)
         return self._state is not _State.STOPPED
 
     def _sendFromFile(self, outlet: SocketOutlet) -> bool | None:
@@ -513,7 +535,12 @@ class StreamProducer:
         """
         if self._wanted(1) is None:
             return False
-        byte = self._read(1)
+        # A hop to a thread is worth more than the byte that makes the
+        # transport pause.
+        hop = self.chunkSize
+        if self._limit is not None:
+            hop = min(hop, self._limit - self.bytesSent)
+        byte = self._read(1, hop)
         if byte is None:
             return False
         return self._handOver(outlet, byte)
@@ -531,7 +558,7 @@ class StreamProducer:
         if self._state is _State.PRODUCING:
             # The transport did not pause us: it is not one this was written
             # for. Write to it as to any consumer from now on.
-            self._outlet = None
+            outlet.stopSending()
             return self._writeRest()
         return self._state is not _State.STOPPED
 

@@ -79,6 +79,15 @@ class ISendfileSource(ISource):
         """
 
 
+class ISharedChunkSource(ISource):
+    """
+    A source whose chunks are shared immutable buffers, the same for every
+    connection (zeros, the chargen pattern): holding the rest of one while a
+    socket is full costs a connection nothing, so a producer may read them
+    as large as it likes.
+    """
+
+
 class IBlockingSource(ISource):
     """
     A source whose reads may block: its bytes are in a file, which may be on
@@ -144,7 +153,7 @@ def _zeros(size: int) -> bytes:
     return bytes(size)
 
 
-@implementer(ISource)
+@implementer(ISharedChunkSource)
 @define
 class ZeroSource:
     """
@@ -190,7 +199,7 @@ def _chargenBlock(periods: int) -> bytes:
     return CHARGEN_PERIOD * periods
 
 
-@implementer(ISource)
+@implementer(ISharedChunkSource)
 @define
 class ChargenSource:
     """
@@ -475,8 +484,8 @@ class ConcatenatedSource:
 class TimedSource:
     """
     Another source, until a deadline: it ends at the first read after it.
-    It provides L{ISendfileSource} and L{IBlockingSource} if the other
-    source does.
+    It provides L{ISendfileSource}, L{IBlockingSource} and
+    L{ISharedChunkSource} if the other source does.
     """
 
     _source: ISource = field(alias="source")
@@ -486,7 +495,7 @@ class TimedSource:
 
     def __attrs_post_init__(self) -> None:
         self._deadline = self._clock.seconds() + self._seconds
-        for interface in (ISendfileSource, IBlockingSource):
+        for interface in (ISendfileSource, IBlockingSource, ISharedChunkSource):
             if interface.providedBy(self._source):
                 alsoProvides(self, interface)
 
