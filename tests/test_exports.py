@@ -17,6 +17,7 @@ PUBLIC = {
     "FileSource",
     "IBlockingSource",
     "IOPool",
+    "IRewindableSource",
     "ISendfileSource",
     "ISharedChunkSource",
     "ISource",

@@ -29,12 +29,18 @@ from zope.interface import implementer
 from twisted_zero import _outlet, _producer
 from twisted_zero._limits import Throttle, TokenBucket
 from twisted_zero._outlet import SocketOutlet, socketOutlet
-from twisted_zero._producer import CONSUMER_WRITE_SIZE, StreamProducer, StreamStopped
+from twisted_zero._producer import (
+    CONSUMER_WRITE_SIZE,
+    MAX_HELD,
+    StreamProducer,
+    StreamStopped,
+)
 from twisted_zero._protocol import StreamFactory
 from twisted_zero._sources import (
     CHARGEN_PERIOD,
     ChargenSource,
     FileSource,
+    IRewindableSource,
     ISendfileSource,
     ISource,
     SourceTruncated,
@@ -165,11 +171,11 @@ def pair() -> Pair:
     pair.close()
 
 
-@implementer(ISendfileSource)
+@implementer(ISendfileSource, IRewindableSource)
 class CountingSource:
     """
-    A file source that counts its reads and C{sendfile()} calls, and can be
-    told to make C{sendfile()} fail.
+    A file source that counts its reads, rewinds and C{sendfile()} calls,
+    and can be told to make C{sendfile()} fail.
     """
 
     def __init__(self, source: FileSource, error: int | None = None) -> None:
@@ -177,6 +183,7 @@ class CountingSource:
         self.description = source.description
         self.chunkSize = source.chunkSize
         self.reads: list[int] = []
+        self.rewound: list[int] = []
         self.sends = 0
         self.closed = False
         self._error = error
@@ -192,6 +199,10 @@ class CountingSource:
         if self._error is not None:
             raise OSError(self._error, os.strerror(self._error))
         return self._source.sendTo(socket, maxBytes)
+
+    def rewind(self, count: int) -> None:
+        self.rewound.append(count)
+        self._source.rewind(count)
 
     def fail(self, error: int | None) -> None:
         """
@@ -1042,3 +1053,78 @@ class FreshChunkTests:
         producer.stopProducing()
         [failure] = outcome
         assert isinstance(failure, Failure) and failure.check(StreamStopped)
+
+
+class RewindTests:
+    def test_restGivenBack(
+        self, pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        When the socket takes less of a new chunk than the room it reported
+        (the kernel shrinks a stalled client's buffer), the rest, if more
+        than L{MAX_HELD}, goes back to the file and is read again once there
+        is room: the producer holds little, and the file arrives intact.
+        """
+        monkeypatch.setattr(SocketOutlet, "room", lambda outlet: 2**30)
+        path, content = writeFile(tmp_path, 3 * 2**20)
+        source = CountingSource(openFile(path))
+        producer = StreamProducer(
+            source=source, clock=pair.reactor, sendfile=False, chunkSize=256 * 1024
+        )
+        outcome = results(producer.startStreaming(pair.transport))
+        for _ in range(5):
+            pair.turn()
+        assert producer.state == "paused"
+        pending = producer._pending
+        assert pending is None or len(pending.obj) <= MAX_HELD  # type: ignore[arg-type]
+        assert source.rewound and all(n > MAX_HELD for n in source.rewound)
+        received = pair.pump()
+        assert received == content
+        assert outcome == [len(content)]
+        assert sum(source.reads) >= len(content) + sum(source.rewound)
+
+    def test_notShared(self, pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        The rest of a shared chunk is kept, not given back: it costs
+        nothing, and the source is not asked again.
+        """
+        monkeypatch.setattr(SocketOutlet, "room", lambda outlet: 2**30)
+        rewound: list[int] = []
+        monkeypatch.setattr(
+            ZeroSource,
+            "rewind",
+            lambda self, count: rewound.append(count),
+            raising=False,
+        )
+        producer = StreamProducer(source=ZeroSource(), clock=pair.reactor)
+        outcome = results(producer.startStreaming(pair.transport))
+        assert producer.state == "paused"
+        assert producer._pending is not None and len(producer._pending) > MAX_HELD
+        assert rewound == []
+        producer.stopProducing()
+        assert len(outcome) == 1
+
+
+class HandOverTests:
+    def test_byteReadInThread(
+        self, pair: Pair, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        With no room in the socket, the byte that makes the transport pause
+        is read alone, in a thread for a source that may block, and then
+        handed to the transport, not sent: a socket with almost no room
+        would take it, and the next, one read each.
+        """
+        monkeypatch.setattr(SocketOutlet, "room", lambda outlet: 0)
+        pool, threads = manualPool()
+        source = SlowSource(os.urandom(5000))
+        producer = StreamProducer(source=source, clock=pair.reactor, ioPool=pool)
+        outcome = results(producer.startStreaming(pair.transport))
+        threads.runAll()
+        assert source.asked == [1]
+        assert producer.state == "paused"
+        transport = pair.transport
+        unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        assert unsent == 1
+        producer.stopProducing()
+        assert len(outcome) == 1

@@ -20,7 +20,9 @@ from twisted_zero import (
     ChargenSource,
     FileSource,
     IBlockingSource,
+    IRewindableSource,
     ISendfileSource,
+    ISharedChunkSource,
     ISource,
     PathSource,
     RandomSource,
@@ -826,3 +828,66 @@ class PathSourceTests:
         assert source.read(10) == b""
         assert source.readNowait(10) == b""
         assert source.sendTo(0, 10) == 0
+
+
+class RewindTests:
+    def test_file(self, tmp_path: Path) -> None:
+        """
+        A file rewound hands out the same bytes again, and counts them as
+        remaining.
+        """
+        path = tmp_path / "data"
+        path.write_bytes(bytes(range(256)) * 4)
+        source = openFile(str(path), offset=10, length=1000)
+        assert source.read(100) == (bytes(range(256)) * 4)[10:110]
+        source.rewind(40)
+        assert source.read(1000) == (bytes(range(256)) * 4)[70:1010]
+        assert source.read(10) == b""
+        source.close()
+        source.rewind(5)  # closed: nothing to do
+        assert source.read(10) == b""
+
+    def test_pathAndTimed(self, tmp_path: Path) -> None:
+        """
+        A path source rewinds the file it opened; a timed source is
+        rewindable if what it times is.
+        """
+        path = tmp_path / "data"
+        path.write_bytes(b"abcdefgh")
+        source = PathSource(str(path))
+        source.rewind(3)  # nothing read yet
+        assert source.read(1) + source.read(5) == b"abcdef"
+        source.rewind(2)
+        assert source.read(10) == b"efgh"
+        source.close()
+        clock = Clock()
+        assert IRewindableSource.providedBy(
+            TimedSource(source=RandomSource(), clock=clock, seconds=1)
+        )
+        assert not IRewindableSource.providedBy(
+            TimedSource(source=ZeroSource(), clock=clock, seconds=1)
+        )
+
+    def test_random(self) -> None:
+        """
+        Random bytes given back are not handed out again: new ones are.
+        """
+        source = RandomSource()
+        first = source.read(64)
+        source.rewind(64)
+        assert source.read(64) != first
+
+    def test_interfaces(self, tmp_path: Path) -> None:
+        """
+        Zeros and chargen hand out shared chunks; random bytes and files
+        can be rewound; nothing is both.
+        """
+        for shared in (ZeroSource(), ChargenSource()):
+            assert verifyObject(ISharedChunkSource, shared)
+            assert not IRewindableSource.providedBy(shared)
+        path = tmp_path / "data"
+        path.write_bytes(b"x")
+        for fresh in (RandomSource(), openFile(str(path)), PathSource(str(path))):
+            assert verifyObject(IRewindableSource, fresh)
+            assert not ISharedChunkSource.providedBy(fresh)
+            fresh.close()

@@ -245,13 +245,16 @@ class SocketOutlet:
         its send buffer's size less what it holds, in the buffer's own
         accounting (which counts each packet's overhead), scaled by the
         bytes per unit of that accounting of what is queued. Measured on
-        loopback, this is within a few bytes of what a send then takes, so
-        a producer that makes a new chunk for each send can make it no
-        larger than what fits, and holds nothing while the client reads
-        nothing.
+        loopback, this is within a few KiB of what a send then takes, so a
+        producer that makes a new chunk for each send can make it no larger
+        than what fits, and holds almost nothing once a client stops
+        reading.
 
-        @return: The estimate; L{None} when the kernel cannot tell (not a
-            TCP socket, not Linux).
+        @return: The estimate; 0 while the kernel would not call the socket
+            writable (less free than half what it holds: a read for so
+            little is not worth it, and waiting for room ends when it is
+            writable again); L{None} when the kernel cannot tell (not a TCP
+            socket, not Linux).
         """
         if not self._measurable:
             return None
@@ -267,7 +270,7 @@ class SocketOutlet:
             return None
         accounted: int = info[_WMEM_QUEUED]
         free: int = info[_SNDBUF] - accounted
-        if free <= 0:
+        if free <= 0 or free < accounted // 2:
             return 0
         if accounted == 0 or queued == 0:
             return free

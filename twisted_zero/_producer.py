@@ -29,7 +29,13 @@ from ._outlet import (
     isUnsupported,
     socketOutlet,
 )
-from ._sources import IBlockingSource, ISendfileSource, ISharedChunkSource, ISource
+from ._sources import (
+    IBlockingSource,
+    IRewindableSource,
+    ISendfileSource,
+    ISharedChunkSource,
+    ISource,
+)
 
 MAX_CHUNKS_PER_TURN = 64
 """
@@ -55,6 +61,15 @@ socket: what a Twisted transport holds before it pauses its producer
 (C{FileDescriptor.bufferSize}). A transport copies what it is given into a
 buffer of its own, and a TLS connection's holds the ciphertext, so a stalled
 client costs about one such write, not a whole chunk.
+"""
+
+MAX_HELD = 16 * 1024
+"""
+The most of a new chunk (not a shared one) a producer keeps while its
+socket is full. The kernel may shrink a socket's buffer as the client stops
+reading, so that a send takes less than the room it had just reported; the
+rest of the chunk, if more than this, is given back to a source that can
+take it (L{IRewindableSource}) and read again once there is room.
 """
 
 KERNEL_SEND_SIZE = 2 * 2**20
@@ -153,6 +168,8 @@ class StreamProducer:
     _outlet: SocketOutlet | None = field(default=None, init=False)
     _fileSends: bool = field(default=False, init=False)
     _sharedChunks: bool = field(default=False, init=False)
+    _rewindable: bool = field(default=False, init=False)
+    _handOverFirst: bool = field(default=False, init=False)
     _pending: memoryview | None = field(default=None, init=False)
     _observedPause: bool = field(default=False, init=False)
     bytesSent: int = field(default=0, init=False)
@@ -218,6 +235,9 @@ class StreamProducer:
                 self._source
             )
             self._sharedChunks = ISharedChunkSource.providedBy(self._source)
+            self._rewindable = not self._sharedChunks and (
+                IRewindableSource.providedBy(self._source)
+            )
         if self._state is _State.PRODUCING:
             self._produce()
         return self._done
@@ -308,7 +328,7 @@ class StreamProducer:
             if not outlet.ready():
                 # The transport still holds bytes (an HTTP response's
                 # headers): send directly once it has sent them.
-                return self._waitForRoom(outlet)
+                return self._waitForRoom(outlet, hop=True)
             if self._fileSends:
                 sent = self._sendFromFile(outlet)
                 if sent is not None:
@@ -439,6 +459,13 @@ class StreamProducer:
         outlet, view = self._outlet, self._pending
         assert view is not None
         assert self._consumer is not None
+        if self._handOverFirst:
+            # Read for want of room: its first byte waits in the transport
+            # for room, as any byte handed over does; the rest goes after.
+            self._handOverFirst = False
+            if outlet is not None and outlet.usable():
+                self._pending = view[1:] if len(view) > 1 else None
+                return self._handOver(outlet, bytes(view[:1]))
         if outlet is None or not (outlet.usable() and outlet.ready()):
             # No direct sends, closing, or resumed while the transport still
             # holds bytes (which Twisted's transports never do): hand it the
@@ -455,7 +482,16 @@ class StreamProducer:
             self._pending = None
             return True
         # The socket is full.
-        self._pending = view[sent + 1 :] if len(view) > sent + 1 else None
+        rest = view[sent + 1 :] if len(view) > sent + 1 else None
+        if rest is not None and len(rest) > MAX_HELD and self._rewindable:
+            try:
+                IRewindableSource(self._source).rewind(len(rest))
+            except Exception:
+                self._finish(Failure())
+                return False
+            self._refund(len(rest))
+            rest = None
+        self._pending = rest
         return self._handOver(outlet, bytes(view[sent : sent + 1]))
 
     def _writeRest(self) -> bool:
@@ -527,21 +563,26 @@ class StreamProducer:
         outlet.countSent(sent)
         return True
 
-    def _waitForRoom(self, outlet: SocketOutlet) -> bool:
+    def _waitForRoom(self, outlet: SocketOutlet, hop: bool = False) -> bool:
         """
         Read the next byte of the stream and hand it over (L{_handOver}).
 
+        @param hop: If that byte must be read in a thread, read a whole
+            chunk there instead: the socket has room, and only the bytes the
+            transport holds (an HTTP response's headers) go first.
         @return: As L{_sendNext}.
         """
         if self._wanted(1) is None:
             return False
-        # A hop to a thread is worth more than the byte that makes the
-        # transport pause.
-        hop = self.chunkSize
-        if self._limit is not None:
-            hop = min(hop, self._limit - self.bytesSent)
-        byte = self._read(1, hop)
+        chunk = None
+        if hop:
+            chunk = self.chunkSize
+            if self._limit is not None:
+                chunk = min(chunk, self._limit - self.bytesSent)
+        byte = self._read(1, chunk)
         if byte is None:
+            # Read in a thread: its first byte is handed over once in hand.
+            self._handOverFirst = self._reading is not None
             return False
         return self._handOver(outlet, byte)
 

@@ -88,6 +88,23 @@ class ISharedChunkSource(ISource):
     """
 
 
+class IRewindableSource(ISource):
+    """
+    A source that can take back what it handed out: a producer whose socket
+    took only part of a chunk gives the rest back rather than hold it while
+    the client reads nothing, and reads it again once there is room.
+    """
+
+    def rewind(count: int) -> None:
+        """
+        The last C{count} bytes read were not sent: hand them out again from
+        the next read on (or, for a source whose bytes are not a fixed
+        sequence, others in their place).
+
+        @param count: At most what the last read returned.
+        """
+
+
 class IBlockingSource(ISource):
     """
     A source whose reads may block: its bytes are in a file, which may be on
@@ -227,7 +244,7 @@ class ChargenSource:
         pass
 
 
-@implementer(ISource)
+@implementer(IRewindableSource)
 @define
 class RandomSource:
     """
@@ -250,6 +267,11 @@ class RandomSource:
         chunk: bytes = update(_zeros(maxBytes))
         return chunk
 
+    def rewind(self, count: int) -> None:
+        """
+        Nothing: bytes never sent are as good as the next ones.
+        """
+
     def close(self) -> None:
         pass
 
@@ -264,7 +286,7 @@ shorter runs it probes shrink by four until one is at most this long.
 """
 
 
-@implementer(ISendfileSource, IBlockingSource)
+@implementer(ISendfileSource, IBlockingSource, IRewindableSource)
 @define
 class FileSource:
     """
@@ -335,6 +357,11 @@ class FileSource:
         self._offset = position + sent
         self._remaining -= sent
         return sent
+
+    def rewind(self, count: int) -> None:
+        if self._file is not None and count > 0:
+            self._offset = self._position() - count
+            self._remaining += count
 
     def _fileno(self) -> int | None:
         """
@@ -484,8 +511,8 @@ class ConcatenatedSource:
 class TimedSource:
     """
     Another source, until a deadline: it ends at the first read after it.
-    It provides L{ISendfileSource}, L{IBlockingSource} and
-    L{ISharedChunkSource} if the other source does.
+    It provides L{ISendfileSource}, L{IBlockingSource},
+    L{ISharedChunkSource} and L{IRewindableSource} if the other source does.
     """
 
     _source: ISource = field(alias="source")
@@ -495,7 +522,12 @@ class TimedSource:
 
     def __attrs_post_init__(self) -> None:
         self._deadline = self._clock.seconds() + self._seconds
-        for interface in (ISendfileSource, IBlockingSource, ISharedChunkSource):
+        for interface in (
+            ISendfileSource,
+            IBlockingSource,
+            ISharedChunkSource,
+            IRewindableSource,
+        ):
             if interface.providedBy(self._source):
                 alsoProvides(self, interface)
 
@@ -529,6 +561,12 @@ class TimedSource:
             return b""
         chunk: bytes | None = IBlockingSource(self._source).readNowait(maxBytes)
         return chunk
+
+    def rewind(self, count: int) -> None:
+        """
+        As L{IRewindableSource.rewind}, if the other source provides it.
+        """
+        IRewindableSource(self._source).rewind(count)
 
     def close(self) -> None:
         self._source.close()
@@ -584,7 +622,7 @@ def openFile(path: str, offset: int = 0, length: int | None = None) -> FileSourc
     )
 
 
-@implementer(ISendfileSource, IBlockingSource)
+@implementer(ISendfileSource, IBlockingSource, IRewindableSource)
 @define
 class PathSource:
     """
@@ -625,6 +663,10 @@ class PathSource:
         if self._opened is None:
             return 0 if self._closed else None
         return self._opened.sendTo(socket, maxBytes)
+
+    def rewind(self, count: int) -> None:
+        if self._opened is not None:
+            self._opened.rewind(count)
 
     def close(self) -> None:
         self._closed = True

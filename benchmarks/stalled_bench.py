@@ -1,0 +1,462 @@
+"""
+What a stalled client costs the daemon, path by path, and how fast the
+paths whose sending changed still go.
+
+For every path a client can take (raw TCP or HTTP; each source; a file with
+and without C{sendfile()}; a Content-Length, chunked or HTTP/1.0 body; TLS),
+the benchmark starts a daemon, opens C{--stalled} clients that ask for an
+endless or huge stream and then read nothing (a 4 KiB receive buffer), and
+once the daemon's memory has settled reports:
+
+  - its resident memory per stalled client (RSS growth / clients), in KiB;
+  - what it read (C{rchar} of C{/proc/PID/io}: files, and C{sendfile()})
+    and the CPU it used over C{--idle} seconds while they stay stalled.
+
+Then, for the paths whose sending changed (chunked HTTP, TLS, random), one
+client reads as fast as it can: throughput in GB/s.
+
+With C{--baseline PATH} (a checkout made by C{git worktree add PATH
+COMMIT}), every round measures that daemon too, in the same round and in a
+random order, and the report gives per-round ratios ours / baseline. Run by
+hand, never in CI::
+
+    python benchmarks/stalled_bench.py --quick
+    python benchmarks/stalled_bench.py --rounds 3 --baseline /tmp/base
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import random
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchutil import (
+    BASELINE,
+    HOST,
+    OURS,
+    TWISTD,
+    BenchError,
+    MiB,
+    addBaselineOption,
+    checkoutEnvironment,
+    cpuSeconds,
+    fmt,
+    median,
+    progress,
+    rssKiB,
+    table,
+    waitUntilSettled,
+    writeTestFile,
+)
+
+PORT_LINE = re.compile(rf"(?:streaming \S+|serving HTTP) on {re.escape(HOST)}:(\d+)")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.slowfs import mounted, unavailable  # noqa: E402
+
+FILE_SIZE = 64 * MiB
+RECEIVE_BUFFER = 4096
+
+
+@dataclass(frozen=True)
+class Path_:
+    """
+    A way to ask the daemon for bytes: C{args} for the daemon, C{request}
+    (for HTTP) to send once connected, C{tls} to speak TLS.
+    """
+
+    label: str
+    args: tuple[str, ...]
+    request: bytes = b""
+    tls: bool = False
+    http: bool = False
+    fast: bool = False  # also measure its throughput
+
+
+def _get(target: str, version: str = "1.1") -> bytes:
+    return f"GET {target} HTTP/{version}\r\nHost: bench\r\n\r\n".encode()
+
+
+def paths(file: Path, cert: Path, slow: Path | None) -> list[Path_]:
+    raw = ("--listen", f"tcp:0:interface={HOST}")
+    rawTLS = ("--listen", f"ssl:0:interface={HOST}:privateKey={cert}")
+    web = ("--http", f"tcp:0:interface={HOST}", "--root", str(file.parent))
+    webTLS = ("--http", f"ssl:0:interface={HOST}:privateKey={cert}")
+    name = f"/files/{file.name}"
+    found = [
+        Path_("raw zero", (*raw, "--source", "zero")),
+        Path_("raw chargen", (*raw, "--source", "chargen")),
+        Path_("raw random", (*raw, "--source", "random"), fast=True),
+        Path_("raw file", (*raw, "--source", f"file:{file}")),
+        Path_(
+            "raw file, --no-sendfile",
+            (*raw, "--source", f"file:{file}", "--no-sendfile"),
+        ),
+        Path_("raw TLS zero", (*rawTLS, "--source", "zero"), tls=True, fast=True),
+        Path_("raw TLS random", (*rawTLS, "--source", "random"), tls=True),
+        Path_("HTTP /zero?bytes=100G", web, _get("/zero?bytes=100G"), http=True),
+        Path_("HTTP /zero (chunked)", web, _get("/zero"), http=True, fast=True),
+        Path_("HTTP /chargen (chunked)", web, _get("/chargen"), http=True, fast=True),
+        Path_("HTTP /random (chunked)", web, _get("/random"), http=True, fast=True),
+        Path_("HTTP /random?bytes=100G", web, _get("/random?bytes=100G"), http=True),
+        Path_("HTTP/1.0 /zero", web, _get("/zero", "1.0"), http=True),
+        Path_(f"HTTP {name}", web, _get(name), http=True),
+        Path_(
+            f"HTTP {name}, --no-sendfile",
+            (*web, "--no-sendfile"),
+            _get(name),
+            http=True,
+        ),
+        Path_(
+            "HTTPS /zero (chunked)",
+            webTLS,
+            _get("/zero"),
+            tls=True,
+            http=True,
+            fast=True,
+        ),
+    ]
+    if slow is not None:
+        slowRoot = ("--http", f"tcp:0:interface={HOST}", "--root", str(slow))
+        found.append(
+            Path_(
+                f"HTTP {name}, FUSE (20 ms per read)", slowRoot, _get(name), http=True
+            )
+        )
+    return found
+
+
+@dataclass
+class Daemon:
+    """
+    A C{twistd zero} daemon of this tree or of the baseline, as a
+    subprocess, and the port it listens on.
+    """
+
+    kind: str
+    args: Sequence[str]
+    env: dict[str, str]
+    workDir: Path
+    process: subprocess.Popen[bytes] = field(init=False)
+    port: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.workDir / f"{self.kind}.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero", *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.workDir,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            match = PORT_LINE.search(self.log.read_text(errors="replace"))
+            if match:
+                self.port = int(match.group(1))
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise BenchError(
+            f"{self.kind} daemon did not start:\n{self.log.read_text()[-2000:]}"
+        )
+
+    def rchar(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/io").read_text().splitlines():
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+        raise BenchError("no rchar")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def openClient(port: int, path: Path_, context: ssl.SSLContext) -> socket.socket:
+    """
+    A client of C{path} that has asked for its stream and will read nothing.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    sock.settimeout(10)
+    sock.connect((HOST, port))
+    if path.tls:
+        sock = context.wrap_socket(sock, server_hostname="bench")
+    if path.request:
+        sock.sendall(path.request)
+    return sock
+
+
+@dataclass
+class Stalled:
+    kiBPerClient: float
+    readPerSecond: float
+    cpuPercent: float
+
+
+def measureStalled(
+    daemon: Daemon, path: Path_, count: int, idle: float, context: ssl.SSLContext
+) -> Stalled:
+    """
+    What C{count} stalled clients cost, once as many have come and gone:
+    the first ones pay for what the daemon keeps for good (its I/O threads,
+    their stacks and malloc arenas, TLS's tables), which is not theirs.
+    """
+    pid = daemon.process.pid
+    warm = [openClient(daemon.port, path, context) for _ in range(count)]
+    settle(pid, warm, path)
+    for client in warm:
+        client.close()
+    time.sleep(1.0)
+    before = rssKiB(pid)
+    clients = [openClient(daemon.port, path, context) for _ in range(count)]
+    try:
+        settle(pid, clients, path)
+        grown = rssKiB(pid) - before
+        read, cpu, start = daemon.rchar(), cpuSeconds(pid), time.monotonic()
+        time.sleep(idle)
+        elapsed = time.monotonic() - start
+        return Stalled(
+            grown / count,
+            (daemon.rchar() - read) / elapsed,
+            100 * (cpuSeconds(pid) - cpu) / elapsed,
+        )
+    finally:
+        for client in clients:
+            client.close()
+
+
+def settle(pid: int, clients: list[socket.socket], path: Path_) -> None:
+    """
+    Wait until the daemon's memory and what its clients have received stop
+    changing.
+    """
+    waitUntilSettled(
+        lambda: rssKiB(pid),
+        [c for c in clients if not path.tls],
+        time.monotonic() + 30,
+        least=2.0,
+        quiet=1.5,
+    )
+
+
+def measureThroughput(
+    daemon: Daemon, path: Path_, size: int, context: ssl.SSLContext
+) -> float:
+    """
+    GB/s of one client reading C{size} bytes (as they come on the wire:
+    chunk framing included) as fast as it can.
+    """
+    sock = socket.create_connection((HOST, daemon.port), timeout=30)
+    if path.tls:
+        sock = context.wrap_socket(sock, server_hostname="bench")
+    buffer = bytearray(MiB)
+    try:
+        if path.request:
+            sock.sendall(path.request)
+        start = time.perf_counter()
+        received = 0
+        while received < size:
+            count = sock.recv_into(buffer)
+            if not count:
+                raise BenchError(f"{path.label}: stream ended after {received} bytes")
+            received += count
+        return received / (time.perf_counter() - start) / 1e9
+    finally:
+        sock.close()
+
+
+def makeCertificate(directory: Path) -> Path:
+    """
+    A self-signed certificate and its key, in one PEM file.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    path = directory / "bench.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        + certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    addBaselineOption(parser)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stalled", type=int, default=100)
+    parser.add_argument("--idle", type=float, default=3.0, help="seconds stalled")
+    parser.add_argument(
+        "--size", type=int, default=1024, help="MiB per throughput read"
+    )
+    parser.add_argument("--only", help="only the paths whose label contains this")
+    parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="one round, 20 clients")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.stalled, args.idle, args.size = 1, 20, 1.0, 128
+    kinds = [OURS] + ([BASELINE] if args.baseline else [])
+    envs = {OURS: checkoutEnvironment(Path(__file__).resolve().parent.parent)}
+    if args.baseline:
+        envs[BASELINE] = checkoutEnvironment(args.baseline)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    stalled: dict[tuple[str, str], list[Stalled]] = {}
+    fast: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="stalled-bench-") as work:
+        workDir = Path(work)
+        source = workDir / "files"
+        source.mkdir()
+        file = source / "big.bin"
+        writeTestFile(file, FILE_SIZE)
+        slowMount = workDir / "slow"
+        slowMount.mkdir()
+        missing = unavailable()
+        if missing:
+            progress(f"no FUSE path: {missing}")
+        with contextlib.ExitStack() as stack:
+            slow = None
+            if not missing:
+                slow = stack.enter_context(mounted(source, slowMount, 0.02))
+            allPaths = [
+                p
+                for p in paths(file, makeCertificate(workDir), slow)
+                if args.only is None or args.only in p.label
+            ]
+            measureAll(allPaths, kinds, envs, workDir, args, context, stalled, fast)
+    report(allPaths, kinds, stalled, fast, args)
+
+
+def measureAll(
+    allPaths: list[Path_],
+    kinds: list[str],
+    envs: dict[str, dict[str, str]],
+    workDir: Path,
+    args: argparse.Namespace,
+    context: ssl.SSLContext,
+    stalled: dict[tuple[str, str], list[Stalled]],
+    fast: dict[tuple[str, str], list[float]],
+) -> None:
+    """
+    Every round, every path, each daemon in a random order.
+    """
+    rng = random.Random(1)
+    for roundIndex in range(args.rounds):
+        for path in allPaths:
+            for kind in rng.sample(kinds, len(kinds)):
+                progress(f"round {roundIndex + 1}: {path.label}, {kind}")
+                daemon = Daemon(kind, path.args, envs[kind], workDir)
+                try:
+                    stalled.setdefault((path.label, kind), []).append(
+                        measureStalled(daemon, path, args.stalled, args.idle, context)
+                    )
+                    if path.fast and not args.no_throughput:
+                        size = args.size * MiB // (4 if path.tls else 1)
+                        fast.setdefault((path.label, kind), []).append(
+                            measureThroughput(daemon, path, size, context)
+                        )
+                finally:
+                    daemon.stop()
+
+
+def cell(values: Sequence[float], spec: str = ".2f") -> str:
+    """
+    The median and, with more than one value, the spread: C{m (lo-hi)}.
+    """
+    if not values:
+        return "n/a"
+    middle = fmt(median(values), spec)
+    if len(values) == 1:
+        return middle
+    return f"{middle} ({min(values):{spec}}-{max(values):{spec}})"
+
+
+def report(
+    allPaths: list[Path_],
+    kinds: list[str],
+    stalled: dict[tuple[str, str], list[Stalled]],
+    fast: dict[tuple[str, str], list[float]],
+    args: argparse.Namespace,
+) -> None:
+    print(
+        f"{args.stalled} stalled clients (receive buffer {RECEIVE_BUFFER} B), "
+        f"{args.rounds} rounds, medians (spread min-max); idle {args.idle:g} s"
+    )
+    headers = ["path"]
+    for kind in kinds:
+        headers += [f"{kind} KiB/client", f"{kind} read B/s", f"{kind} CPU %"]
+    rows = []
+    for path in allPaths:
+        row = [path.label]
+        for kind in kinds:
+            values = stalled.get((path.label, kind), [])
+            row += [
+                cell([v.kiBPerClient for v in values], ".1f"),
+                fmt(median([v.readPerSecond for v in values]), ".0f"),
+                fmt(median([v.cpuPercent for v in values]), ".1f"),
+            ]
+        rows.append(row)
+    print(table(headers, rows, textColumns=1))
+    if not fast:
+        return
+    print(
+        f"\nOne client reading as fast as it can ({args.size} MiB; TLS a quarter), GB/s"
+    )
+    headers = ["path", *kinds] + (["ours / baseline"] if len(kinds) > 1 else [])
+    rows = []
+    for path in allPaths:
+        if (path.label, OURS) not in fast:
+            continue
+        ours = fast[(path.label, OURS)]
+        row = [path.label, cell(ours)]
+        if len(kinds) > 1:
+            base = fast.get((path.label, BASELINE), [])
+            row.append(cell(base))
+            ratios = [a / b for a, b in zip(ours, base, strict=False) if b]
+            row.append(cell(ratios))
+        rows.append(row)
+    print(table(headers, rows, textColumns=1))
+
+
+if __name__ == "__main__":
+    main()
