@@ -1364,12 +1364,15 @@ class HeadLimitTests:
         A head with 500 header fields, or of 16384 bytes, is served.
         """
         many = headWith(*(b"X-%d: y" % (index,) for index in range(500)))
-        assert Server(None).get("/zero?bytes=1", *many.decode().split("\r\n")[2:-2])
         server, transport = clientServer()
         server.send(many)
         assert parseResponses(transport.read())[0].status == 200
         padding = 16384 - len(b"GET /zero?bytes=1 HTTP/1.1X-Pad: ")
         server.send(headWith(b"X-Pad: " + b"y" * padding))
+        assert parseResponses(transport.read())[0].status == 200
+        # An empty line before a request line (which Twisted skips) is no
+        # part of its head.
+        server.send(b"\r\n" + many)
         assert parseResponses(transport.read())[0].status == 200
 
     @pytest.mark.parametrize(
@@ -1399,10 +1402,15 @@ class HeadLimitTests:
     def test_nothingParsedAfter(self) -> None:
         """
         After a refusal, nothing more on the connection is parsed or
-        answered, though it is read.
+        answered, though it is read: not the rest of what came with the
+        refused head, not what comes later.
         """
         server, transport = clientServer()
-        server.send(headWith(b"NoColon") + b"GET /zero?bytes=1 HTTP/1.1\r\n\r\n")
+        server.send(
+            headWith(b"NoColon")
+            + b"GET /zero?bytes=1 HTTP/1.1\r\n\r\n"
+            + b"GET /" * 5000
+        )
         server.send(b"GET /zero?bytes=1 HTTP/1.1\r\n\r\n")
         assert len(parseResponses(transport.value())) == 1
         assert transport.reading
@@ -1426,7 +1434,7 @@ class BodyLimitTests:
         if expect:
             fields.append(b"Expect: 100-continue")
         with capturedLogs() as events:
-            server.send(self.post(*fields))
+            server.send(self.post(*fields) + b"x" * 500)
         [response] = parseResponses(transport.value())
         assert response.status == 413
         assert response.headers["connection"] == "close"
@@ -1475,6 +1483,47 @@ class BodyLimitTests:
         server.send(b"x" * 8 + b"\r\n0\r\n\r\nGET /zero?bytes=1 HTTP/1.1\r\n\r\n")
         assert len(parseResponses(transport.value())) == 1
         assert [e for e in events if "method" in e] == []
+
+    @pytest.mark.parametrize(
+        "tail",
+        [
+            b"10\r\n" + b"x" * 16 + b"\r\n0\r\n\r\nGET /zero?bytes=1 HTTP/1.1\r\n\r\n",
+            b"zz\r\n",
+        ],
+    )
+    def test_chunkedOverLimitAtOnce(self, tail: bytes) -> None:
+        """
+        A chunked body over the limit that comes in one piece with more
+        chunks, its end and a pipelined request, or a malformed chunk, is
+        refused once all the same: neither it nor the request behind it is
+        answered.
+        """
+        server, transport = clientServer(maxBody=1000)
+        with capturedLogs() as events:
+            server.send(
+                self.post(b"Transfer-Encoding: chunked")
+                + b"3e8\r\n" + b"x" * 1000 + b"\r\n10\r\n" + b"x" * 16 + b"\r\n"
+                + tail
+            )  # fmt: skip
+        [response] = parseResponses(transport.value())
+        assert response.status == 413
+        assert [e for e in events if "method" in e] == []
+        assert refusals(events) == [(413, "body over the limit of 1000 bytes")]
+
+    def test_otherChannel(self) -> None:
+        """
+        A L{StreamSite}'s request on a channel of another kind still
+        discards its body, without a limit.
+        """
+        channel = HTTPChannel()
+        channel.site = StreamSite(makeResource(clock=TurnClock()), reactor=TurnClock())
+        channel.requestFactory = StreamSite.requestFactory
+        channel.makeConnection(StringTransport())
+        channel.dataReceived(
+            b"POST /zero HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n" + bytes(10)
+        )
+        [request] = channel.requests
+        assert request.content.tell() == 10
 
     def test_hugeDeclaredLength(self) -> None:
         """
