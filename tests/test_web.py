@@ -1189,7 +1189,7 @@ class HeaderTimeoutTests:
         timeout, however much is still to come: a 408 that closes the
         connection, and one log line.
         """
-        server, transport = clientServer(headerTimeout=15, timeout=None)
+        server, transport = clientServer(headerTimeout=15.0, timeout=None)
         head = b"GET /zero?bytes=1 HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 100
         with capturedLogs() as events:
             for second in range(15):

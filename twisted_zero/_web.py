@@ -385,7 +385,7 @@ class _Channel(HTTPChannel):
             self._phase = _Phase.CLOSING
             self.setTimeout(None)  # type: ignore[no-untyped-call]
             self._log.info(
-                "closed a connection from {peer}: no request in {timeout}s",
+                "closed a connection from {peer}: no request in {timeout:g}s",
                 peer=self._peer(),
                 timeout=self._site.headerTimeout,
             )
@@ -393,7 +393,7 @@ class _Channel(HTTPChannel):
             return
         self._refuse(
             http.REQUEST_TIMEOUT,
-            f"the request head did not arrive within {self._site.headerTimeout}s",
+            f"the request head did not arrive within {self._site.headerTimeout:g}s",
         )
 
     def dataReceived(self, data: bytes) -> None:
