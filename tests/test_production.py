@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import socket
 import struct
 import subprocess
@@ -207,6 +208,76 @@ class LimitTests:
                 receive(client)
             assert time.monotonic() - started == pytest.approx(1, abs=0.5)
         daemon.waitFor(re.compile(r"ended \(max duration\)"))
+
+
+class SlowClientTests:
+    def test_slowloris(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        With C{--header-timeout 3}, 50 connections that trickle a request
+        head one byte every half second are each answered 408 and closed
+        about 3 seconds in; with C{--max-connections}, a client turned away
+        while they hold every slot is served once they are gone.
+        """
+        daemon = start(
+            daemons,
+            tmp_path,
+            "--http",
+            "tcp:0:interface=127.0.0.1",
+            "--header-timeout",
+            "3",
+            "--max-connections",
+            "50",
+        )
+        port = int(daemon.waitFor(SERVING_HTTP).group("port"))
+
+        def get() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as c:
+                c.sendall(b"GET /zero?bytes=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+                return c.recv(4096)
+
+        head = b"GET /zero?bytes=1 HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"s" * 100
+        slow = [
+            socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+            for _ in range(50)
+        ]
+        received = {client: b"" for client in slow}
+        closedAt: dict[socket.socket, float] = {}
+        started = time.monotonic()
+        try:
+            for position in range(20):  # 10 s at most
+                open_ = [client for client in slow if client not in closedAt]
+                if not open_:
+                    break
+                for client in open_:
+                    client.send(head[position : position + 1])
+                if position == 2:
+                    assert get().startswith(b"HTTP/1.1 503 ")
+                end = started + (position + 1) * 0.5
+                while open_ and (wait := end - time.monotonic()) > 0:
+                    readable, _, _ = select.select(open_, [], [], wait)
+                    for client in readable:
+                        data = client.recv(4096)
+                        received[client] += data
+                        if not data:
+                            closedAt[client] = time.monotonic() - started
+                            open_.remove(client)
+                            client.close()  # as a client does at the end
+        finally:
+            for client in slow:
+                client.close()
+        assert len(closedAt) == 50
+        assert 2.5 < min(closedAt.values()) <= max(closedAt.values()) < 5
+        assert {data.partition(b"\r\n")[0] for data in received.values()} == {
+            b"HTTP/1.1 408 Request Timeout"
+        }
+        served = None
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            served = get()
+            if not served.startswith(b"HTTP/1.1 503 "):
+                break
+            time.sleep(0.1)
+        assert served is not None and served.startswith(b"HTTP/1.1 200 OK\r\n")
 
 
 class MetricsTests:

@@ -167,6 +167,28 @@ class HTTPOptionsTests:
         assert options["max-bytes"] == 2**30
         assert options["listing"]
 
+    def test_requestLimits(self) -> None:
+        """
+        Request bodies over 1M get a 413 and request heads must arrive
+        within 15 seconds, unless C{--max-body} and C{--header-timeout} say
+        otherwise (0: no body at all; no head timeout); the site gets them.
+        """
+        defaults = parse("--http", "tcp:1")
+        assert (defaults["max-body"], defaults["header-timeout"]) == (2**20, 15.0)
+        options = parse(
+            "--http", "tcp:1", "--max-body", "1G", "--header-timeout", "2.5"
+        )
+        assert (options["max-body"], options["header-timeout"]) == (2**30, 2.5)
+        options = parse("--http", "tcp:1", "--max-body", "0", "--header-timeout", "0")
+        assert (options["max-body"], options["header-timeout"]) == (0, None)
+        reactor = MemoryReactorClock()
+        makeService(
+            parse("--http", "tcp:8080", "--max-body", "5K", "--header-timeout", "3"),
+            reactor,
+        )
+        [(_, site, _, _)] = reactor.tcpServers
+        assert (site.maxBody, site.headerTimeout) == (5 * 1024, 3.0)
+
     @pytest.mark.parametrize(
         ("args", "message"),
         [
@@ -183,6 +205,17 @@ class HTTPOptionsTests:
                 "--root: /etc/passwd: not a directory",
             ),
             (["--http", "tcp:1", "--max-bytes", "x"], "--max-bytes: 'x' is not a size"),
+            (["--max-body", "1M"], "--max-body needs --http"),
+            (["--header-timeout", "5"], "--header-timeout needs --http"),
+            (["--http", "tcp:1", "--max-body", "-1"], "--max-body: '-1' is not a size"),
+            (
+                ["--http", "tcp:1", "--max-body", "9000000T"],
+                "--max-body: at most 9223372036854775807 bytes",
+            ),
+            (
+                ["--http", "tcp:1", "--header-timeout", "soon"],
+                "--header-timeout: 'soon' is not a number of seconds",
+            ),
         ],
     )
     def test_errors(self, args: list[str], message: str) -> None:

@@ -281,7 +281,9 @@ class HTTPTests:
     The HTTP front end with the real C{curl}.
     """
 
-    def start(self, daemons: list[Daemon], tmp_path: Path) -> tuple[Daemon, str, bytes]:
+    def start(
+        self, daemons: list[Daemon], tmp_path: Path, *args: str
+    ) -> tuple[Daemon, str, bytes]:
         assert CURL is not None, "these tests need curl"
         root = tmp_path / "root"
         root.mkdir()
@@ -296,6 +298,7 @@ class HTTPTests:
             "tcp:0:interface=127.0.0.1",
             "--root",
             str(root),
+            *args,
         )
         port = daemon.waitFor(SERVING_HTTP).group("port")
         return daemon, f"http://127.0.0.1:{port}/files/", content
@@ -381,11 +384,12 @@ class HTTPTests:
 
     def test_uploadNotStored(self, daemons: list[Daemon], tmp_path: Path) -> None:
         """
-        A large request body is thrown away as it arrives: the daemon writes
-        nothing of it to disk (Twisted would spool it to a temporary file)
-        and holds nothing of it in memory; the request is answered.
+        A large request body (within C{--max-body}) is thrown away as it
+        arrives: the daemon writes nothing of it to disk (Twisted would
+        spool it to a temporary file) and holds nothing of it in memory; the
+        request is answered.
         """
-        daemon, url, content = self.start(daemons, tmp_path)
+        daemon, url, content = self.start(daemons, tmp_path, "--max-body", "256M")
         port = int(url.split(":")[2].split("/")[0])
         size = 256 * 2**20
         written, rss = daemon.io("write_bytes"), daemon.rss()
@@ -399,6 +403,67 @@ class HTTPTests:
             assert client.recv(4096).startswith(b"HTTP/1.1 405 ")
         assert daemon.io("write_bytes") - written < 2**20
         assert daemon.rss() - rss < 16 * 2**20
+
+    def test_uploadOverLimit(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        A 1 GiB upload over C{--max-body} gets a 413 as soon as its head
+        arrives, from a client that sends its body without waiting too; the
+        daemon reads at most a few MiB of it, writes nothing to disk, and
+        closes the connection within its lingering close's bounds.
+        """
+        daemon, url, content = self.start(daemons, tmp_path, "--max-body", "1M")
+        port = int(url.split(":")[2].split("/")[0])
+        written = daemon.io("write_bytes")
+        size = 2**30
+        sent = 0
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as client:
+            client.sendall(
+                b"POST /zero HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size
+            )
+
+            def send() -> None:
+                nonlocal sent
+                block = bytes(2**20)
+                try:
+                    while sent < size:
+                        sent += client.send(block)
+                except OSError:
+                    pass  # the daemon closed the connection
+
+            sender = threading.Thread(target=send)
+            started = time.monotonic()
+            sender.start()
+            received = b""
+            try:
+                while chunk := client.recv(65536):
+                    received += chunk
+            except ConnectionResetError:
+                pass  # after the response: the daemon stopped reading
+            closed = time.monotonic() - started
+            sender.join(DEADLINE)
+        assert received.startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+        assert b"\r\nConnection: close\r\n" in received
+        assert closed < 6  # 2 s lingering, then 2 s for the close at most
+        assert sent < 64 * 2**20
+        assert daemon.io("write_bytes") - written < 2**20
+        daemon.waitFor(re.compile(r"refused a request from 127\.0\.0\.1:\d+: 413 "))
+
+    def test_curlExpectsContinue(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        C{curl} uploading 1 GiB asks for a C{100 Continue} first: it gets
+        the 413 instead, and sends nothing of the body.
+        """
+        daemon, url, content = self.start(daemons, tmp_path)
+        upload = tmp_path / "upload"
+        with upload.open("wb") as f:
+            f.truncate(2**30)
+        started = time.monotonic()
+        result = self.curl(
+            "-X", "POST", "-T", str(upload), "-o", os.devnull,
+            "-w", "%{http_code} %{size_upload}", url.replace("/files/", "/zero"),
+        )  # fmt: skip
+        assert result.stdout == b"413 0", result.stderr
+        assert time.monotonic() - started < 5
 
     def test_disconnectMidDownload(self, daemons: list[Daemon], tmp_path: Path) -> None:
         """

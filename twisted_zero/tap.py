@@ -37,7 +37,13 @@ from ._protocol import StreamFactory, formatAddress
 from ._sizes import parseSize
 from ._sources import SOURCE_NAMES, SourceError, sourceFactory
 from ._systemd import SystemdNotifier
-from ._web import StreamSite, makeResource
+from ._web import (
+    HEADER_TIMEOUT,
+    MAX_BODY,
+    MAX_CONTENT_LENGTH,
+    StreamSite,
+    makeResource,
+)
 from ._workers import (
     FIRST_WORKER_FD,
     InheritedSocket,
@@ -158,6 +164,21 @@ class Options(usage.Options):
             None,
             "HTTP: the most bytes a generated stream may be asked for.",
         ],
+        [
+            "max-body",
+            None,
+            None,
+            "HTTP: answer a request body over SIZE with 413 and close (bodies "
+            "are read and thrown away, never stored). Default: 1M; 0: no body.",
+        ],
+        [
+            "header-timeout",
+            None,
+            None,
+            "HTTP: close a connection whose request head (request line and "
+            "header fields) has not all arrived SECONDS after it began, with "
+            "408. Default: 15; 0: never.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -183,10 +204,26 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["listen"] and not self["http"]:
             self["listen"] = [DEFAULT_LISTEN]
-        for option in ("root", "listing", "dotfiles", "max-bytes"):
+        for option in (
+            "root",
+            "listing",
+            "dotfiles",
+            "max-bytes",
+            "max-body",
+            "header-timeout",
+        ):
             if self[option] and not self["http"]:
                 raise usage.UsageError(f"--{option} needs --http")
         self["max-bytes"] = _size(self["max-bytes"], "--max-bytes", 0)
+        maxBody = _size(self["max-body"], "--max-body", 0)
+        if maxBody is not None and maxBody > MAX_CONTENT_LENGTH:
+            raise usage.UsageError(f"--max-body: at most {MAX_CONTENT_LENGTH} bytes")
+        self["max-body"] = MAX_BODY if maxBody is None else maxBody
+        self["header-timeout"] = (
+            HEADER_TIMEOUT
+            if self["header-timeout"] is None
+            else _seconds(self["header-timeout"], "header-timeout")
+        )
         if self["root"] is not None:
             self["root"] = _directory(self["root"])
         self["limit"] = _size(self["limit"], "--limit", 0)
@@ -491,6 +528,8 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         protection=protection,
         metrics=metrics,
         timeout=options["stall-timeout"],
+        maxBody=options["max-body"],
+        headerTimeout=options["header-timeout"],
     )
     metricsSite = Site(MetricsResource(metrics), reactor=clock)
     metricsSite.noisy = False
