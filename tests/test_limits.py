@@ -16,11 +16,13 @@ from twisted.internet.testing import StringTransport
 from twisted_zero import StreamProducer, ZeroSource
 from twisted_zero._limits import (
     MIN_BURST,
+    TCP_NOTSENT_LOWAT,
     ConnectionLimits,
     Protection,
     StallWatch,
     Throttle,
     TokenBucket,
+    limitUnsent,
     tcpBytesAcked,
 )
 
@@ -287,6 +289,42 @@ class TCPBytesAckedTests:
                     return left
 
             assert tcpBytesAcked(Transport()) is None
+
+
+class LimitUnsentTests:
+    def test_socket(self) -> None:
+        """
+        On a TCP socket (through wrappers), the kernel is told the most
+        bytes to hold unsent; a connection opened with a protection that
+        says so gets it; anything else is left alone.
+        """
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            client = socket.create_connection(server.getsockname())
+            accepted, _ = server.accept()
+            with client, accepted:
+
+                class Transport:
+                    def getHandle(self) -> socket.socket:
+                        return accepted
+
+                class Wrapper:
+                    transport = Transport()
+
+                assert limitUnsent(Wrapper(), 128 * 1024)
+                option = accepted.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT)
+                assert option == 128 * 1024
+                Protection(Clock(), maxUnsent=4096).opened(Transport())
+                option = accepted.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT)
+                assert option == 4096
+        assert not limitUnsent(StringTransport(), 4096)
+        left, right = socket.socketpair()
+        with left, right:
+
+            class Unix:
+                def getHandle(self) -> socket.socket:
+                    return left
+
+            assert not limitUnsent(Unix(), 4096)
 
 
 class ProtectionTests:

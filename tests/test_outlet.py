@@ -27,7 +27,7 @@ from twisted.web.http import HTTPChannel, Request
 from zope.interface import implementer
 
 from twisted_zero import _outlet, _producer
-from twisted_zero._limits import Throttle, TokenBucket
+from twisted_zero._limits import Throttle, TokenBucket, limitUnsent
 from twisted_zero._outlet import SocketOutlet, socketOutlet
 from twisted_zero._producer import (
     CONSUMER_WRITE_SIZE,
@@ -1016,6 +1016,30 @@ class FreshChunkTests:
             chunks = [size for size in source.reads if size > 1]
             roomy = [size for size in rooms if size]
             assert chunks == [min(size, source.chunkSize) for size in roomy]
+            producer.stopProducing()
+            assert len(outcome) == 1
+        finally:
+            pair.close()
+
+    def test_unsentLimit(self) -> None:
+        """
+        On a socket whose unsent bytes are limited (C{--max-unsent}), new
+        chunks are read no larger than what is left of that limit.
+        """
+        pair = Pair(tcp=True)
+        try:
+            limit = 32 * 1024
+            assert limitUnsent(pair.transport, limit)
+            outlet = socketOutlet(pair.transport)
+            assert outlet is not None
+            room = outlet.room()
+            assert room is not None and 0 < room <= limit
+            source = RecordingSource()
+            producer = StreamProducer(source=source, clock=pair.reactor)
+            outcome = results(producer.startStreaming(pair.transport))
+            for _ in range(20):
+                pair.turn()
+            assert source.reads and max(source.reads) <= limit
             producer.stopProducing()
             assert len(outcome) == 1
         finally:

@@ -189,9 +189,27 @@ class HTTPOptionsTests:
         [(_, site, _, _)] = reactor.tcpServers
         assert (site.maxBody, site.headerTimeout) == (5 * 1024, 3.0)
 
+    def test_maxUnsent(self) -> None:
+        """
+        C{--max-unsent} is off by default (and with 0), a size otherwise,
+        which the connections' protection gets.
+        """
+        assert parse()["max-unsent"] is None
+        assert parse("--max-unsent", "0")["max-unsent"] is None
+        assert parse("--max-unsent", "128K")["max-unsent"] == 128 * 1024
+        reactor = MemoryReactorClock()
+        makeService(parse("--listen", "tcp:1", "--max-unsent", "64K"), reactor)
+        [(_, factory, _, _)] = reactor.tcpServers
+        assert factory.protection.maxUnsent == 64 * 1024
+
     @pytest.mark.parametrize(
         ("args", "message"),
         [
+            (
+                ["--max-unsent", "2G"],
+                "--max-unsent: at most 1024M, not 2147483648 bytes",
+            ),
+            (["--max-unsent", "x"], "--max-unsent: 'x' is not a size"),
             (["--root", "/tmp"], "--root needs --http"),
             (["--listing"], "--listing needs --http"),
             (["--dotfiles"], "--dotfiles needs --http"),

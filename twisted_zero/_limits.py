@@ -197,6 +197,22 @@ def _addressKey(address: object) -> str:
     return host if isinstance(host, str) else type(address).__name__
 
 
+def _tcpSocket(transport: object) -> socket.socket | None:
+    """
+    The TCP socket under C{transport}, looking through wrapping transports
+    (TLS); L{None} if there is none.
+    """
+    for _ in range(4):
+        getHandle = getattr(transport, "getHandle", None)
+        handle = getHandle() if getHandle is not None else None
+        if isinstance(handle, socket.socket) and handle.family in _TCP_FAMILIES:
+            return handle
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return None
+    return None
+
+
 def tcpBytesAcked(transport: object) -> int | None:
     """
     How many bytes the peer's kernel has acknowledged on this connection (a
@@ -204,23 +220,46 @@ def tcpBytesAcked(transport: object) -> int | None:
     does not), or L{None} where the kernel does not say: not TCP, not
     Linux. Wrapping transports (TLS) are looked through.
     """
-    for _ in range(4):
-        getHandle = getattr(transport, "getHandle", None)
-        handle = getHandle() if getHandle is not None else None
-        if isinstance(handle, socket.socket) and handle.family in _TCP_FAMILIES:
-            try:
-                info = handle.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 256)
-            except OSError:
-                return None
-            if len(info) < _BYTES_ACKED_OFFSET + 8:
-                return None
-            acked: int = struct.unpack_from("Q", info, _BYTES_ACKED_OFFSET)[0]
-            return acked
-        transport = getattr(transport, "transport", None)
-        if transport is None:
-            return None
-    return None
+    handle = _tcpSocket(transport)
+    if handle is None:
+        return None
+    try:
+        info = handle.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 256)
+    except OSError:
+        return None
+    if len(info) < _BYTES_ACKED_OFFSET + 8:
+        return None
+    acked: int = struct.unpack_from("Q", info, _BYTES_ACKED_OFFSET)[0]
+    return acked
 
+
+def limitUnsent(transport: object, size: int) -> bool:
+    """
+    Have the kernel hold at most about C{size} bytes of this connection that
+    it has not sent yet (C{TCP_NOTSENT_LOWAT}): a send takes no more, and
+    the socket is writable only below it. What is in flight is not limited,
+    so a fast or distant client keeps its speed; but a client that reads
+    nothing no longer gets the whole send buffer, which on Linux grows to
+    4 MiB (C{tcp_wmem}) of the kernel's memory for TCP, shared by every
+    connection of the host.
+
+    @return: Whether the limit was set: not on a transport without a TCP
+        socket, nor where the kernel lacks the option.
+    """
+    handle = _tcpSocket(transport)
+    if handle is None:
+        return False
+    try:
+        handle.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, size)
+    except OSError:
+        return False
+    return True
+
+
+TCP_NOTSENT_LOWAT: int = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+"""
+The socket option (Linux 3.12; C{socket} names it from Python 3.13 on).
+"""
 
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
@@ -290,6 +329,8 @@ class Protection:
     @ivar totalRate: Bytes per second for all connections together.
     @ivar limits: How many connections are let in.
     @ivar onRateWait: Told of every wait for rate tokens (for metrics).
+    @ivar maxUnsent: The most bytes the kernel holds unsent for one TCP
+        connection (see L{limitUnsent}); L{None} for the kernel's default.
     """
 
     clock: IReactorTime
@@ -299,6 +340,7 @@ class Protection:
     totalRate: float | None = None
     limits: ConnectionLimits = field(factory=ConnectionLimits)
     onRateWait: Callable[[float], None] | None = None
+    maxUnsent: int | None = None
     _total: TokenBucket | None = field(default=None, init=False)
     _open: set[object] = field(factory=set, init=False)
     _drained: list[Deferred[None]] = field(factory=list, init=False)
@@ -319,9 +361,12 @@ class Protection:
 
     def opened(self, transport: object) -> None:
         """
-        A connection is open: count it until L{closed}.
+        A connection is open: count it until L{closed}, and limit what the
+        kernel holds unsent for it.
         """
         self._open.add(transport)
+        if self.maxUnsent is not None:
+            limitUnsent(transport, self.maxUnsent)
 
     def closed(self, transport: object, admitted: object) -> None:
         """

@@ -55,6 +55,11 @@ _MEMINFO = struct.Struct("9I")
 _SNDBUF = 3
 _WMEM_QUEUED = 5
 _TIOCOUTQ: int = termios.TIOCOUTQ
+_SIOCOUTQNSD = 0x894B
+"""
+The bytes queued in a TCP socket's send buffer and not sent yet.
+"""
+_TCP_NOTSENT_LOWAT: int = getattr(_socket, "TCP_NOTSENT_LOWAT", 25)
 """
 C{SIOCOUTQ}: the bytes queued in a socket's send buffer, not yet acknowledged.
 """
@@ -125,6 +130,13 @@ class SocketOutlet:
             _socket.AF_INET,
             _socket.AF_INET6,
         )
+        self._unsentLimit = 0
+        if self._measurable:
+            try:
+                limit = socket.getsockopt(_socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT)
+            except OSError:
+                limit = 0
+            self._unsentLimit = max(limit, 0)  # the default reads as -1
         # Only used while usable(): once the connection is closed the number
         # may name another file.
         self.fileno: int = socket.fileno()
@@ -250,11 +262,15 @@ class SocketOutlet:
         than what fits, and holds almost nothing once a client stops
         reading.
 
+        A socket with a limit on its unsent bytes (C{TCP_NOTSENT_LOWAT},
+        see L{twisted_zero._limits.limitUnsent}) takes no more than what
+        is left of it.
+
         @return: The estimate; 0 while the kernel would not call the socket
-            writable (less free than half what it holds: a read for so
-            little is not worth it, and waiting for room ends when it is
-            writable again); L{None} when the kernel cannot tell (not a TCP
-            socket, not Linux).
+            writable (less free than half what it holds, or unsent bytes
+            over half their limit: a read for so little is not worth it,
+            and waiting for room ends when it is writable again); L{None}
+            when the kernel cannot tell (not a TCP socket, not Linux).
         """
         if not self._measurable:
             return None
@@ -265,6 +281,11 @@ class SocketOutlet:
             queued: int = struct.unpack(
                 "i", fcntl.ioctl(self.fileno, _TIOCOUTQ, bytes(4))
             )[0]
+            unsent: int = (
+                struct.unpack("i", fcntl.ioctl(self.fileno, _SIOCOUTQNSD, bytes(4)))[0]
+                if self._unsentLimit
+                else 0
+            )
         except (OSError, struct.error):
             self._measurable = False
             return None
@@ -272,9 +293,13 @@ class SocketOutlet:
         free: int = info[_SNDBUF] - accounted
         if free <= 0 or free < accounted // 2:
             return 0
-        if accounted == 0 or queued == 0:
-            return free
-        return free * queued // accounted
+        if accounted and queued:
+            free = free * queued // accounted
+        if self._unsentLimit:
+            if unsent >= self._unsentLimit // 2:
+                return 0
+            free = min(free, self._unsentLimit - unsent)
+        return free
 
     def countSent(self, count: int) -> None:
         """

@@ -61,6 +61,7 @@ How often systemd is told how many connections are open, in seconds.
 """
 MAX_CHUNK_SIZE = 16 * 2**20
 MAX_IO_THREADS = 1024
+MAX_UNSENT = 2**30
 
 
 class StartupError(Exception):
@@ -157,6 +158,16 @@ class Options(usage.Options):
             "and reading files not in the page cache), so that a slow disk "
             "or mount never holds up other clients.",
         ],
+        [
+            "max-unsent",
+            None,
+            None,
+            "The most bytes the kernel holds unsent for one TCP connection "
+            "(TCP_NOTSENT_LOWAT): a client that reads nothing then pins that "
+            "much of the host's TCP memory, not a send buffer of up to 4M. "
+            "Costs loopback throughput (128K: about half). Default: the "
+            "kernel's (no limit).",
+        ],
         ["worker-sockets", None, None, "(internal: the sockets a worker adopts)"],
         [
             "max-bytes",
@@ -215,6 +226,12 @@ class Options(usage.Options):
             if self[option] and not self["http"]:
                 raise usage.UsageError(f"--{option} needs --http")
         self["max-bytes"] = _size(self["max-bytes"], "--max-bytes", 0)
+        maxUnsent = _size(self["max-unsent"], "--max-unsent", 0)
+        if maxUnsent is not None and maxUnsent > MAX_UNSENT:
+            raise usage.UsageError(
+                f"--max-unsent: at most {MAX_UNSENT // 2**20}M, not {maxUnsent} bytes"
+            )
+        self["max-unsent"] = maxUnsent or None
         maxBody = _size(self["max-body"], "--max-body", 0)
         if maxBody is not None and maxBody > MAX_CONTENT_LENGTH:
             raise usage.UsageError(f"--max-body: at most {MAX_CONTENT_LENGTH} bytes")
@@ -502,6 +519,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
             maxPerAddress=options["max-per-ip"],
         ),
         onRateWait=metrics.rateLimitWaited,
+        maxUnsent=options["max-unsent"],
     )
     factory = StreamFactory(
         sourceFactory=options["sourceFactory"],
