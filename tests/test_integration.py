@@ -514,9 +514,16 @@ class TLSFiles:
 @pytest.fixture(scope="module")
 def tlsFiles(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     """
-    Generate a self-signed certificate and write it and its key to files.
+    A self-signed certificate and its key, in files.
     """
-    directory = tmp_path_factory.mktemp("tls")
+    return writeTLSFiles(tmp_path_factory.mktemp("tls"))
+
+
+def writeTLSFiles(directory: Path) -> TLSFiles:
+    """
+    Generate a self-signed certificate and write it and its key to files in
+    C{directory}.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.timezone.utc)
