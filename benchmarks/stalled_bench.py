@@ -33,6 +33,7 @@ import random
 import re
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -285,6 +286,70 @@ def measureThroughput(
         sock.close()
 
 
+@dataclass
+class Crowd:
+    idleSeconds: float
+    crowdSeconds: float
+    readPerSecond: float
+    cpuPercent: float
+    tcpPages: int
+
+
+def fetchSeconds(port: int, size: int) -> float:
+    """
+    How long a new client takes to fetch C{/zero?bytes=size} over HTTP.
+    """
+    start = time.perf_counter()
+    with socket.create_connection((HOST, port), timeout=30) as sock:
+        sock.sendall(_get(f"/zero?bytes={size}"))
+        buffer = bytearray(MiB)
+        received = 0
+        while received < size:
+            count = sock.recv_into(buffer)
+            if not count:
+                break
+            received += count
+    return time.perf_counter() - start
+
+
+def tcpPages() -> int:
+    """
+    The host's TCP memory in use, in pages (C{/proc/net/sockstat}).
+    """
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            words = line.split()
+            return int(words[words.index("mem") + 1])
+    return 0
+
+
+def measureCrowd(daemon: Daemon, path: Path_, count: int, idle: float) -> Crowd:
+    """
+    A new client's 10 MiB, alone and then beside C{count} stalled clients
+    of C{path}; and what the daemon reads and spends while they stall.
+    """
+    pid = daemon.process.pid
+    size = 10 * MiB
+    alone = statistics.median(fetchSeconds(daemon.port, size) for _ in range(5))
+    context = ssl.create_default_context()
+    clients = []
+    try:
+        for _ in range(count):
+            clients.append(openClient(daemon.port, path, context))
+        settle(pid, clients, path)
+        read, cpu, start = daemon.rchar(), cpuSeconds(pid), time.monotonic()
+        time.sleep(idle)
+        elapsed = time.monotonic() - start
+        readRate = (daemon.rchar() - read) / elapsed
+        cpuPercent = 100 * (cpuSeconds(pid) - cpu) / elapsed
+        pages = tcpPages()
+        crowded = statistics.median(fetchSeconds(daemon.port, size) for _ in range(5))
+    finally:
+        for client in clients:
+            client.close()
+    return Crowd(alone, crowded, readRate, cpuPercent, pages)
+
+
 def makeCertificate(directory: Path) -> Path:
     """
     A self-signed certificate and its key, in one PEM file.
@@ -331,6 +396,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--only", help="only the paths whose label contains this")
     parser.add_argument("--no-throughput", action="store_true")
     parser.add_argument("--quick", action="store_true", help="one round, 20 clients")
+    parser.add_argument(
+        "--crowd",
+        type=int,
+        metavar="N",
+        help="instead: N stalled HTTP readers of a file, and a new client's "
+        "10 MiB beside them, with and without --max-unsent",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.stalled, args.idle, args.size = 1, 20, 1.0, 128
@@ -341,6 +413,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    if args.crowd:
+        crowd(args, kinds, envs)
+        return
     stalled: dict[tuple[str, str], list[Stalled]] = {}
     fast: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="stalled-bench-") as work:
@@ -397,6 +472,63 @@ def measureAll(
                         )
                 finally:
                     daemon.stop()
+
+
+def crowd(
+    args: argparse.Namespace, kinds: list[str], envs: dict[str, dict[str, str]]
+) -> None:
+    """
+    The crowd test, each round: every daemon, and ours with --max-unsent.
+    """
+    variants = [(kind, ()) for kind in kinds] + [(OURS, ("--max-unsent", "128K"))]
+    results: dict[str, list[Crowd]] = {}
+    rng = random.Random(1)
+    with tempfile.TemporaryDirectory(prefix="stalled-bench-") as work:
+        workDir = Path(work)
+        file = workDir / "big.bin"
+        writeTestFile(file, FILE_SIZE)
+        web = ("--http", f"tcp:0:interface={HOST}", "--root", str(workDir))
+        path = Path_("crowd", web, _get(f"/files/{file.name}"), http=True)
+        for roundIndex in range(args.rounds):
+            for kind, extra in rng.sample(variants, len(variants)):
+                label = " ".join([kind, *extra])
+                progress(f"round {roundIndex + 1}: {args.crowd} stalled, {label}")
+                daemon = Daemon(kind, (*web, *extra), envs[kind], workDir)
+                try:
+                    results.setdefault(label, []).append(
+                        measureCrowd(daemon, path, args.crowd, args.idle)
+                    )
+                finally:
+                    daemon.stop()
+                time.sleep(2)  # the kernel frees the sockets' memory
+    print(
+        f"{args.crowd} stalled HTTP readers of a {FILE_SIZE // MiB} MiB file; a new "
+        f"client's /zero?bytes=10M alone and beside them (median of 5 each); "
+        f"{args.rounds} rounds, medians (spread)"
+    )
+    headers = [
+        "daemon",
+        "alone s",
+        "beside s",
+        "beside / alone",
+        "read B/s",
+        "CPU %",
+        "host TCP pages",
+    ]
+    rows = []
+    for label, values in results.items():
+        rows.append(
+            [
+                label,
+                cell([v.idleSeconds for v in values], ".3f"),
+                cell([v.crowdSeconds for v in values], ".3f"),
+                cell([v.crowdSeconds / v.idleSeconds for v in values]),
+                cell([v.readPerSecond for v in values], ".0f"),
+                cell([v.cpuPercent for v in values], ".1f"),
+                cell([float(v.tcpPages) for v in values], ".0f"),
+            ]
+        )
+    print(table(headers, rows, textColumns=1))
 
 
 def cell(values: Sequence[float], spec: str = ".2f") -> str:
