@@ -1128,6 +1128,24 @@ class RewindTests:
         producer.stopProducing()
         assert len(outcome) == 1
 
+    def test_smallRestCopied(self, pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        A small rest of a new chunk, kept while the socket is full, is kept
+        as a copy: a view of it would keep the whole chunk alive.
+        """
+        monkeypatch.setattr(SocketOutlet, "room", lambda outlet: 2**30)
+        monkeypatch.setattr(SocketOutlet, "send", lambda outlet, data: len(data) - 1000)
+        source = RecordingSource()
+        producer = StreamProducer(source=source, clock=pair.reactor)
+        outcome = results(producer.startStreaming(pair.transport))
+        assert producer.state == "paused"
+        assert source.reads == [source.chunkSize]
+        pending = producer._pending
+        assert pending is not None and len(pending) == 999
+        assert len(pending.obj) == 999  # type: ignore[arg-type]
+        producer.stopProducing()
+        assert len(outcome) == 1
+
 
 class HandOverTests:
     def test_byteReadInThread(

@@ -483,14 +483,18 @@ class StreamProducer:
             return True
         # The socket is full.
         rest = view[sent + 1 :] if len(view) > sent + 1 else None
-        if rest is not None and len(rest) > MAX_HELD and self._rewindable:
-            try:
-                IRewindableSource(self._source).rewind(len(rest))
-            except Exception:
-                self._finish(Failure())
-                return False
-            self._refund(len(rest))
-            rest = None
+        if rest is not None and not self._sharedChunks:
+            if len(rest) > MAX_HELD and self._rewindable:
+                try:
+                    IRewindableSource(self._source).rewind(len(rest))
+                except Exception:
+                    self._finish(Failure())
+                    return False
+                self._refund(len(rest))
+                rest = None
+            elif len(rest) <= MAX_HELD:
+                # A view keeps its whole chunk alive: keep a copy of the rest.
+                rest = memoryview(bytes(rest))
         self._pending = rest
         return self._handOver(outlet, bytes(view[sent : sent + 1]))
 
