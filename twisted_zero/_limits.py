@@ -99,6 +99,12 @@ class SharedBucket(TokenBucket):
     stream that waits costs nothing until its turn; one that is paused or
     ends leaves the queue and gives back what it did not use.
 
+    Turns come at most once per quantum's worth of the rate (a timer that
+    fires late may catch up by one), even with more tokens in the bucket:
+    they are there to serve many streams at once, not one stream many
+    times, so that a stream alone for a moment (the first to connect) gets
+    the rate, not the burst that accrued for all.
+
     @ivar users: How many streams draw on this bucket now.
     """
 
@@ -107,6 +113,7 @@ class SharedBucket(TokenBucket):
     _tickets: int = field(init=False, default=0)
     _timer: IDelayedCall | None = field(init=False, default=None)
     _serving: bool = field(init=False, default=False)
+    _nextTurn: float | None = field(init=False, default=None)
 
     def quantum(self) -> int:
         """
@@ -156,10 +163,10 @@ class SharedBucket(TokenBucket):
             if timer is not None:
                 timer.cancel()
         elif self._timer is None:
-            missing = self.quantum() - self._level()
-            self._timer = self._clock.callLater(
-                max(missing, 0) / self.rate, self._serve
-            )
+            seconds = (self.quantum() - self._level()) / self.rate
+            if self._nextTurn is not None:
+                seconds = max(seconds, self._nextTurn - self._clock.seconds())
+            self._timer = self._clock.callLater(max(seconds, 0), self._serve)
 
     def _serve(self) -> None:
         """
@@ -168,6 +175,10 @@ class SharedBucket(TokenBucket):
         """
         self._timer = None
         self._serving = True
+        now = self._clock.seconds()
+        turn = self.quantum() / self.rate
+        due = now if self._nextTurn is None else max(self._nextTurn, now - turn)
+        self._nextTurn = due + turn
         try:
             last = self._tickets
             while self._waiting:
