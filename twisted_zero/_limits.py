@@ -109,7 +109,9 @@ class SharedBucket(TokenBucket):
     """
 
     users: int = field(init=False, default=0)
-    _waiting: OrderedDict[Throttle, int] = field(factory=OrderedDict, init=False)
+    _waiting: OrderedDict[Throttle, int] = field(
+        factory=OrderedDict, init=False, repr=False
+    )
     _tickets: int = field(init=False, default=0)
     _timer: IDelayedCall | None = field(init=False, default=None)
     _serving: bool = field(init=False, default=False)
