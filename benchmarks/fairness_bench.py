@@ -44,6 +44,7 @@ from benchutil import (
     addBaselineOption,
     checkoutEnvironment,
     cpuSeconds,
+    dieWithParent,
     fmt,
     median,
     parseSize,
@@ -99,6 +100,7 @@ class Daemon:
                 env=self.env,
                 cwd=self.workDir,
                 start_new_session=True,
+                preexec_fn=dieWithParent,
             )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
