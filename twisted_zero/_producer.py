@@ -227,6 +227,8 @@ class StreamProducer:
             self._blocking = self._ioPool is not None
         self._consumer = consumer
         self._state = _State.PRODUCING
+        if self._throttle is not None:
+            self._throttle.wakeWith(self._woken)
         consumer.registerProducer(self, True)
         # registerProducer may pause us, or stop us if the consumer is gone.
         if self._state is not _State.STOPPED and self._directSends:
@@ -249,6 +251,10 @@ class StreamProducer:
         if self._state is _State.PRODUCING:
             self._state = _State.PAUSED
             self._cancelNextTurn()
+            if self._throttle is not None:
+                # Hold no turn at a shared rate, nor what was reserved for
+                # this stream: the others have it. Resumed, it queues again.
+                self._throttle.withdraw()
             self._notePause(True)
 
     def resumeProducing(self) -> None:
@@ -301,10 +307,6 @@ class StreamProducer:
                 self._finish(None)
                 return
             if self._state is not _State.PRODUCING:
-                return
-            if self._throttle is not None and self._throttle.contended():
-                # Sharing a rate: let the others have their turn first.
-                self._waitFor(0)
                 return
             if self.bytesSent >= budget:
                 break
@@ -371,7 +373,10 @@ class StreamProducer:
             allowed = self._throttle.allowance(size)
             if not allowed:
                 self.rateWaits += 1
-                self._waitFor(self._throttle.delay(size))
+                seconds = self._throttle.delay(size)
+                if seconds is not None:
+                    self._waitFor(seconds)
+                # Else it waits for its turn at a shared rate: _woken.
                 return None
             size = allowed
         return size
@@ -635,6 +640,19 @@ class StreamProducer:
         self._nextTurn = None
         if self._state is _State.PRODUCING:
             self._produce()
+
+    def _woken(self) -> None:
+        """
+        The stream's turn at a shared rate has come: send what was reserved
+        for it. A paused stream waits for no turn; should one come anyway,
+        it goes to the others.
+        """
+        assert self._throttle is not None
+        if self._state is not _State.PRODUCING:
+            self._throttle.withdraw()
+            return
+        self._cancelNextTurn()
+        self._produce()
 
     def _notePause(self, paused: bool) -> None:
         if self._observer is not None and paused != self._observedPause:
