@@ -137,7 +137,13 @@ class _DiscardedBody:
         return b""
 
     def close(self) -> None:
-        pass
+        """
+        The body has all come (or never will): nothing more is over the
+        limit. The callback, which holds the connection, is let go, so that
+        a request and its connection are freed as soon as they are done
+        with, not when the garbage collector finds their cycle.
+        """
+        self._overLimit = None
 
 
 def _originForm(target: bytes) -> bytes:
@@ -183,6 +189,8 @@ class StreamRequest(Request):
             self.content = _DiscardedBody()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if isinstance(self.content, _DiscardedBody):
+            self.content.close()
         super().requestReceived(command, _originForm(path), version)  # type: ignore[no-untyped-call]
 
     def process(self) -> None:
@@ -618,6 +626,13 @@ class _Channel(HTTPChannel):
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._stopHeadTimer()
         self._cancelLinger()
+        # A body cut short leaves cycles through this channel: its request's
+        # body (the 413 callback), Twisted's decoder of it (the request's
+        # method). Break them, so that all is freed at once.
+        for request in self.requests:
+            if isinstance(request.content, _DiscardedBody):
+                request.content.close()
+        self._transferDecoder = None
         try:
             super().connectionLost(reason)  # type: ignore[no-untyped-call]
         finally:
@@ -629,6 +644,7 @@ class _Channel(HTTPChannel):
 
 _CHANNEL_DETAILS = (
     "_buffer",
+    "_transferDecoder",
     "_dataBuffer",
     "_handlingRequest",
     "_networkProducer",
