@@ -43,6 +43,7 @@ from twisted_zero._sources import (
     IRewindableSource,
     ISendfileSource,
     ISource,
+    RandomSource,
     SourceTruncated,
     TimedSource,
     ZeroSource,
@@ -579,26 +580,51 @@ class ChunkSendsTests:
 class ThreadedSendsTests:
     def test_readsChunkBeforeRoom(self, pair: Pair) -> None:
         """
-        When the transport still holds bytes (an HTTP response's head) and
-        the next ones must be read in a thread, a whole chunk is read there,
+        When an HTTP response's headers are still to be written and the
+        next bytes must be read in a thread, a whole chunk is read there,
         not the single byte that makes the transport pause: a hop to a
-        thread is worth more.
+        thread is worth more, and the socket has room.
         """
         pool, threads = manualPool()
         content = os.urandom(50_000)
         source = SlowSource(content)
+        request = chunkedRequest(pair)
+        request.setHeader(b"content-length", b"%d" % len(content))
         producer = StreamProducer(source=source, clock=pair.reactor, ioPool=pool)
-        pair.transport.write(b"head")
-        outcome = results(producer.startStreaming(pair.transport))
+        done = producer.startStreaming(request)
+        outcome = results(done)
+        done.addCallback(lambda sent: request.finish())
         received = b""
         for _ in range(1000):
             threads.runAll()
             received += pair.pump()
             if outcome:
                 break
-        assert received == b"head" + content
+        [response] = parseResponses(received)
+        assert response.body == content
         assert outcome == [len(content)]
         assert set(source.asked) == {source.chunkSize}
+
+    def test_byteAloneAfterBytesHeld(self, pair: Pair) -> None:
+        """
+        When the transport holds bytes for another reason (here, written
+        before), the socket may be full: only the byte that makes the
+        transport pause is read.
+        """
+        pool, threads = manualPool()
+        source = SlowSource(os.urandom(5000))
+        producer = StreamProducer(source=source, clock=pair.reactor, ioPool=pool)
+        pair.transport.write(b"head")
+        outcome = results(producer.startStreaming(pair.transport))
+        threads.runAll()
+        assert source.asked == [1]
+        received = b""
+        for _ in range(1000):
+            threads.runAll()
+            received += pair.pump()
+            if outcome:
+                break
+        assert outcome == [5000]
 
 
 class OutletTests:
@@ -986,6 +1012,22 @@ class RecordingSource:
         pass
 
 
+@implementer(IRewindableSource)
+class RewindableSource(RecordingSource):
+    """
+    New random bytes for every read, that can be given back; it ends once
+    told to.
+    """
+
+    ended = False
+
+    def read(self, maxBytes: int) -> bytes:
+        return b"" if self.ended else super().read(maxBytes)
+
+    def rewind(self, count: int) -> None:
+        pass
+
+
 class FreshChunkTests:
     def test_sizedToRoom(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """
@@ -1170,3 +1212,181 @@ class HandOverTests:
         assert unsent == 1
         producer.stopProducing()
         assert len(outcome) == 1
+
+
+def cutFirstSend(monkeypatch: pytest.MonkeyPatch, extra: int = 1000) -> None:
+    """
+    Have the first C{sendmsg()} of every chunked outlet take only its first
+    buffer and C{extra} bytes more: a frame cut in its data.
+    """
+    made = _outlet.socketOutlet
+
+    def madeOutlet(consumer: object) -> SocketOutlet | None:
+        outlet = made(consumer)  # type: ignore[arg-type]
+        if outlet is None:
+            return None
+        real = outlet._sendmsg
+        cut = [True]
+
+        def sendmsg(buffers: list[bytes | memoryview]) -> int:
+            wire = b"".join(buffers)
+            if cut[0]:
+                cut[0] = False
+                return real([wire[: len(buffers[0]) + extra]])
+            return real([wire])
+
+        outlet._sendmsg = sendmsg  # type: ignore[method-assign]
+        return outlet
+
+    monkeypatch.setattr(_producer, "socketOutlet", madeOutlet)
+
+
+def startCut(
+    pair: Pair, source: ISource, limit: int | None = None
+) -> tuple[StreamProducer, list[int | Failure]]:
+    """
+    Stream C{source} in chunks until a frame is cut and the producer
+    paused, owing the rest of it.
+    """
+    request = chunkedRequest(pair)
+    producer = StreamProducer(source=source, clock=pair.reactor, limit=limit)
+    done = producer.startStreaming(request)
+    outcome = results(done)
+    done.addCallback(lambda sent: request.finish())
+    for _ in range(10):
+        pair.turn()
+        if producer._outlet is not None and producer._outlet.owed:
+            break
+    assert producer.state == "paused"
+    assert producer._outlet is not None and producer._outlet.owed > MAX_HELD
+    return producer, outcome
+
+
+class OwedChunkTests:
+    def test_deadlineWhileOwed(
+        self, pair: Pair, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        A timed stream whose deadline passes while it owes the rest of a
+        chunk, given back to the source, still ends that chunk: the
+        response stays well framed.
+        """
+        cutFirstSend(monkeypatch)
+        source = TimedSource(source=RandomSource(), clock=pair.reactor, seconds=1)
+        producer, outcome = startCut(pair, source)
+        assert producer._pending is None  # given back
+        pair.reactor.advance(2)
+        [response] = parseResponses(pair.pump())
+        assert outcome == [len(response.body)]
+
+    def test_endedWhileOwed(self, pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        A source that ends while a chunk it began is owed cannot end the
+        body well: the stream fails (the connection is then cut), rather
+        than finish a malformed response.
+        """
+        cutFirstSend(monkeypatch)
+        source = RewindableSource()
+        producer, outcome = startCut(pair, source)
+        assert producer._pending is None  # given back
+        source.ended = True
+        pair.pump()
+        [failure] = outcome
+        assert isinstance(failure, Failure) and failure.check(SourceTruncated)
+
+    def test_closingWhileOwed(
+        self, pair: Pair, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        A connection that starts closing while the rest of a cut chunk was
+        given back to the source gets that rest first, then chunks framed by
+        the request.
+        """
+        cutFirstSend(monkeypatch)
+        producer, outcome = startCut(pair, RandomSource(), limit=300_000)
+        assert producer._pending is None
+        pair.transport.loseConnection()
+        [response] = parseResponses(pair.pump())
+        assert len(response.body) == 300_000
+        assert outcome == [300_000]
+
+    def test_owedThenNewChunkInOneSend(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        Once the rest of a cut chunk is in hand, it and a new chunk for what
+        follows go in one send: ending a chunk is not taken for a full
+        socket (no byte handed over, no pause).
+        """
+        pair = Pair(tcp=True)
+        cutFirstSend(monkeypatch)
+        pauses: list[int] = []
+        pause = StreamProducer.pauseProducing
+
+        def recorded(producer: StreamProducer) -> None:
+            pauses.append(producer.bytesSent)
+            pause(producer)
+
+        monkeypatch.setattr(StreamProducer, "pauseProducing", recorded)
+        try:
+            request = chunkedRequest(pair)
+            producer = StreamProducer(
+                source=RandomSource(), clock=pair.reactor, limit=3 * 2**20
+            )
+            done = producer.startStreaming(request)
+            done.addCallback(lambda sent: request.finish())
+            received = pair.pump()
+        finally:
+            pair.close()
+        body = received.split(b"\r\n\r\n", 1)[1]
+        sizes = []
+        while body:
+            line, _, body = body.partition(b"\r\n")
+            sizes.append(int(line, 16))
+            body = body[sizes[-1] + 2 :]
+        # The first chunk is the byte that had the headers written; after it,
+        # none is a byte handed over as a chunk of its own.
+        assert sizes[0] == 1 and 1 not in sizes[1:4]
+
+    def test_noSendfileInChunks(self, pair: Pair, tmp_path: Path) -> None:
+        """
+        A file streamed to a chunked response is read, not sent with
+        C{sendfile()}, whose bytes would go unframed.
+        """
+        path, content = writeFile(tmp_path, 300_000)
+        request = chunkedRequest(pair)
+        producer = StreamProducer(source=openFile(path), clock=pair.reactor)
+        done = producer.startStreaming(request)
+        outcome = results(done)
+        done.addCallback(lambda sent: request.finish())
+        [response] = parseResponses(pair.pump())
+        assert response.body == content
+        assert outcome == [len(content)]
+
+
+class HostUnsentLimitTests:
+    @pytest.mark.parametrize(
+        ("text", "limit"),
+        [("16384\n", 16384), ("4294967295\n", 0), ("0\n", 0), ("junk", 0)],
+    )
+    def test_sysctl(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, limit: int
+    ) -> None:
+        """
+        The host's limit on unsent bytes is read from its sysctl, once; the
+        kernel's default (no limit) and nonsense read as none. An outlet on
+        a socket without a limit of its own takes the host's.
+        """
+        sysctl = tmp_path / "tcp_notsent_lowat"
+        sysctl.write_text(text)
+        monkeypatch.setattr(_outlet, "_NOTSENT_LOWAT_SYSCTL", str(sysctl))
+        monkeypatch.setattr(_outlet, "_hostUnsentLimit", None)
+        assert _outlet.hostUnsentLimit() == limit
+        sysctl.write_text("1")
+        assert _outlet.hostUnsentLimit() == limit
+        pair = Pair(tcp=True)
+        try:
+            outlet = socketOutlet(pair.transport)
+            assert outlet is not None and outlet._unsentLimit == limit
+            room = outlet.room()
+            assert room is not None and (not limit or room <= limit)
+        finally:
+            pair.close()

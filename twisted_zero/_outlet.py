@@ -26,6 +26,8 @@ from twisted.internet.tcp import Connection
 from twisted.web import http, server
 from twisted.web.http import NO_BODY_CODES, HTTPChannel, Request
 
+from ._limits import TCP_NOTSENT_LOWAT
+
 _CONNECTION_ERRNOS = frozenset(
     {
         errno.EPIPE,
@@ -55,14 +57,33 @@ _MEMINFO = struct.Struct("9I")
 _SNDBUF = 3
 _WMEM_QUEUED = 5
 _TIOCOUTQ: int = termios.TIOCOUTQ
+"""
+C{SIOCOUTQ}: the bytes queued in a socket's send buffer, not yet acknowledged.
+"""
 _SIOCOUTQNSD = 0x894B
 """
 The bytes queued in a TCP socket's send buffer and not sent yet.
 """
-_TCP_NOTSENT_LOWAT: int = getattr(_socket, "TCP_NOTSENT_LOWAT", 25)
-"""
-C{SIOCOUTQ}: the bytes queued in a socket's send buffer, not yet acknowledged.
-"""
+_NOTSENT_LOWAT_SYSCTL = "/proc/sys/net/ipv4/tcp_notsent_lowat"
+_NO_LIMIT = 2**31 - 1
+_hostUnsentLimit: int | None = None
+
+
+def hostUnsentLimit() -> int:
+    """
+    The host's limit on a TCP socket's unsent bytes (the sysctl
+    C{net.ipv4.tcp_notsent_lowat}), which applies to every socket without
+    one of its own; 0 for none (its default). Read once.
+    """
+    global _hostUnsentLimit
+    if _hostUnsentLimit is None:
+        try:
+            with open(_NOTSENT_LOWAT_SYSCTL) as f:
+                limit = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            limit = 0
+        _hostUnsentLimit = limit if 0 < limit < _NO_LIMIT else 0
+    return _hostUnsentLimit
 
 
 def isNoRoom(error: OSError) -> bool:
@@ -133,10 +154,13 @@ class SocketOutlet:
         self._unsentLimit = 0
         if self._measurable:
             try:
-                limit = socket.getsockopt(_socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT)
+                limit = socket.getsockopt(_socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT)
             except OSError:
                 limit = 0
-            self._unsentLimit = max(limit, 0)  # the default reads as -1
+            # 0: none of its own; then the host's applies.
+            if not 0 < limit < _NO_LIMIT:
+                limit = hostUnsentLimit()
+            self._unsentLimit = limit
         # Only used while usable(): once the connection is closed the number
         # may name another file.
         self.fileno: int = socket.fileno()
@@ -163,6 +187,27 @@ class SocketOutlet:
                 or _bodyUnframed(request, self._chunked)
             )
         )
+
+    @property
+    def chunked(self) -> bool:
+        """
+        Whether this outlet frames the body in HTTP/1.1 chunks.
+        """
+        return self._chunked
+
+    @property
+    def owed(self) -> int:
+        """
+        How many data bytes the chunk begun last still needs.
+        """
+        return self._owed
+
+    def awaitingHeaders(self) -> bool:
+        """
+        Whether an HTTP response's headers have yet to be written: only
+        they go before the body, and the socket has room for them.
+        """
+        return self._request is not None and not self._request.startedWriting
 
     def stopSending(self) -> None:
         """
@@ -203,32 +248,50 @@ class SocketOutlet:
 
     def _sendFramed(self, data: memoryview) -> int:
         """
-        Send C{data} in a chunk of its own, or as the rest of the chunk owed.
+        Send C{data} in chunks: the rest of the chunk owed, then a chunk of
+        its own for what is left; all in one C{sendmsg()}.
         """
         owed = self._owed
-        if owed:
-            size = min(len(data), owed)
-            head = b""
-            tail = _CRLF if size == owed else b""
-        else:
-            size = len(data)
-            head = b"%x\r\n" % size
-            tail = _CRLF
-        sent = self._sendmsg([head, data[:size], tail])
-        if sent < len(head):
-            # The size line is cut: the chunk is begun, all its data owed.
-            self._owed = size
-            self._transport.write(head[sent:])
-            return 0
-        sent -= len(head)
-        if sent < size:
-            self._owed = (owed or size) - sent
-            return sent
-        self._owed = (owed or size) - size
-        sent -= size
-        if sent < len(tail):
-            self._transport.write(tail[sent:])
-        return size
+        first = min(len(data), owed)
+        segments: list[tuple[bytes | memoryview, bool]] = []  # (bytes, data?)
+        if first:
+            segments.append((data[:first], True))
+            if first == owed:
+                segments.append((_CRLF, False))
+        if len(data) > first:
+            rest = len(data) - first
+            segments += [
+                (b"%x\r\n" % rest, False),
+                (data[first:], True),
+                (_CRLF, False),
+            ]
+        sent = self._sendmsg([segment for segment, _ in segments])
+        # Walk what was sent: a cut in the data leaves the rest owed to its
+        # chunk; a cut in framing has the rest of that framing written to
+        # the transport, so that it goes before anything else.
+        dataSent = 0
+        self._owed = owed
+        for segment, isData in segments:
+            size = len(segment)
+            took = min(sent, size)
+            sent -= took
+            if isData:
+                dataSent += took
+                self._owed -= took
+                if took < size:
+                    break
+            elif segment is _CRLF:  # its chunk's data is all sent
+                if took < size:
+                    self._transport.write(segment[took:])
+                    break
+            else:  # a size line: once any of it is sent, its chunk begins
+                if not took:
+                    break
+                self._owed = len(data) - first
+                if took < size:
+                    self._transport.write(bytes(segment[took:]))
+                    break
+        return dataSent
 
     def write(self, data: bytes) -> None:
         """
@@ -293,8 +356,11 @@ class SocketOutlet:
         free: int = info[_SNDBUF] - accounted
         if free <= 0 or free < accounted // 2:
             return 0
-        if accounted and queued:
-            free = free * queued // accounted
+        if accounted:
+            # Payload per unit of the buffer's accounting, as what is queued
+            # shows it; a few bytes queued say little (a packet's overhead
+            # dwarfs them), and it is never less than half.
+            free = free * max(queued, accounted // 2) // accounted
         if self._unsentLimit:
             if unsent >= self._unsentLimit // 2:
                 return 0

@@ -35,6 +35,7 @@ from ._sources import (
     ISendfileSource,
     ISharedChunkSource,
     ISource,
+    SourceTruncated,
 )
 
 MAX_CHUNKS_PER_TURN = 64
@@ -79,6 +80,13 @@ C{sendfile_max_chunk}). They go from the page cache to the socket without
 being read into memory, so this costs no memory; the socket takes what it
 has room for.
 """
+
+
+def _size(buffer: object) -> int:
+    """
+    The size of the object a memory view is of.
+    """
+    return memoryview(buffer).nbytes  # type: ignore[arg-type]
 
 
 class StreamStopped(Exception):
@@ -233,8 +241,10 @@ class StreamProducer:
         # registerProducer may pause us, or stop us if the consumer is gone.
         if self._state is not _State.STOPPED and self._directSends:
             self._outlet = socketOutlet(consumer)
-            self._fileSends = self._sendfile and ISendfileSource.providedBy(
-                self._source
+            self._fileSends = (
+                self._sendfile
+                and ISendfileSource.providedBy(self._source)
+                and not (self._outlet is not None and self._outlet.chunked)
             )
             self._sharedChunks = ISharedChunkSource.providedBy(self._source)
             self._rewindable = not self._sharedChunks and (
@@ -323,14 +333,17 @@ class StreamProducer:
         """
         if self._pending is not None:
             return self._sendPending()
+        # An outlet no longer usable is kept for writes: a chunk it began
+        # must be ended before any other.
         outlet = self._outlet
         if outlet is not None and not outlet.usable():
-            self._outlet = outlet = None
+            outlet = None
         if outlet is not None:
             if not outlet.ready():
-                # The transport still holds bytes (an HTTP response's
-                # headers): send directly once it has sent them.
-                return self._waitForRoom(outlet, hop=True)
+                # The transport still holds bytes: send directly once it
+                # has sent them. Only an HTTP response's headers leave the
+                # socket room for a whole chunk meanwhile.
+                return self._waitForRoom(outlet, hop=outlet.awaitingHeaders())
             if self._fileSends:
                 sent = self._sendFromFile(outlet)
                 if sent is not None:
@@ -497,7 +510,7 @@ class StreamProducer:
                     return False
                 self._refund(len(rest))
                 rest = None
-            elif len(rest) <= MAX_HELD:
+            elif len(rest) < _size(rest.obj) // 2:
                 # A view keeps its whole chunk alive: keep a copy of the rest.
                 rest = memoryview(bytes(rest))
         self._pending = rest
@@ -674,6 +687,16 @@ class StreamProducer:
         """
         End the stream: close the source, unregister, then fire the result.
         """
+        outlet = self._outlet
+        if failure is None and outlet is not None and outlet.owed:
+            # The source ended inside a chunk already begun on the wire:
+            # the body cannot be ended well; the connection must be cut.
+            failure = Failure(
+                SourceTruncated(
+                    f"{self._source.description}: ended {outlet.owed} bytes "
+                    "short of a chunk already begun"
+                )
+            )
         self._state = _State.FINISHED
         self._cancelNextTurn()
         if self._throttle is not None:

@@ -519,6 +519,7 @@ class TimedSource:
     _clock: IReactorTime = field(alias="clock")
     _seconds: float = field(alias="seconds")
     _deadline: float = field(init=False)
+    _rewound: int = field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._deadline = self._clock.seconds() + self._seconds
@@ -539,34 +540,56 @@ class TimedSource:
     def chunkSize(self) -> int:
         return self._source.chunkSize
 
+    def _allowed(self, maxBytes: int) -> int:
+        """
+        How many bytes may be had now: any number before the deadline;
+        after it, only those handed out before it and given back since.
+        """
+        if self._clock.seconds() < self._deadline:
+            return maxBytes
+        return min(maxBytes, self._rewound)
+
+    def _took(self, count: int) -> None:
+        self._rewound = max(self._rewound - count, 0)
+
     def read(self, maxBytes: int) -> bytes:
-        if self._clock.seconds() >= self._deadline:
+        allowed = self._allowed(maxBytes)
+        if not allowed:
             return b""
-        return self._source.read(maxBytes)
+        chunk = self._source.read(allowed)
+        self._took(len(chunk))
+        return chunk
 
     def sendTo(self, socket: int, maxBytes: int) -> int | None:
         """
         As L{ISendfileSource.sendTo}, if the other source provides it.
         """
-        if self._clock.seconds() >= self._deadline:
+        allowed = self._allowed(maxBytes)
+        if not allowed:
             return 0
-        sent: int | None = ISendfileSource(self._source).sendTo(socket, maxBytes)
+        sent: int | None = ISendfileSource(self._source).sendTo(socket, allowed)
+        self._took(sent or 0)
         return sent
 
     def readNowait(self, maxBytes: int) -> bytes | None:
         """
         As L{IBlockingSource.readNowait}, if the other source provides it.
         """
-        if self._clock.seconds() >= self._deadline:
+        allowed = self._allowed(maxBytes)
+        if not allowed:
             return b""
-        chunk: bytes | None = IBlockingSource(self._source).readNowait(maxBytes)
+        chunk: bytes | None = IBlockingSource(self._source).readNowait(allowed)
+        self._took(len(chunk or b""))
         return chunk
 
     def rewind(self, count: int) -> None:
         """
-        As L{IRewindableSource.rewind}, if the other source provides it.
+        As L{IRewindableSource.rewind}, if the other source provides it:
+        bytes given back are handed out again even after the deadline, since
+        the stream may already have promised them (a chunk begun).
         """
         IRewindableSource(self._source).rewind(count)
+        self._rewound += count
 
     def close(self) -> None:
         self._source.close()
