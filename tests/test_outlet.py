@@ -865,13 +865,20 @@ def chunkedRequest(pair: Pair) -> Request:
     return request
 
 
-def streamChunked(pair: Pair, size: int) -> tuple[bytes, list[int | Failure]]:
+def streamChunked(
+    pair: Pair, size: int, source: ISource | None = None
+) -> tuple[bytes, list[int | Failure]]:
     """
-    Stream C{size} bytes of chargen in chunks to C{pair}'s client, reading
-    as fast as it can; the body the client decodes, and the outcome.
+    Stream C{size} bytes of C{source} (chargen by default) in chunks to
+    C{pair}'s client, reading as fast as it can; the body the client
+    decodes, and the outcome.
     """
     request = chunkedRequest(pair)
-    producer = StreamProducer(source=ChargenSource(), clock=pair.reactor, limit=size)
+    producer = StreamProducer(
+        source=ChargenSource() if source is None else source,
+        clock=pair.reactor,
+        limit=size,
+    )
     done = producer.startStreaming(request)
     outcome = results(done)
     done.addCallback(lambda sent: request.finish())
@@ -892,23 +899,34 @@ class ChunkedSendsTests:
         assert body == (CHARGEN_PERIOD * (size // len(CHARGEN_PERIOD) + 1))[:size]
         assert outcome == [size]
 
-    @pytest.mark.parametrize("seed", range(8))
+    @pytest.mark.parametrize("kind", ["shared", "file"])
+    @pytest.mark.parametrize("seed", range(16))
     def test_cutAnywhere(
-        self, pair: Pair, seed: int, monkeypatch: pytest.MonkeyPatch
+        self,
+        pair: Pair,
+        seed: int,
+        kind: str,
+        monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path,
     ) -> None:
         """
         Whatever a send takes of a frame (part of its size line, of its
-        data, of its closing CRLF), the frames on the wire stay whole: the
-        body decodes intact.
+        data, of its closing CRLF, of the rest of a chunk owed and the next
+        one), the frames on the wire stay whole, whether the rest of a
+        chunk is kept (chargen's are shared) or given back to the source (a
+        file's): the body decodes intact.
         """
         rng = random.Random(seed)
+        monkeypatch.setattr(SocketOutlet, "room", lambda outlet: 2**30)
         realSendmsg = pair.server.sendmsg
 
         def sendmsg(buffers: list[bytes | memoryview]) -> int:
             wire = b"".join(buffers)
             if rng.random() < 0.3:
                 raise BlockingIOError(errno.EAGAIN, "full")
-            cut = rng.choice([1, 2, 3, 5, 8, len(wire) - 1, len(wire)])
+            cut = rng.choice(
+                [1, 2, 3, 5, 8, rng.randint(1, len(wire)), len(wire) - 1, len(wire)]
+            )
             return realSendmsg([wire[: max(cut, 1)]])
 
         outlets: list[SocketOutlet] = []
@@ -923,9 +941,15 @@ class ChunkedSendsTests:
 
         monkeypatch.setattr(_producer, "socketOutlet", madeOutlet)
         size = 40_000 + seed
-        body, outcome = streamChunked(pair, size)
+        expected = (CHARGEN_PERIOD * 7)[:size]
+        source: ISource = ChargenSource()
+        if kind == "file":
+            expected = os.urandom(size)
+            (tmp_path / "data").write_bytes(expected)
+            source = openFile(str(tmp_path / "data"))
+        body, outcome = streamChunked(pair, size, source)
         assert outlets
-        assert body == (CHARGEN_PERIOD * 7)[:size]
+        assert body == expected
         assert outcome == [size]
 
     def test_stalled(self, pair: Pair) -> None:
