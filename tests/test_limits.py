@@ -20,6 +20,7 @@ from twisted_zero import StreamProducer, StreamStopped, ZeroSource
 from twisted_zero._limits import (
     MIN_BURST,
     MIN_QUANTUM,
+    NO_UNSENT_LIMIT,
     TCP_NOTSENT_LOWAT,
     ConnectionLimits,
     Protection,
@@ -27,6 +28,7 @@ from twisted_zero._limits import (
     StallWatch,
     Throttle,
     TokenBucket,
+    UnsentLimit,
     limitUnsent,
     tcpBytesAcked,
 )
@@ -569,6 +571,83 @@ class LimitUnsentTests:
                     return left
 
             assert not limitUnsent(Unix(), 4096)
+
+
+class UnsentLimitTests:
+    def test_liftedOnceEarned(self) -> None:
+        """
+        A connection's unsent bytes are limited until its client has taken
+        (acknowledged) the bytes it must earn; then the limit is lifted.
+        Until then, the kernel is asked only after every limit's worth sent.
+        """
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            client = socket.create_connection(server.getsockname())
+            accepted, _ = server.accept()
+            with client, accepted:
+
+                class Transport:
+                    def getHandle(self) -> socket.socket:
+                        return accepted
+
+                def lowat() -> int:
+                    return accepted.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT)
+
+                limit = UnsentLimit(transport=Transport(), limit=16384, earned=65536)
+                assert lowat() == 16384 and not limit.lifted
+                limit.sent(100_000)  # sent, not taken
+                assert lowat() == 16384 and not limit.lifted
+                accepted.sendall(b"x" * 70_000)
+                taken = 0
+                while taken < 70_000:
+                    taken += len(client.recv(70_000))
+                for _ in range(100):
+                    if (tcpBytesAcked(Transport()) or 0) >= 70_000:
+                        break
+                    time.sleep(0.01)
+                limit.sent(1000)  # within a limit's worth of the last look
+                assert not limit.lifted
+                limit.sent(16384)
+                assert limit.lifted and lowat() == NO_UNSENT_LIMIT
+
+    def test_observe(self) -> None:
+        """
+        With C{maxUnsent}, a stream's observer also tells its connection's
+        limit what is sent; without, or for a connection that is not TCP,
+        it is the observer given.
+        """
+        clock = Clock()
+        observer = object()
+        assert Protection(clock).observe(StringTransport(), observer) is observer
+        protection = Protection(clock, maxUnsent=4096)
+        transport = StringTransport()
+        protection.opened(transport)
+        assert protection.observe(transport, observer) is observer
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            client = socket.create_connection(server.getsockname())
+            accepted, _ = server.accept()
+            with client, accepted:
+
+                class Transport:
+                    def getHandle(self) -> socket.socket:
+                        return accepted
+
+                tcp = Transport()
+                protection.opened(tcp)
+                seen: list[object] = []
+
+                class Observer:
+                    def chunkWritten(self, count: int) -> None:
+                        seen.append(count)
+
+                    def pauseChanged(self, paused: bool) -> None:
+                        seen.append(paused)
+
+                lifting = protection.observe(tcp, Observer())
+                lifting.chunkWritten(10)
+                lifting.pauseChanged(True)
+                assert seen == [10, True]
+                protection.closed(tcp, None)
+                assert protection.observe(tcp, observer) is observer
 
 
 class ProtectionTests:

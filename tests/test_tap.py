@@ -191,10 +191,10 @@ class HTTPOptionsTests:
 
     def test_maxUnsent(self) -> None:
         """
-        C{--max-unsent} is off by default (and with 0), a size otherwise,
+        C{--max-unsent} is 128K by default, off with 0, a size otherwise,
         which the connections' protection gets.
         """
-        assert parse()["max-unsent"] is None
+        assert parse()["max-unsent"] == 128 * 1024
         assert parse("--max-unsent", "0")["max-unsent"] is None
         assert parse("--max-unsent", "128K")["max-unsent"] == 128 * 1024
         reactor = MemoryReactorClock()

@@ -9,6 +9,7 @@ import socket
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, succeed
@@ -445,6 +446,76 @@ TCP_NOTSENT_LOWAT: int = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 The socket option (Linux 3.12; C{socket} names it from Python 3.13 on).
 """
 
+NO_UNSENT_LIMIT = -1
+"""
+What L{limitUnsent} is given to lift a limit (the kernel reads it as the
+largest unsigned value, its own default).
+"""
+
+UNSENT_EARNED = 4 * 2**20
+"""
+How many bytes a client must have taken (acknowledged) for its
+connection's limit on unsent bytes to be lifted (L{UnsentLimit}).
+"""
+
+
+@define(eq=False)
+class UnsentLimit:
+    """
+    A limit on what the kernel holds unsent for one connection (see
+    L{limitUnsent}) until its client has taken C{earned} bytes: a client
+    that reads earns the send buffer the kernel would give it (and the
+    speed that comes with it), one that reads nothing never pins more than
+    C{limit} of the host's TCP memory. Told of what is sent (L{sent}), it
+    asks the kernel what the client has taken after every C{limit} bytes.
+    """
+
+    _transport: object = field(alias="transport")
+    _limit: int = field(alias="limit")
+    _earned: int = field(default=UNSENT_EARNED, alias="earned")
+    lifted: bool = field(default=False, init=False)
+    _sent: int = field(default=0, init=False)
+    _next: int = field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not limitUnsent(self._transport, self._limit):
+            self.lifted = True  # nothing to lift: not TCP, or no such option
+
+    def sent(self, count: int) -> None:
+        """
+        C{count} more bytes were sent (or written) on the connection.
+        """
+        if self.lifted:
+            return
+        self._sent += count
+        if self._sent < self._next:
+            return
+        self._next = self._sent + self._limit
+        acked = tcpBytesAcked(self._transport)
+        if acked is not None and acked >= self._earned:
+            self.lifted = limitUnsent(self._transport, NO_UNSENT_LIMIT) or True
+
+
+@define
+class _LiftingObserver:
+    """
+    A stream's observer that also tells its connection's L{UnsentLimit} what
+    is sent.
+    """
+
+    _limit: UnsentLimit
+    _observer: Any
+
+    def chunkWritten(self, count: int) -> None:
+        self._limit.sent(count)
+        if self._observer is not None:
+            self._observer.chunkWritten(count)
+
+    def pauseChanged(self, paused: bool) -> None:
+        if self._observer is not None:
+            self._observer.pauseChanged(paused)
+
+
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
 _BYTES_ACKED_OFFSET = 120
@@ -514,7 +585,8 @@ class Protection:
     @ivar limits: How many connections are let in.
     @ivar onRateWait: Told of every wait for rate tokens (for metrics).
     @ivar maxUnsent: The most bytes the kernel holds unsent for one TCP
-        connection (see L{limitUnsent}); L{None} for the kernel's default.
+        connection until its client has taken L{UNSENT_EARNED} bytes (see
+        L{UnsentLimit}); L{None} for the kernel's default.
     """
 
     clock: IReactorTime
@@ -527,6 +599,7 @@ class Protection:
     maxUnsent: int | None = None
     _total: SharedBucket | None = field(default=None, init=False)
     _open: set[object] = field(factory=set, init=False)
+    _unsent: dict[object, UnsentLimit] = field(factory=dict, init=False)
     _drained: list[Deferred[None]] = field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -550,7 +623,9 @@ class Protection:
         """
         self._open.add(transport)
         if self.maxUnsent is not None:
-            limitUnsent(transport, self.maxUnsent)
+            limit = UnsentLimit(transport=transport, limit=self.maxUnsent)
+            if not limit.lifted:
+                self._unsent[transport] = limit
 
     def closed(self, transport: object, admitted: object) -> None:
         """
@@ -558,12 +633,24 @@ class Protection:
         unless L{None}) is closed.
         """
         self._open.discard(transport)
+        self._unsent.pop(transport, None)
         if admitted is not None:
             self.limits.release(_addressKey(admitted))
         if not self._open:
             drained, self._drained = self._drained, []
             for waiting in drained:
                 waiting.callback(None)
+
+    def observe(self, transport: object, observer: Any) -> Any:
+        """
+        The observer for a stream on the connection C{transport}: C{observer}
+        (which may be L{None}), told too of what is sent, if the
+        connection's unsent bytes are limited until its client earns more.
+        """
+        limit = self._unsent.get(transport)
+        if limit is None:
+            return observer
+        return _LiftingObserver(limit, observer)
 
     @property
     def openConnections(self) -> int:

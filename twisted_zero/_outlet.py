@@ -151,16 +151,7 @@ class SocketOutlet:
             _socket.AF_INET,
             _socket.AF_INET6,
         )
-        self._unsentLimit = 0
-        if self._measurable:
-            try:
-                limit = socket.getsockopt(_socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT)
-            except OSError:
-                limit = 0
-            # 0: none of its own; then the host's applies.
-            if not 0 < limit < _NO_LIMIT:
-                limit = hostUnsentLimit()
-            self._unsentLimit = limit
+        self._unsentLimit = self._currentUnsentLimit() if self._measurable else 0
         # Only used while usable(): once the connection is closed the number
         # may name another file.
         self.fileno: int = socket.fileno()
@@ -314,6 +305,21 @@ class SocketOutlet:
         self._transport.write(wire)
         self.countSent(count)
 
+    def _currentUnsentLimit(self) -> int:
+        """
+        The socket's limit on its unsent bytes, its own or else the host's;
+        0 for none.
+        """
+        try:
+            limit = self._socket.getsockopt(_socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT)
+        except OSError:
+            return 0
+        if 0 < limit < _NO_LIMIT:
+            return limit
+        if limit == 0:  # none of its own: the host's applies
+            return hostUnsentLimit()
+        return 0  # lifted (read as -1)
+
     def room(self) -> int | None:
         """
         How many bytes the socket would take now, as the kernel counts them:
@@ -344,11 +350,13 @@ class SocketOutlet:
             queued: int = struct.unpack(
                 "i", fcntl.ioctl(self.fileno, _TIOCOUTQ, bytes(4))
             )[0]
-            unsent: int = (
-                struct.unpack("i", fcntl.ioctl(self.fileno, _SIOCOUTQNSD, bytes(4)))[0]
-                if self._unsentLimit
-                else 0
-            )
+            unsent = 0
+            if self._unsentLimit:
+                self._unsentLimit = self._currentUnsentLimit()  # may be lifted
+            if self._unsentLimit:
+                unsent = struct.unpack(
+                    "i", fcntl.ioctl(self.fileno, _SIOCOUTQNSD, bytes(4))
+                )[0]
         except (OSError, struct.error):
             self._measurable = False
             return None

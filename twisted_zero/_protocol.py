@@ -139,7 +139,10 @@ class StreamProtocol(Protocol):
             limit=factory.limit,
             clock=factory.clock,
             throttle=protection.throttle(),
-            observer=MetricsObserver(factory.metrics, source.description),
+            observer=protection.observe(
+                self.transport,
+                MetricsObserver(factory.metrics, source.description),
+            ),
             sendfile=factory.sendfile,
             ioPool=factory.ioPool,
         )

@@ -717,15 +717,16 @@ def _stream(
     """
     protection: Protection | None = getattr(request.site, "protection", None)
     metrics: Metrics | None = getattr(request.site, "metrics", None)
+    observer = None if metrics is None else MetricsObserver(metrics, source.description)
+    if protection is not None:
+        observer = protection.observe(request.channel.transport, observer)
     producer = StreamProducer(
         source=source,
         chunkSize=chunkSize,
         limit=limit,
         clock=clock,
         throttle=None if protection is None else protection.throttle(rate),
-        observer=None
-        if metrics is None
-        else MetricsObserver(metrics, source.description),
+        observer=observer,
         sendfile=sendfile,
         ioPool=ioPool,
     )

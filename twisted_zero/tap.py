@@ -161,12 +161,11 @@ class Options(usage.Options):
         [
             "max-unsent",
             None,
-            None,
-            "The most bytes the kernel holds unsent for one TCP connection "
-            "(TCP_NOTSENT_LOWAT): a client that reads nothing then pins that "
-            "much of the host's TCP memory, not a send buffer of up to 4M. "
-            "Costs loopback throughput (128K: about half). Default: the "
-            "kernel's (no limit).",
+            "128K",
+            "The most bytes the kernel holds unsent for a TCP connection "
+            "(TCP_NOTSENT_LOWAT) until its client has taken 4M: a client that "
+            "reads nothing then pins that much of the host's TCP memory, not "
+            "a send buffer of up to 4M; 0: the kernel's default, no limit.",
         ],
         ["worker-sockets", None, None, "(internal: the sockets a worker adopts)"],
         [
