@@ -224,11 +224,17 @@ class SlowFileSystemTests:
         """
         mount, log = slowMount
         (tmp_path / "source" / "data.bin").write_bytes(os.urandom(16 * 2**20))
+        # The client reads one byte: with the kernel's own send buffer (no
+        # --max-unsent), the daemon goes on reading into it for seconds, so
+        # a read is in flight when the client leaves.
+        unlimited = ("--max-unsent", "0")
         if over == "tcp":
-            daemon = start(daemons, tmp_path, "--source", f"file:{mount}/data.bin")
+            daemon = start(
+                daemons, tmp_path, "--source", f"file:{mount}/data.bin", *unlimited
+            )
             client = daemon.connect()
         else:
-            daemon, port = httpDaemon(daemons, tmp_path, mount)
+            daemon, port = httpDaemon(daemons, tmp_path, mount, *unlimited)
             client = httpGet(port, "/files/data.bin")
         assert client.recv(1)  # streaming
         log.waitFor("idle")
@@ -256,7 +262,8 @@ class SlowFileSystemTests:
         """
         mount, log = slowMount
         (tmp_path / "source" / "data.bin").write_bytes(os.urandom(4 * 2**20))
-        daemon, port = httpDaemon(daemons, tmp_path, mount)
+        # As above: reads go on into the socket's buffer, one in flight.
+        daemon, port = httpDaemon(daemons, tmp_path, mount, "--max-unsent", "0")
         client = httpGet(port, "/files/data.bin")
         assert client.recv(1)
         log.waitFor("idle")
