@@ -389,9 +389,9 @@ class HTTPTests:
         spool it to a temporary file) and holds nothing of it in memory; the
         request is answered.
         """
-        daemon, url, content = self.start(daemons, tmp_path, "--max-body", "256M")
+        daemon, url, content = self.start(daemons, tmp_path, "--max-body", "1G")
         port = int(url.split(":")[2].split("/")[0])
-        size = 256 * 2**20
+        size = 2**30
         written, rss = daemon.io("write_bytes"), daemon.rss()
         with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as client:
             client.sendall(
@@ -402,7 +402,7 @@ class HTTPTests:
                 client.sendall(block)
             assert client.recv(4096).startswith(b"HTTP/1.1 405 ")
         assert daemon.io("write_bytes") - written < 2**20
-        assert daemon.rss() - rss < 16 * 2**20
+        assert daemon.rss() - rss < 8 * 2**20
 
     def test_uploadOverLimit(self, daemons: list[Daemon], tmp_path: Path) -> None:
         """
