@@ -139,14 +139,22 @@ class StreamProducer:
     source is exhausted or the limit reached it unregisters itself; the caller
     may then close the connection.
 
-    On a plain TCP or UNIX socket transport (or an HTTP request on one, with
-    a body that is not chunked), the producer sends straight to the socket
-    while the transport's buffer is empty, and a file's bytes go from the
-    page cache to the socket with C{sendfile()}; see L{twisted_zero._outlet}.
-    The contract is the same: when the socket is full the transport pauses
-    the producer (it is handed one byte to do so), and nothing is read or
-    sent until it resumes it. C{directSends=False} writes everything to the
-    consumer instead; C{sendfile=False} reads a file's bytes and sends them.
+    On a plain TCP or UNIX socket transport (or an HTTP request on one, its
+    body sent as it is or in HTTP/1.1 chunks the outlet frames), the
+    producer sends straight to the socket while the transport's buffer is
+    empty, and a file's bytes go from the page cache to the socket with
+    C{sendfile()}; see L{twisted_zero._outlet}. The contract is the same:
+    when the socket is full the transport pauses the producer (it is handed
+    one byte to do so), and nothing is read or sent until it resumes it.
+    C{directSends=False} writes everything to the consumer instead;
+    C{sendfile=False} reads a file's bytes and sends them.
+
+    A client that stops reading costs no chunk. Shared chunks
+    (L{ISharedChunkSource}) cost nothing to hold. New ones are read no
+    larger than the socket has room for (L{SocketOutlet.room}); what it did
+    not take, beyond L{MAX_HELD}, goes back to a source that can take it
+    (L{IRewindableSource}). Writes to a consumer, where bytes go through a
+    transport that copies them (TLS), are at most L{CONSUMER_WRITE_SIZE}.
 
     A source whose reads may block (an L{IBlockingSource}: a file) is read in
     a thread of C{ioPool} (by default, the reactor's own thread pool) unless
