@@ -48,7 +48,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 from twisted_zero import (
     ChargenSource,
@@ -59,7 +59,7 @@ from twisted_zero import (
     openFile,
 )
 from twisted_zero._protocol import LINGER_SECONDS
-from twisted_zero._sources import CHARGEN_PERIOD
+from twisted_zero._sources import CHARGEN_PERIOD, ISharedChunkSource
 
 DEADLINE = 5.0
 """
@@ -163,7 +163,7 @@ def _address(address: IAddress) -> str:
 
 
 @implementer(ISource)
-@define
+@define(slots=False)  # alsoProvides() sets an attribute of its own
 class CountingSource:
     """
     An L{ISource} wrapper that counts the calls made to the source it wraps.
@@ -177,6 +177,11 @@ class CountingSource:
     reads: int = field(default=0, init=False)
     readsAfterClose: int = field(default=0, init=False)
     closes: int = field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        # As transparent as the wrapper is: shared chunks stay shared.
+        if ISharedChunkSource.providedBy(self._source):
+            alsoProvides(self, ISharedChunkSource)
 
     @property
     def description(self) -> str:
