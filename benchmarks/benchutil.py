@@ -571,6 +571,75 @@ class ServerProcess:
 _Server = TypeVar("_Server", bound=ServerProcess)
 
 
+DAEMON_PORT_LINE = re.compile(
+    rf"(?:streaming \S+|serving HTTP) on {re.escape(HOST)}:(\d+)"
+)
+
+
+@dataclass
+class ZeroDaemon:
+    """
+    A C{twistd zero} daemon of this tree or of the baseline (as C{env}
+    says), as a subprocess that dies with the benchmark, its output in
+    C{workDir}, and the port of its first listener.
+    """
+
+    kind: str
+    args: Sequence[str]
+    env: dict[str, str]
+    workDir: Path
+    process: subprocess.Popen[bytes] = field(init=False)
+    port: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.workDir / f"{self.kind}.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero", *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.workDir,
+                start_new_session=True,
+                preexec_fn=dieWithParent,
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            match = DAEMON_PORT_LINE.search(self.log.read_text(errors="replace"))
+            if match:
+                self.port = int(match.group(1))
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise BenchError(
+            f"{self.kind} daemon did not start:\n{self.log.read_text()[-2000:]}"
+        )
+
+    def rchar(self) -> int:
+        """
+        What the daemon has read so far (C{/proc/PID/io}): files, and what
+        C{sendfile()} sent.
+        """
+        for line in Path(f"/proc/{self.process.pid}/io").read_text().splitlines():
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+        raise BenchError("no rchar")
+
+    def stop(self) -> None:
+        """
+        Terminate this daemon (by its PID only) and reap it.
+        """
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
 def connect(port: int, deadline: float) -> socket.socket:
     """
     A connection to C{port} of L{HOST}, made before C{deadline}.

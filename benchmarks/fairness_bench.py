@@ -24,27 +24,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchutil import (
     BASELINE,
     HOST,
     OURS,
-    TWISTD,
     BenchError,
     MiB,
+    ZeroDaemon,
     addBaselineOption,
     checkoutEnvironment,
     cpuSeconds,
-    dieWithParent,
     fmt,
     median,
     parseSize,
@@ -52,7 +47,6 @@ from benchutil import (
     table,
 )
 
-PORT_LINE = re.compile(rf"(?:streaming \S+|serving HTTP) on {re.escape(HOST)}:(\d+)")
 ENDPOINT = f"tcp:0:interface={HOST}"
 TOLERANCE = 0.25
 
@@ -74,59 +68,6 @@ PATHS = (
     Path_("HTTP /zero (chunked)", ("--http", ENDPOINT), "/zero"),
     Path_("HTTP /zero?bytes=100M", ("--http", ENDPOINT), "/zero?bytes=100M"),
 )
-
-
-@dataclass
-class Daemon:
-    """
-    A C{twistd zero} daemon of this tree or of the baseline, as a
-    subprocess, and the port it listens on.
-    """
-
-    kind: str
-    args: Sequence[str]
-    env: dict[str, str]
-    workDir: Path
-    process: subprocess.Popen[bytes] = field(init=False)
-    port: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.log = self.workDir / f"{self.kind}.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero", *self.args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.workDir,
-                start_new_session=True,
-                preexec_fn=dieWithParent,
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            match = PORT_LINE.search(self.log.read_text(errors="replace"))
-            if match:
-                self.port = int(match.group(1))
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise BenchError(
-            f"{self.kind} daemon did not start:\n{self.log.read_text()[-2000:]}"
-        )
-
-    def stop(self) -> None:
-        """
-        Terminate this daemon (by its PID only) and reap it.
-        """
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
 
 
 @dataclass(frozen=True)
@@ -201,7 +142,7 @@ async def runClients(
 
 
 def measure(
-    daemon: Daemon, path: Path_, clients: int, seconds: float, totalRate: int
+    daemon: ZeroDaemon, path: Path_, clients: int, seconds: float, totalRate: int
 ) -> Sample:
     """
     Run the clients against C{daemon} and say how fairly they were served.
@@ -241,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for path in paths:
                 for kind in rng.sample(kinds, len(kinds)):
                     progress(f"round {roundIndex + 1}: {path.label}, {kind}")
-                    daemon = Daemon(
+                    daemon = ZeroDaemon(
                         kind,
                         ("--total-rate", str(args.total_rate), *path.args),
                         envs[kind],

@@ -28,27 +28,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import random
-import re
 import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchutil import (
     BASELINE,
     HOST,
     OURS,
-    TWISTD,
     BenchError,
     MiB,
+    ZeroDaemon,
     addBaselineOption,
     checkoutEnvironment,
     cpuSeconds,
@@ -61,9 +58,9 @@ from benchutil import (
     writeTestFile,
 )
 
-PORT_LINE = re.compile(rf"(?:streaming \S+|serving HTTP) on {re.escape(HOST)}:(\d+)")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.slowfs import mounted, unavailable  # noqa: E402
+from tests.helpers import TLSFiles, writeTLSFiles
+from tests.slowfs import mounted, unavailable
 
 FILE_SIZE = 64 * MiB
 RECEIVE_BUFFER = 4096
@@ -88,11 +85,11 @@ def _get(target: str, version: str = "1.1") -> bytes:
     return f"GET {target} HTTP/{version}\r\nHost: bench\r\n\r\n".encode()
 
 
-def paths(file: Path, cert: Path, slow: Path | None) -> list[Path_]:
+def paths(file: Path, tls: TLSFiles, slow: Path | None) -> list[Path_]:
     raw = ("--listen", f"tcp:0:interface={HOST}")
-    rawTLS = ("--listen", f"ssl:0:interface={HOST}:privateKey={cert}")
+    rawTLS = ("--listen", tls.serverEndpoint())
     web = ("--http", f"tcp:0:interface={HOST}", "--root", str(file.parent))
-    webTLS = ("--http", f"ssl:0:interface={HOST}:privateKey={cert}")
+    webTLS = ("--http", tls.serverEndpoint())
     name = f"/files/{file.name}"
     found = [
         Path_("raw zero", (*raw, "--source", "zero")),
@@ -137,61 +134,6 @@ def paths(file: Path, cert: Path, slow: Path | None) -> list[Path_]:
     return found
 
 
-@dataclass
-class Daemon:
-    """
-    A C{twistd zero} daemon of this tree or of the baseline, as a
-    subprocess, and the port it listens on.
-    """
-
-    kind: str
-    args: Sequence[str]
-    env: dict[str, str]
-    workDir: Path
-    process: subprocess.Popen[bytes] = field(init=False)
-    port: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.log = self.workDir / f"{self.kind}.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero", *self.args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.workDir,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            match = PORT_LINE.search(self.log.read_text(errors="replace"))
-            if match:
-                self.port = int(match.group(1))
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise BenchError(
-            f"{self.kind} daemon did not start:\n{self.log.read_text()[-2000:]}"
-        )
-
-    def rchar(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/io").read_text().splitlines():
-            if line.startswith("rchar:"):
-                return int(line.split()[1])
-        raise BenchError("no rchar")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
 def openClient(port: int, path: Path_, context: ssl.SSLContext) -> socket.socket:
     """
     A client of C{path} that has asked for its stream and will read nothing.
@@ -215,7 +157,7 @@ class Stalled:
 
 
 def measureStalled(
-    daemon: Daemon, path: Path_, count: int, idle: float, context: ssl.SSLContext
+    daemon: ZeroDaemon, path: Path_, count: int, idle: float, context: ssl.SSLContext
 ) -> Stalled:
     """
     What C{count} stalled clients cost, once as many have come and gone:
@@ -261,7 +203,7 @@ def settle(pid: int, clients: list[socket.socket], path: Path_) -> None:
 
 
 def measureThroughput(
-    daemon: Daemon, path: Path_, size: int, context: ssl.SSLContext
+    daemon: ZeroDaemon, path: Path_, size: int, context: ssl.SSLContext
 ) -> float:
     """
     GB/s of one client reading C{size} bytes (as they come on the wire:
@@ -323,7 +265,7 @@ def tcpPages() -> int:
     return 0
 
 
-def measureCrowd(daemon: Daemon, path: Path_, count: int, idle: float) -> Crowd:
+def measureCrowd(daemon: ZeroDaemon, path: Path_, count: int, idle: float) -> Crowd:
     """
     A new client's 10 MiB, alone and then beside C{count} stalled clients
     of C{path}; and what the daemon reads and spends while they stall.
@@ -348,40 +290,6 @@ def measureCrowd(daemon: Daemon, path: Path_, count: int, idle: float) -> Crowd:
         for client in clients:
             client.close()
     return Crowd(alone, crowded, readRate, cpuPercent, pages)
-
-
-def makeCertificate(directory: Path) -> Path:
-    """
-    A self-signed certificate and its key, in one PEM file.
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    path = directory / "bench.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        + certificate.public_bytes(serialization.Encoding.PEM)
-    )
-    return path
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -435,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 slow = stack.enter_context(mounted(source, slowMount, 0.02))
             allPaths = [
                 p
-                for p in paths(file, makeCertificate(workDir), slow)
+                for p in paths(file, writeTLSFiles(workDir), slow)
                 if args.only is None or args.only in p.label
             ]
             measureAll(allPaths, kinds, envs, workDir, args, context, stalled, fast)
@@ -460,7 +368,7 @@ def measureAll(
         for path in allPaths:
             for kind in rng.sample(kinds, len(kinds)):
                 progress(f"round {roundIndex + 1}: {path.label}, {kind}")
-                daemon = Daemon(kind, path.args, envs[kind], workDir)
+                daemon = ZeroDaemon(kind, path.args, envs[kind], workDir)
                 try:
                     stalled.setdefault((path.label, kind), []).append(
                         measureStalled(daemon, path, args.stalled, args.idle, context)
@@ -494,7 +402,7 @@ def crowd(
             for kind, extra in rng.sample(variants, len(variants)):
                 label = " ".join([kind, *extra])
                 progress(f"round {roundIndex + 1}: {args.crowd} stalled, {label}")
-                daemon = Daemon(kind, (*web, *extra), envs[kind], workDir)
+                daemon = ZeroDaemon(kind, (*web, *extra), envs[kind], workDir)
                 try:
                     results.setdefault(label, []).append(
                         measureCrowd(daemon, path, args.crowd, args.idle)

@@ -5,14 +5,24 @@ Test doubles shared by the unit tests.
 from __future__ import annotations
 
 import ctypes
+import datetime
 import io
+import ipaddress
 import mmap
 import os
 from collections.abc import Callable, Iterable
 from functools import partial
+from pathlib import Path
 from typing import cast
 
+from attrs import define
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.ssl import Certificate
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
@@ -248,3 +258,69 @@ def evict(path: str | os.PathLike[str]) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+@define
+class TLSFiles:
+    """
+    A self-signed certificate for C{localhost} and 127.0.0.1, and its key.
+    """
+
+    keyPath: Path
+    certPath: Path
+    certPEM: bytes
+
+    def trustRoot(self) -> Certificate:
+        """
+        The certificate, for a client to trust.
+        """
+        return Certificate.loadPEM(self.certPEM)
+
+    def serverEndpoint(self) -> str:
+        return (
+            "ssl:0:interface=127.0.0.1"
+            f":privateKey={quoteStringArgument(str(self.keyPath))}"
+            f":certKey={quoteStringArgument(str(self.certPath))}"
+        )
+
+
+def writeTLSFiles(directory: Path) -> TLSFiles:
+    """
+    Generate a self-signed certificate and write it and its key to files in
+    C{directory}.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certPEM = cert.public_bytes(serialization.Encoding.PEM)
+    keyPath = directory / "key.pem"
+    certPath = directory / "cert.pem"
+    keyPath.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    certPath.write_bytes(certPEM)
+    return TLSFiles(keyPath, certPath, certPEM)

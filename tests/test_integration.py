@@ -9,10 +9,8 @@ a test leaves behind.
 
 from __future__ import annotations
 
-import datetime
 import fcntl
 import hashlib
-import ipaddress
 import os
 import struct
 import termios
@@ -23,15 +21,10 @@ from typing import Any
 import pytest
 import pytest_twisted
 from attrs import define, field
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     connectProtocol,
-    quoteStringArgument,
     serverFromString,
     wrapClientTLS,
 )
@@ -60,6 +53,8 @@ from twisted_zero import (
 )
 from twisted_zero._protocol import LINGER_SECONDS
 from twisted_zero._sources import CHARGEN_PERIOD, ISharedChunkSource
+
+from .helpers import TLSFiles, writeTLSFiles
 
 DEADLINE = 5.0
 """
@@ -492,78 +487,12 @@ def bigFile(tmp_path: Path) -> Path:
     return path
 
 
-@define
-class TLSFiles:
-    """
-    A self-signed certificate for C{localhost} and 127.0.0.1, and its key.
-    """
-
-    keyPath: Path
-    certPath: Path
-    certPEM: bytes
-
-    def trustRoot(self) -> Certificate:
-        """
-        The certificate, for a client to trust.
-        """
-        return Certificate.loadPEM(self.certPEM)
-
-    def serverEndpoint(self) -> str:
-        return (
-            "ssl:0:interface=127.0.0.1"
-            f":privateKey={quoteStringArgument(str(self.keyPath))}"
-            f":certKey={quoteStringArgument(str(self.certPath))}"
-        )
-
-
 @pytest.fixture(scope="module")
 def tlsFiles(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     """
     A self-signed certificate and its key, in files.
     """
     return writeTLSFiles(tmp_path_factory.mktemp("tls"))
-
-
-def writeTLSFiles(directory: Path) -> TLSFiles:
-    """
-    Generate a self-signed certificate and write it and its key to files in
-    C{directory}.
-    """
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certPEM = cert.public_bytes(serialization.Encoding.PEM)
-    keyPath = directory / "key.pem"
-    certPath = directory / "cert.pem"
-    keyPath.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    certPath.write_bytes(certPEM)
-    return TLSFiles(keyPath, certPath, certPEM)
 
 
 class FlowControlTests:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import given, settings
@@ -497,29 +499,20 @@ class TCPBytesAckedTests:
         C{transport}), the kernel's count of acknowledged bytes grows as the
         peer takes data.
         """
-        with socket.socket() as server:
-            server.bind(("127.0.0.1", 0))
-            server.listen()
-            client = socket.create_connection(server.getsockname())
-            accepted, _ = server.accept()
-            with client, accepted:
+        with tcpConnection() as (accepted, client):
 
-                class Transport:
-                    def getHandle(self) -> socket.socket:
-                        return accepted
+            class Wrapper:
+                transport = Handle(accepted)
 
-                class Wrapper:
-                    transport = Transport()
-
-                before = tcpBytesAcked(Wrapper())
-                assert before is not None
-                accepted.sendall(b"x" * 1000)
-                client.recv(1000)
-                for _ in range(100):
-                    if tcpBytesAcked(Wrapper()) == before + 1000:
-                        break
-                    time.sleep(0.01)
-                assert tcpBytesAcked(Wrapper()) == before + 1000
+            before = tcpBytesAcked(Wrapper())
+            assert before is not None
+            accepted.sendall(b"x" * 1000)
+            client.recv(1000)
+            for _ in range(100):
+                if tcpBytesAcked(Wrapper()) == before + 1000:
+                    break
+                time.sleep(0.01)
+            assert tcpBytesAcked(Wrapper()) == before + 1000
 
     def test_notTCP(self) -> None:
         """
@@ -529,12 +522,50 @@ class TCPBytesAckedTests:
         assert tcpBytesAcked(object()) is None
         left, right = socket.socketpair()
         with left, right:
+            assert tcpBytesAcked(Handle(left)) is None
 
-            class Transport:
-                def getHandle(self) -> socket.socket:
-                    return left
 
-            assert tcpBytesAcked(Transport()) is None
+def startShared(
+    consumer: StringTransport, bucket: TokenBucket, clock: Clock
+) -> StreamProducer:
+    """
+    Start a stream of zeros to C{consumer} that draws on C{bucket}, its
+    end (stopped) expected.
+    """
+    producer = StreamProducer(
+        source=ZeroSource(), clock=clock, throttle=Throttle(buckets=[bucket])
+    )
+    producer.startStreaming(consumer).addErrback(lambda f: f.trap(StreamStopped))
+    return producer
+
+
+class Handle:
+    """
+    What the limits look for in a transport: the socket under it.
+    """
+
+    def __init__(self, socket: socket.socket) -> None:
+        self._socket = socket
+
+    def getHandle(self) -> socket.socket:
+        return self._socket
+
+
+@contextmanager
+def tcpConnection() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """
+    Both ends of a loopback TCP connection, the accepted one first, closed
+    on the way out.
+    """
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+    with client, accepted:
+        yield accepted, client
+
+
+def lowat(connection: socket.socket) -> int:
+    return connection.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT)
 
 
 class LimitUnsentTests:
@@ -544,33 +575,19 @@ class LimitUnsentTests:
         bytes to hold unsent; a connection opened with a protection that
         says so gets it; anything else is left alone.
         """
-        with socket.create_server(("127.0.0.1", 0)) as server:
-            client = socket.create_connection(server.getsockname())
-            accepted, _ = server.accept()
-            with client, accepted:
+        with tcpConnection() as (accepted, _):
 
-                class Transport:
-                    def getHandle(self) -> socket.socket:
-                        return accepted
+            class Wrapper:
+                transport = Handle(accepted)
 
-                class Wrapper:
-                    transport = Transport()
-
-                assert limitUnsent(Wrapper(), 128 * 1024)
-                option = accepted.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT)
-                assert option == 128 * 1024
-                Protection(Clock(), maxUnsent=4096).opened(Transport())
-                option = accepted.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT)
-                assert option == 4096
+            assert limitUnsent(Wrapper(), 128 * 1024)
+            assert lowat(accepted) == 128 * 1024
+            Protection(Clock(), maxUnsent=4096).opened(Handle(accepted))
+            assert lowat(accepted) == 4096
         assert not limitUnsent(StringTransport(), 4096)
         left, right = socket.socketpair()
         with left, right:
-
-            class Unix:
-                def getHandle(self) -> socket.socket:
-                    return left
-
-            assert not limitUnsent(Unix(), 4096)
+            assert not limitUnsent(Handle(left), 4096)
 
 
 class UnsentLimitTests:
@@ -580,34 +597,24 @@ class UnsentLimitTests:
         (acknowledged) the bytes it must earn; then the limit is lifted.
         Until then, the kernel is asked only after every limit's worth sent.
         """
-        with socket.create_server(("127.0.0.1", 0)) as server:
-            client = socket.create_connection(server.getsockname())
-            accepted, _ = server.accept()
-            with client, accepted:
-
-                class Transport:
-                    def getHandle(self) -> socket.socket:
-                        return accepted
-
-                def lowat() -> int:
-                    return accepted.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT)
-
-                limit = UnsentLimit(transport=Transport(), limit=16384, earned=65536)
-                assert lowat() == 16384 and not limit.lifted
-                limit.sent(100_000)  # sent, not taken
-                assert lowat() == 16384 and not limit.lifted
-                accepted.sendall(b"x" * 70_000)
-                taken = 0
-                while taken < 70_000:
-                    taken += len(client.recv(70_000))
-                for _ in range(100):
-                    if (tcpBytesAcked(Transport()) or 0) >= 70_000:
-                        break
-                    time.sleep(0.01)
-                limit.sent(1000)  # within a limit's worth of the last look
-                assert not limit.lifted
-                limit.sent(16384)
-                assert limit.lifted and lowat() == NO_UNSENT_LIMIT
+        with tcpConnection() as (accepted, client):
+            transport = Handle(accepted)
+            limit = UnsentLimit(transport=transport, limit=16384, earned=65536)
+            assert lowat(accepted) == 16384 and not limit.lifted
+            limit.sent(100_000)  # sent, not taken
+            assert lowat(accepted) == 16384 and not limit.lifted
+            accepted.sendall(b"x" * 70_000)
+            taken = 0
+            while taken < 70_000:
+                taken += len(client.recv(70_000))
+            for _ in range(100):
+                if (tcpBytesAcked(transport) or 0) >= 70_000:
+                    break
+                time.sleep(0.01)
+            limit.sent(1000)  # within a limit's worth of the last look
+            assert not limit.lifted
+            limit.sent(16384)
+            assert limit.lifted and lowat(accepted) == NO_UNSENT_LIMIT
 
     def test_observe(self) -> None:
         """
@@ -622,32 +629,24 @@ class UnsentLimitTests:
         transport = StringTransport()
         protection.opened(transport)
         assert protection.observe(transport, observer) is observer
-        with socket.create_server(("127.0.0.1", 0)) as server:
-            client = socket.create_connection(server.getsockname())
-            accepted, _ = server.accept()
-            with client, accepted:
+        with tcpConnection() as (accepted, _):
+            tcp = Handle(accepted)
+            protection.opened(tcp)
+            seen: list[object] = []
 
-                class Transport:
-                    def getHandle(self) -> socket.socket:
-                        return accepted
+            class Observer:
+                def chunkWritten(self, count: int) -> None:
+                    seen.append(count)
 
-                tcp = Transport()
-                protection.opened(tcp)
-                seen: list[object] = []
+                def pauseChanged(self, paused: bool) -> None:
+                    seen.append(paused)
 
-                class Observer:
-                    def chunkWritten(self, count: int) -> None:
-                        seen.append(count)
-
-                    def pauseChanged(self, paused: bool) -> None:
-                        seen.append(paused)
-
-                lifting = protection.observe(tcp, Observer())
-                lifting.chunkWritten(10)
-                lifting.pauseChanged(True)
-                assert seen == [10, True]
-                protection.closed(tcp, None)
-                assert protection.observe(tcp, observer) is observer
+            lifting = protection.observe(tcp, Observer())
+            lifting.chunkWritten(10)
+            lifting.pauseChanged(True)
+            assert seen == [10, True]
+            protection.closed(tcp, None)
+            assert protection.observe(tcp, observer) is observer
 
 
 class ProtectionTests:
@@ -872,13 +871,7 @@ class FairShareTests:
         bucket = SharedBucket(clock=clock, rate=1_000_000)
 
         def start(consumer: StringTransport) -> StreamProducer:
-            producer = StreamProducer(
-                source=ZeroSource(), clock=clock, throttle=Throttle(buckets=[bucket])
-            )
-            producer.startStreaming(consumer).addErrback(
-                lambda f: f.trap(StreamStopped)
-            )
-            return producer
+            return startShared(consumer, bucket, clock)
 
         stalled = [start(PausingTransport()) for _ in range(20)]
         readers = [Counter() for _ in range(5)]
@@ -965,13 +958,7 @@ class FairShareTests:
                     )
 
         def start(consumer: StringTransport) -> StreamProducer:
-            producer = StreamProducer(
-                source=ZeroSource(), clock=clock, throttle=Throttle(buckets=[bucket])
-            )
-            producer.startStreaming(consumer).addErrback(
-                lambda f: f.trap(StreamStopped)
-            )
-            return producer
+            return startShared(consumer, bucket, clock)
 
         counters = [Counter() for _ in range(steady)]
         producers = [start(counter) for counter in counters]

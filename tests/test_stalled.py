@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from attrs import frozen
 
-from .test_integration import TLSFiles, writeTLSFiles
+from .helpers import TLSFiles, writeTLSFiles
 from .test_twistd import LISTENING, SERVING_HTTP, Daemon, start
 
 CLIENTS = 40
