@@ -17,7 +17,12 @@ from typing import BinaryIO
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IHalfCloseableDescriptor, IReactorTime
+from twisted.internet.interfaces import (
+    IHalfCloseableDescriptor,
+    IProtocolFactory,
+    IProtocolNegotiationFactory,
+    IReactorTime,
+)
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogEvent, capturedLogs
 from twisted.python.failure import Failure
@@ -1756,3 +1761,16 @@ class FreedTests:
             assert channel() is None
         finally:
             gc.enable()
+
+
+class NegotiationTests:
+    def test_noProtocolsOffered(self) -> None:
+        """
+        A L{StreamSite} offers no protocols to negotiate over TLS (ALPN): it
+        speaks HTTP/1.1 only, and Twisted 24.7 set them anew on a TLS
+        context for every connection, which pyOpenSSL now refuses. It is
+        still a factory as Twisted's sites are.
+        """
+        site = StreamSite(makeResource(clock=TurnClock()), reactor=TurnClock())
+        assert not IProtocolNegotiationFactory.providedBy(site)
+        assert IProtocolFactory.providedBy(site)

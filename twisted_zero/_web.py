@@ -21,6 +21,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableDescriptor,
+    IProtocolNegotiationFactory,
     IReactorTime,
     ITCPTransport,
 )
@@ -32,6 +33,7 @@ from twisted.web import http
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import classImplementsOnly, implementedBy
 
 from ._iopool import IOPool, reactorPool
 from ._limits import Protection
@@ -319,6 +321,21 @@ _CONTENT_LENGTH_DIGITS = len(str(MAX_CONTENT_LENGTH))
 A C{Content-Length} with more significant digits than this is over any body
 limit (and Python would refuse to convert one of more than 4300 digits).
 """
+
+
+# A StreamSite speaks HTTP/1.1 only, so it offers no protocols to negotiate
+# (ALPN): Twisted's Site offers h2 where the h2 package is installed, which a
+# client would then speak to an HTTP/1.1 channel; and Twisted 24.7 sets the
+# protocols on a TLS context for every connection, which pyOpenSSL 24.3 on
+# refuses once the context has made one (every HTTPS connection failed).
+classImplementsOnly(
+    StreamSite,
+    *(
+        interface
+        for interface in implementedBy(Site)  # type: ignore[no-untyped-call]
+        if interface is not IProtocolNegotiationFactory
+    ),
+)
 
 
 class _Channel(HTTPChannel):
