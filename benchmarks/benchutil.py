@@ -577,7 +577,7 @@ DAEMON_PORT_LINE = re.compile(
 
 
 @dataclass
-class ZeroDaemon:
+class ZeroDaemon(ServerProcess):
     """
     A C{twistd zero} daemon of this tree or of the baseline (as C{env}
     says), as a subprocess that dies with the benchmark, its output in
@@ -589,10 +589,15 @@ class ZeroDaemon:
     env: dict[str, str]
     workDir: Path
     process: subprocess.Popen[bytes] = field(init=False)
+    logPath: Path = field(init=False)
     port: int = field(init=False)
 
+    @property
+    def label(self) -> str:
+        return self.kind
+
     def __post_init__(self) -> None:
-        self.log = self.workDir / f"{self.kind}.log"
+        self.logPath = self.log = self.workDir / f"{self.kind}.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero", *self.args],
@@ -626,18 +631,6 @@ class ZeroDaemon:
             if line.startswith("rchar:"):
                 return int(line.split()[1])
         raise BenchError("no rchar")
-
-    def stop(self) -> None:
-        """
-        Terminate this daemon (by its PID only) and reap it.
-        """
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
 
 
 def connect(port: int, deadline: float) -> socket.socket:

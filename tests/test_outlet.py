@@ -51,7 +51,7 @@ from twisted_zero._sources import (
 )
 from twisted_zero._web import StreamSite, makeResource
 
-from .helpers import SlowSource, manualPool
+from .helpers import ManualThreads, SlowSource, manualPool
 from .test_web import parseResponses
 
 BUFFER = 64 * 1024
@@ -577,6 +577,22 @@ class ChunkSendsTests:
         assert outcome == [350_000]
 
 
+def pumpWithThreads(
+    pair: Pair, threads: ManualThreads, outcome: list[int | Failure]
+) -> bytes:
+    """
+    Run the threads' calls and read as fast as a client can, until the
+    stream has an outcome; what the client received.
+    """
+    received = b""
+    for _ in range(1000):
+        threads.runAll()
+        received += pair.pump()
+        if outcome:
+            break
+    return received
+
+
 class ThreadedSendsTests:
     def test_readsChunkBeforeRoom(self, pair: Pair) -> None:
         """
@@ -594,13 +610,7 @@ class ThreadedSendsTests:
         done = producer.startStreaming(request)
         outcome = results(done)
         done.addCallback(lambda sent: request.finish())
-        received = b""
-        for _ in range(1000):
-            threads.runAll()
-            received += pair.pump()
-            if outcome:
-                break
-        [response] = parseResponses(received)
+        [response] = parseResponses(pumpWithThreads(pair, threads, outcome))
         assert response.body == content
         assert outcome == [len(content)]
         assert set(source.asked) == {source.chunkSize}
@@ -618,12 +628,7 @@ class ThreadedSendsTests:
         outcome = results(producer.startStreaming(pair.transport))
         threads.runAll()
         assert source.asked == [1]
-        received = b""
-        for _ in range(1000):
-            threads.runAll()
-            received += pair.pump()
-            if outcome:
-                break
+        pumpWithThreads(pair, threads, outcome)
         assert outcome == [5000]
 
 

@@ -320,6 +320,14 @@ class SocketOutlet:
             return hostUnsentLimit()
         return 0  # lifted (read as -1)
 
+    def _queued(self, request: int) -> int:
+        """
+        A count of the socket's queued bytes, as the C{ioctl} C{request}
+        (C{SIOCOUTQ}, C{SIOCOUTQNSD}) tells it.
+        """
+        count: int = struct.unpack("i", fcntl.ioctl(self.fileno, request, bytes(4)))[0]
+        return count
+
     def room(self) -> int | None:
         """
         How many bytes the socket would take now, as the kernel counts them:
@@ -347,16 +355,12 @@ class SocketOutlet:
             info = _MEMINFO.unpack(
                 self._socket.getsockopt(_socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO.size)
             )
-            queued: int = struct.unpack(
-                "i", fcntl.ioctl(self.fileno, _TIOCOUTQ, bytes(4))
-            )[0]
+            queued = self._queued(_TIOCOUTQ)
             unsent = 0
             if self._unsentLimit:
                 self._unsentLimit = self._currentUnsentLimit()  # may be lifted
             if self._unsentLimit:
-                unsent = struct.unpack(
-                    "i", fcntl.ioctl(self.fileno, _SIOCOUTQNSD, bytes(4))
-                )[0]
+                unsent = self._queued(_SIOCOUTQNSD)
         except (OSError, struct.error):
             self._measurable = False
             return None
