@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.ssl import Certificate
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from twisted_zero._iopool import IOPool
@@ -324,3 +325,65 @@ def writeTLSFiles(directory: Path) -> TLSFiles:
     )
     certPath.write_bytes(certPEM)
     return TLSFiles(keyPath, certPath, certPEM)
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.headers} {self.body[:80]!r}>"
+
+
+def parseResponses(data: bytes, head: bool = False) -> list[Response]:
+    """
+    Split raw HTTP/1.1 responses into status, lower-case headers and body.
+    """
+    responses = []
+    while data:
+        header, _, data = data.partition(b"\r\n\r\n")
+        lines = header.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if head or status in (204, 304):
+            body = b""
+        elif "content-length" in headers:
+            length = int(headers["content-length"])
+            body, data = data[:length], data[length:]
+        elif headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                size, _, data = data.partition(b"\r\n")
+                length = int(size, 16)
+                body += data[:length]
+                assert data[length : length + 2] == b"\r\n", "chunk not ended"
+                data = data[length + 2 :]
+                if length == 0:
+                    break
+        else:
+            body, data = data, b""
+        responses.append(Response(status, headers, body))
+    return responses
+
+
+_trial = SynchronousTestCase()
+
+successResultOf = _trial.successResultOf
+"""
+The result a L{Deferred} already has (trial's check, for pytest classes).
+"""
+
+failureResultOf = _trial.failureResultOf
+"""
+The L{Failure} a L{Deferred} already has, optionally of the given types.
+"""
+
+assertNoResult = _trial.assertNoResult
+"""
+Check that a L{Deferred} has no result yet.
+"""

@@ -33,7 +33,7 @@ from twisted_zero.tap import (
     makeService,
 )
 
-from .test_outlet import countSendfiles, getFile
+from .sockets import countSendfiles, getFile
 
 
 def parse(*args: str) -> Options:

@@ -41,7 +41,7 @@ from twisted_zero._web import (
     makeResource,
 )
 
-from .helpers import PausingTransport, TurnClock, manualPool
+from .helpers import PausingTransport, Response, TurnClock, manualPool, parseResponses
 
 CONTENT = bytes(range(256)) * 400  # 102400 bytes
 CHUNK = 4096
@@ -75,50 +75,6 @@ class CountingReader:
     def close(self) -> None:
         self.closed = True
         self._file.close()
-
-
-class Response:
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def __repr__(self) -> str:
-        return f"<Response {self.status} {self.headers} {self.body[:80]!r}>"
-
-
-def parseResponses(data: bytes, head: bool = False) -> list[Response]:
-    """
-    Split raw HTTP/1.1 responses into status, lower-case headers and body.
-    """
-    responses = []
-    while data:
-        header, _, data = data.partition(b"\r\n\r\n")
-        lines = header.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if head or status in (204, 304):
-            body = b""
-        elif "content-length" in headers:
-            length = int(headers["content-length"])
-            body, data = data[:length], data[length:]
-        elif headers.get("transfer-encoding") == "chunked":
-            body = b""
-            while True:
-                size, _, data = data.partition(b"\r\n")
-                length = int(size, 16)
-                body += data[:length]
-                assert data[length : length + 2] == b"\r\n", "chunk not ended"
-                data = data[length + 2 :]
-                if length == 0:
-                    break
-        else:
-            body, data = data, b""
-        responses.append(Response(status, headers, body))
-    return responses
 
 
 class Server:
