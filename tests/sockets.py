@@ -16,7 +16,7 @@ from twisted.internet.tcp import Connection
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
-from twisted_zero._web import StreamSite
+from twisted_zero._site import StreamSite
 
 from .helpers import parseResponses
 

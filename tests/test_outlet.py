@@ -33,6 +33,8 @@ from twisted_zero._producer import (
     StreamStopped,
 )
 from twisted_zero._protocol import StreamFactory
+from twisted_zero._resources import makeResource
+from twisted_zero._site import StreamSite
 from twisted_zero._sources import (
     CHARGEN_PERIOD,
     ChargenSource,
@@ -46,7 +48,6 @@ from twisted_zero._sources import (
     ZeroSource,
     openFile,
 )
-from twisted_zero._web import StreamSite, makeResource
 
 from .helpers import ManualThreads, SlowSource, manualPool, parseResponses
 from .sockets import BUFFER, Pair, countSendfiles, getFile

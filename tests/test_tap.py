@@ -24,7 +24,7 @@ from twisted.scripts._twistd_unix import ServerOptions
 from zope.interface import implementer
 
 from twisted_zero import ChargenSource, IOPool, StreamFactory
-from twisted_zero._web import StreamSite
+from twisted_zero._site import StreamSite
 from twisted_zero.tap import (
     DEFAULT_LISTEN,
     Options,

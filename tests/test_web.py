@@ -30,16 +30,15 @@ from twisted.web.http import HTTPChannel
 from zope.interface import implementer
 
 from twisted_zero import _paths
+from twisted_zero._channel import _CHANNEL_DETAILS
+from twisted_zero._connections import LINGER_SECONDS
 from twisted_zero._limits import ConnectionLimits, Protection
+from twisted_zero._linger import LINGER_BYTES
+from twisted_zero._metrics import Metrics
 from twisted_zero._paths import NotFound, listUnderRoot, resolveUnderRoot
+from twisted_zero._resources import makeResource
+from twisted_zero._site import StreamSite
 from twisted_zero._sources import CHARGEN_PERIOD, openRegularFile
-from twisted_zero._web import (
-    _CHANNEL_DETAILS,
-    LINGER_BYTES,
-    LINGER_SECONDS,
-    StreamSite,
-    makeResource,
-)
 
 from .helpers import PausingTransport, Response, TurnClock, manualPool, parseResponses
 
@@ -99,16 +98,23 @@ class Server:
             return CountingReader(file, self.files), info  # type: ignore[return-value]
 
         options.setdefault("opener", opener)
+        shared = (
+            Protection(self.clock) if protection is None else protection(self.clock)
+        )
+        metrics = Metrics()
         resource = makeResource(
             clock=self.clock,
             root=None if root is None else os.path.realpath(root),
             chunkSize=CHUNK,
+            protection=shared,
+            metrics=metrics,
             **options,  # type: ignore[arg-type]
         )
         self.site = StreamSite(
             resource,
             reactor=self.clock,
-            protection=None if protection is None else protection(self.clock),
+            protection=shared,
+            metrics=metrics,
             **(site or {}),  # type: ignore[arg-type]
         )
         self.transport = (

@@ -17,6 +17,8 @@ thread pool, unless its bytes are in the page cache::
 from ._iopool import IOPool
 from ._producer import StreamProducer, StreamStopped
 from ._protocol import StreamFactory, StreamProtocol
+from ._resources import makeResource
+from ._site import StreamSite
 from ._sizes import parseSize
 from ._sources import (
     ChargenSource,
@@ -34,7 +36,6 @@ from ._sources import (
     openFile,
     sourceFactory,
 )
-from ._web import StreamSite, makeResource
 
 __version__ = "0.1.0"
 

@@ -6,6 +6,7 @@ pool, unlike C{prometheus_client.twisted}).
 
 from __future__ import annotations
 
+from attrs import define, field
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -176,6 +177,41 @@ class Metrics:
         @return: The text exposition of every metric and its content type.
         """
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+@define
+class MetricsObserver:
+    """
+    Count a stream's bytes (sent, and read from disk for a file) and pauses.
+
+    @param metrics: Where to count them.
+    @param description: The stream's source (L{ISource.description}): what
+        comes before its first C{:} is the C{source} label.
+    """
+
+    _metrics: Metrics = field(alias="metrics")
+    _description: str = field(alias="description")
+    _kind: str = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._kind = self._description.partition(":")[0]
+
+    def chunkWritten(self, count: int) -> None:
+        """
+        Count C{count} bytes sent (and read, for a file).
+        """
+        self._metrics.bytesSent(self._kind, count)
+        if self._kind == "file":
+            self._metrics.bytesRead(count)
+
+    def pauseChanged(self, paused: bool) -> None:
+        """
+        Count the stream's producer as paused or no longer paused.
+        """
+        if paused:
+            self._metrics.producerPaused()
+        else:
+            self._metrics.producerResumed()
 
 
 class MetricsResource(Resource):

@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from attrs import define, field
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
@@ -24,61 +22,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._connections import LINGER_SECONDS, formatAddress
 from ._iopool import IOPool
 from ._limits import Protection, StallWatch
-from ._metrics import Metrics
+from ._metrics import Metrics, MetricsObserver
 from ._producer import StreamProducer, StreamStopped
 from ._sources import ISource, SourceError
-
-LINGER_SECONDS = 2.0
-"""
-After the last byte, how long to wait for the peer to close before closing
-anyway. Closing a socket with unread input makes the kernel send a reset,
-which can destroy the end of the stream in flight; so the server first
-shuts down its sending side, reads until the peer closes, then closes.
-"""
-
-
-def formatAddress(address: IAddress) -> str:
-    """
-    A short human form of a peer or listening address: C{127.0.0.1:8019},
-    C{[::1]:8019}, C{unix:/run/zero.sock}.
-    """
-    if isinstance(address, IPv6Address):
-        return f"[{address.host}]:{address.port}"
-    if isinstance(address, IPv4Address):
-        return f"{address.host}:{address.port}"
-    if isinstance(address, UNIXAddress):
-        name = address.name
-        if not name:
-            return "unix:(unnamed)"
-        return "unix:" + name.decode("utf-8", "replace")
-    return str(address)
-
-
-@define
-class MetricsObserver:
-    """
-    Count a stream's bytes (sent, and read from disk for a file) and pauses.
-    """
-
-    _metrics: Metrics
-    _description: str
-    _kind: str = field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self._kind = self._description.partition(":")[0]
-
-    def chunkWritten(self, count: int) -> None:
-        self._metrics.bytesSent(self._kind, count)
-        if self._kind == "file":
-            self._metrics.bytesRead(count)
-
-    def pauseChanged(self, paused: bool) -> None:
-        if paused:
-            self._metrics.producerPaused()
-        else:
-            self._metrics.producerResumed()
 
 
 class _Refused(Protocol):

@@ -9,6 +9,12 @@ from twisted.web.server import Request
 
 ALLOWED_METHODS = [b"GET", b"HEAD"]
 
+MAX_CONTENT_LENGTH = 2**63 - 1
+"""
+The largest C{Content-Length} a client can be expected to parse (a signed
+64-bit number), so the most C{?bytes=} may ask for.
+"""
+
 
 def plain(request: Request, code: int, message: str) -> bytes:
     """

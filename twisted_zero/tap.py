@@ -30,20 +30,17 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
+from ._connections import formatAddress
 from ._iopool import IOPool
 from ._limits import ConnectionLimits, Protection
 from ._metrics import Metrics, MetricsResource
-from ._protocol import StreamFactory, formatAddress
+from ._protocol import StreamFactory
+from ._resources import makeResource
+from ._responses import MAX_CONTENT_LENGTH
+from ._site import HEADER_TIMEOUT, MAX_BODY, StreamSite
 from ._sizes import parseSize
 from ._sources import SOURCE_NAMES, SourceError, sourceFactory
 from ._systemd import SystemdNotifier
-from ._web import (
-    HEADER_TIMEOUT,
-    MAX_BODY,
-    MAX_CONTENT_LENGTH,
-    StreamSite,
-    makeResource,
-)
 from ._workers import (
     FIRST_WORKER_FD,
     InheritedSocket,
@@ -540,6 +537,8 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
             chunkSize=options["chunk-size"],
             sendfile=not options["no-sendfile"],
             ioPool=ioPool,
+            protection=protection,
+            metrics=metrics,
         ),
         reactor=clock,
         protection=protection,
