@@ -18,6 +18,7 @@ from twisted.internet.interfaces import (
     IHalfCloseableDescriptor,
     ITCPTransport,
 )
+from twisted.internet.protocol import connectionDone
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -86,7 +87,7 @@ class Channel(HTTPChannel):
     admitted: IAddress | None = None
 
     def __init__(self, site: StreamSite) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
         self._site = site
         self._phase = _Phase.HEAD
         self._headTimer: IDelayedCall | None = None
@@ -105,7 +106,7 @@ class Channel(HTTPChannel):
         return self._phase in (_Phase.HEAD, _Phase.IDLE)
 
     def connectionMade(self) -> None:
-        super().connectionMade()  # type: ignore[no-untyped-call]
+        super().connectionMade()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
         self._site.channels.add(self)
         self._site.metrics.connectionOpened("http")
         self._site.protection.opened(self.transport)
@@ -132,13 +133,13 @@ class Channel(HTTPChannel):
         self._headTimer = None
         if not self._headSeen:
             self._phase = _Phase.CLOSING
-            self.setTimeout(None)  # type: ignore[no-untyped-call]
+            self.setTimeout(None)  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
             self._log.info(
                 "closed a connection from {peer}: no request in {timeout:g}s",
                 peer=self._peer(),
                 timeout=self._site.headerTimeout,
             )
-            self.loseConnection()  # type: ignore[no-untyped-call]
+            self.loseConnection()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
             return
         self._refuse(
             http.REQUEST_TIMEOUT,
@@ -155,7 +156,7 @@ class Channel(HTTPChannel):
                 self._startHead()
             if self._phase is _Phase.HEAD:
                 self._headSeen = True
-        super().dataReceived(data)  # type: ignore[no-untyped-call]
+        super().dataReceived(data)  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
 
     def lineReceived(self, line: bytes) -> None:
         if self._phase is _Phase.CLOSING:
@@ -176,7 +177,7 @@ class Channel(HTTPChannel):
                 return
             if not line:
                 self._headLines = self._headBytes = 0
-        super().lineReceived(line)  # type: ignore[no-untyped-call]
+        super().lineReceived(line)  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
 
     def lineLengthExceeded(self, line: bytes) -> None:
         if self._phase is _Phase.CLOSING:
@@ -202,7 +203,7 @@ class Channel(HTTPChannel):
                 f"declared body over the limit of {self._site.maxBody} bytes",
             )
             return False
-        return bool(super().headerReceived(line))  # type: ignore[no-untyped-call]
+        return bool(super().headerReceived(line))  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
 
     def allHeadersReceived(self) -> None:
         self._stopHeadTimer()
@@ -255,13 +256,13 @@ class Channel(HTTPChannel):
     def allContentReceived(self) -> None:
         if self._phase is _Phase.CLOSING:
             return  # refused with a 413 in the middle of this body
-        super().allContentReceived()  # type: ignore[no-untyped-call]
+        super().allContentReceived()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
 
     def checkPersistence(self, request: Request, version: bytes) -> bool:
         if self._site.shuttingDown:
             request.responseHeaders.setRawHeaders(b"connection", [b"close"])
             return False
-        return bool(super().checkPersistence(request, version))  # type: ignore[no-untyped-call]
+        return bool(super().checkPersistence(request, version))  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
 
     def requestDone(self, request: Request) -> None:
         self._phase = _Phase.IDLE
@@ -271,20 +272,20 @@ class Channel(HTTPChannel):
             # would go on parsing what it holds, and reading more.
             self._held = True
             self.paused = True  # LineReceiver parses nothing while set
-        super().requestDone(request)  # type: ignore[no-untyped-call]
+        super().requestDone(request)  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
         if self._held:
             self._networkProducer.pauseProducing()
         else:
             self._startPendingHead()
         if self._site.shuttingDown and not self.requests:
-            self.loseConnection()  # type: ignore[no-untyped-call]
+            self.loseConnection()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
 
     def resumeProducing(self) -> None:
-        super().resumeProducing()  # type: ignore[no-untyped-call]
+        super().resumeProducing()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
         if self._held and not self._waitingForTransport:
             self._held = False
             self.paused = False
-            if self.transport is not None and not self.transport.disconnecting:  # type: ignore[attr-defined]
+            if self.transport is not None and not self.transport.disconnecting:  # type: ignore[attr-defined]  # ITransport has no disconnecting; every transport here has
                 # The requests held back, parsed now.
                 LineReceiver.dataReceived(self, b"")
                 self._startPendingHead()
@@ -312,7 +313,7 @@ class Channel(HTTPChannel):
             return
         self._phase = _Phase.CLOSING
         self._stopHeadTimer()
-        self.setTimeout(None)  # type: ignore[no-untyped-call]
+        self.setTimeout(None)  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
         reason = _REASONS[code]
         self._log.info(
             "refused a request from {peer}: {status} {why}",
@@ -325,7 +326,7 @@ class Channel(HTTPChannel):
         assert transport is not None
         # Nothing more from the transport's flow control: this channel
         # reads until the end, and writes no more than this.
-        self._networkProducer.unregisterProducer()  # type: ignore[attr-defined]
+        self._networkProducer.unregisterProducer()  # type: ignore[attr-defined]  # the transport, or Twisted's _NoPushProducer: both have it
         transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
             b"Content-Length: %d\r\nCache-Control: no-store\r\n"
@@ -344,7 +345,7 @@ class Channel(HTTPChannel):
         transport = self.transport
         return "?" if transport is None else formatAddress(transport.getPeer())
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopHeadTimer()
         if self._linger is not None:
             self._linger.cancel()
@@ -356,7 +357,7 @@ class Channel(HTTPChannel):
                 request.content.close()
         self._transferDecoder = None
         try:
-            super().connectionLost(reason)  # type: ignore[no-untyped-call]
+            super().connectionLost(reason)  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
         finally:
             self._site.channels.discard(self)
             clean = reason.check(ConnectionDone) is not None

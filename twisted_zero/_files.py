@@ -20,14 +20,13 @@ from attrs import define, field, frozen
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from ._iopool import IOPool
 from ._paths import Listing, NotFound, listUnderRoot, resolveUnderRoot
 from ._ranges import UNSATISFIABLE, ByteRange, parseRange
 from ._request import StreamRequest
-from ._responses import notAllowed, plain
+from ._responses import BaseResource, notAllowed, plain
 from ._sources import (
     BytesSource,
     ConcatenatedSource,
@@ -62,7 +61,7 @@ def _contentType(name: str) -> bytes:
 
 
 @define(eq=False)
-class Files(Resource):
+class Files(BaseResource):
     """
     The regular files under a root directory, with byte ranges and
     validators; directories as an index if asked for.
@@ -86,7 +85,7 @@ class Files(Resource):
     _ioPool: IOPool | None = field(alias="ioPool")
 
     def __attrs_pre_init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]  # Twisted's Resource is not annotated
+        super().__init__()
 
     def render(self, request: Request) -> bytes | int:
         refused = notAllowed(request)

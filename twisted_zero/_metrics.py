@@ -15,10 +15,9 @@ from prometheus_client import (
     generate_latest,
 )
 from twisted.web import http
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from ._responses import notAllowed, plain
+from ._responses import BaseResource, notAllowed, plain
 
 _PREFIX = "twisted_zero"
 _PATHS: list[list[bytes]] = [[], [b""], [b"metrics"]]
@@ -214,7 +213,7 @@ class MetricsObserver:
             self._metrics.producerResumed()
 
 
-class MetricsResource(Resource):
+class MetricsResource(BaseResource):
     """
     Serve L{Metrics} to C{GET} and C{HEAD} at C{/metrics} and C{/}: 404 for
     any other path, 405 for any other method.
@@ -226,7 +225,7 @@ class MetricsResource(Resource):
         """
         @param metrics: The metrics to serve.
         """
-        super().__init__()  # type: ignore[no-untyped-call]
+        super().__init__()
         self._metrics = metrics
 
     def render(self, request: Request) -> bytes:

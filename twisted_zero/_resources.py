@@ -20,7 +20,7 @@ from ._files import Files
 from ._iopool import IOPool, reactorPool
 from ._limits import Protection
 from ._metrics import Metrics
-from ._responses import MAX_CONTENT_LENGTH, notAllowed, plain
+from ._responses import MAX_CONTENT_LENGTH, BaseResource, notAllowed, plain
 from ._sizes import parseSize
 from ._sources import (
     ChargenSource,
@@ -33,20 +33,28 @@ from ._sources import (
 from ._webstream import ResponseStreamer, requestedRate
 
 
-class _NotFound(Resource):
+class _NotFound(BaseResource):
+    """
+    Anything not found: a plain 404.
+    """
+
     isLeaf = True
 
     def render(self, request: Request) -> bytes:
         return plain(request, http.NOT_FOUND, "404 Not Found")
 
 
-class _Top(Resource):
+class _Top(BaseResource):
+    """
+    The root: its children, and a 404 for any other name.
+    """
+
     def getChild(self, path: bytes, request: Request) -> Resource:
-        return _NotFound()  # type: ignore[no-untyped-call]
+        return _NotFound()
 
 
 @define(eq=False)
-class _Index(Resource):
+class _Index(BaseResource):
     """
     C{/}: what this server offers, in plain text.
 
@@ -58,7 +66,7 @@ class _Index(Resource):
     _files: bool = field(alias="files")
 
     def __attrs_pre_init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]  # Twisted's Resource is not annotated
+        super().__init__()
 
     def render(self, request: Request) -> bytes:
         refused = notAllowed(request)
@@ -82,7 +90,7 @@ class _Index(Resource):
 
 
 @define(eq=False)
-class _Generated(Resource):
+class _Generated(BaseResource):
     """
     An endless, sized or timed stream of a generated source.
 
@@ -101,7 +109,7 @@ class _Generated(Resource):
     _streamer: ResponseStreamer = field(alias="streamer")
 
     def __attrs_pre_init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]  # Twisted's Resource is not annotated
+        super().__init__()
 
     def render(self, request: Request) -> bytes | int:
         refused = notAllowed(request)
@@ -206,7 +214,7 @@ def makeResource(
     generated = ResponseStreamer(
         clock=clock, protection=protection, metrics=metrics, chunkSize=chunkSize
     )
-    top = _Top()  # type: ignore[no-untyped-call]
+    top = _Top()
     top.putChild(b"", _Index(files=root is not None))
     for name, factory, contentType in [
         (b"zero", ZeroSource, b"application/octet-stream"),

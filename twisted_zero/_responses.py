@@ -1,10 +1,12 @@
 """
-Small plain-text HTTP responses shared by the resources.
+What the resources share: small plain-text HTTP responses, the methods
+allowed, the largest body length, an annotated base class.
 """
 
 from __future__ import annotations
 
 from twisted.web import http
+from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 ALLOWED_METHODS = [b"GET", b"HEAD"]
@@ -38,3 +40,13 @@ def notAllowed(request: Request) -> bytes | None:
         return None
     request.setHeader(b"allow", b", ".join(ALLOWED_METHODS))
     return plain(request, http.NOT_ALLOWED, "405 Method Not Allowed: use GET or HEAD")
+
+
+class BaseResource(Resource):
+    """
+    A L{Resource} whose constructor is annotated, for the resources here to
+    build on.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted's Resource is not annotated

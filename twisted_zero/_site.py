@@ -115,7 +115,8 @@ class StreamSite(Site):
         self.headerTimeout = headerTimeout
         self.channels: set[Channel] = set()
         self.shuttingDown = False
-        self.protocol = self._channel  # type: ignore[method-assign,assignment]
+        # Twisted declares the channel factory as its own generic channel's.
+        self.protocol = self._channel  # type: ignore[method-assign,assignment]  # a Channel per connection
 
     def _channel(self) -> HTTPChannel:
         return Channel(self)
@@ -132,17 +133,17 @@ class StreamSite(Site):
             if channel.waitingForRequest:
                 channel.loseConnection()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
 
-    def buildProtocol(self, addr: IAddress) -> Protocol | None:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]  # a 503 when refused, not Twisted's channel
         refused = self.protection.admit(addr)
         if refused is not None:
             self.metrics.rejected("http", refused)
             self._log.warn(
                 "refused a connection from {peer}: {why}",
-                peer=formatAddress(addr),
+                peer="?" if addr is None else formatAddress(addr),
                 why=refused,
             )
             return _Busy()
-        channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
+        channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]  # Twisted's Site is not annotated
         if isinstance(channel, Channel):
             channel.admitted = addr
         built: Protocol | None = channel
@@ -163,7 +164,7 @@ classImplementsOnly(
     StreamSite,
     *(
         interface
-        for interface in implementedBy(Site)  # type: ignore[no-untyped-call]
+        for interface in implementedBy(Site)  # type: ignore[no-untyped-call]  # zope.interface is not annotated
         if interface is not IProtocolNegotiationFactory
     ),
 )
@@ -176,9 +177,11 @@ class _Busy(Protocol):
 
     def connectionMade(self) -> None:
         body = b"503 Service Unavailable: too many connections\n"
-        self.transport.write(  # type: ignore[union-attr]
+        transport = self.transport
+        assert transport is not None
+        transport.write(
             b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
             b"Content-Type: text/plain; charset=utf-8\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
         )
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        transport.loseConnection()
