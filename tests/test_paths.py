@@ -20,7 +20,7 @@ from attrs import frozen
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twisted_zero._paths import NotFound, Resolved, resolveUnderRoot
+from twisted_zero._paths import NotFound, Resolved, listUnderRoot, resolveUnderRoot
 
 REASONS = {"bad path", "hidden", "outside the root", "not found", "not a regular file"}
 
@@ -475,3 +475,52 @@ class PropertyTests:
         """
         rawPath = leading + "/".join(fragments) + trailing
         checkProperty(tree, rawPath.encode("utf-8"), dotfiles)
+
+
+class ListingTests:
+    def test_bounded(self, tmp_path: Path) -> None:
+        """
+        A listing reads the directory only until it has the most entries it
+        shows, and says there are more.
+        """
+        for index in range(30):
+            (tmp_path / f"f{index:02}").write_bytes(b"")
+        directory = resolveUnderRoot(str(tmp_path), b"/")
+        listing = listUnderRoot(str(tmp_path), directory, limit=10)
+        assert len(listing.entries) == 10
+        assert listing.truncated
+        assert listing.entries == sorted(listing.entries)
+        whole = listUnderRoot(str(tmp_path), directory, limit=30)
+        assert (len(whole.entries), whole.truncated) == (30, False)
+
+    def test_symlinks(self, tmp_path: Path) -> None:
+        """
+        Symlinks are listed where they lead inside the root, as what they
+        lead to; names a request cannot spell are left out.
+        """
+        root = tmp_path / "root"
+        (root / "dir").mkdir(parents=True)
+        (root / "file").write_bytes(b"")
+        (root / "to-dir").symlink_to(root / "dir")
+        (root / "to-file").symlink_to(root / "file")
+        (root / "dangling").symlink_to(root / "nope")
+        (root / "out").symlink_to(tmp_path)
+        (root / "back\\slash").write_bytes(b"")
+        (root / "%41").write_bytes(b"")
+        listing = listUnderRoot(str(root), resolveUnderRoot(str(root), b""))
+        assert listing.entries == [
+            ("%41", False),
+            ("dir", True),
+            ("file", False),
+            ("to-dir", True),
+            ("to-file", False),
+        ]
+
+    def test_unreadable(self, tmp_path: Path) -> None:
+        """
+        A directory that cannot be read is not found.
+        """
+        directory = resolveUnderRoot(str(tmp_path), b"")
+        os.rmdir(tmp_path)
+        with pytest.raises(NotFound):
+            listUnderRoot(str(tmp_path), directory)
