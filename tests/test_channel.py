@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from .helpers import PausingTransport, TurnClock, parseResponses
 from .webserver import (
     Server,
     makeRoot,
+    written,
 )
 
 
@@ -71,7 +73,7 @@ class ClientTransport(PausingTransport):
         if (
             self.producer is not None
             and self.streaming
-            and len(self.value()) > self.bufferSize
+            and len(written(self)) > self.bufferSize
         ):
             self.producerPaused = True
             self.producer.pauseProducing()
@@ -81,8 +83,8 @@ class ClientTransport(PausingTransport):
         The client reads everything sent so far; the transport then resumes
         its producer, as a real one does once its buffer is empty.
         """
-        data = self.value()
-        self.clear()
+        data = written(self)
+        self.clear()  # type: ignore[no-untyped-call]  # StringTransport is not annotated
         if self.producer is not None and self.producerPaused:
             self.producerPaused = False
             self.producer.resumeProducing()
@@ -91,13 +93,29 @@ class ClientTransport(PausingTransport):
     def loseWriteConnection(self) -> None:
         self.calls.append("loseWriteConnection")
 
+    def readConnectionLost(self, reason: Failure) -> None:
+        """
+        Never called here: the channel is told of the end of its input.
+        """
+
+    def writeConnectionLost(self, reason: Failure) -> None:
+        """
+        Never called here: the channel is told of the end of its output.
+        """
+
 
 def clientServer(**site: object) -> tuple[Server, ClientTransport]:
+    """
+    A server whose client reads its responses only when told to.
+    """
     transport = ClientTransport()
     return Server(None, transport=transport, site=site), transport
 
 
-def refusals(events: list[LogEvent]) -> list[tuple[int, str]]:
+def refusals(events: Sequence[LogEvent]) -> list[tuple[int, str]]:
+    """
+    The requests the channel refused, as logged: their status and why.
+    """
     return [(e["status"], e["why"]) for e in events if "why" in e and "status" in e]
 
 
@@ -112,10 +130,10 @@ class HeaderTimeoutTests:
         head = b"GET /zero?bytes=1 HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 100
         with capturedLogs() as events:
             for second in range(15):
-                assert transport.value() == b""
+                assert written(transport) == b""
                 server.send(head[second : second + 1])
                 server.clock.advance(1)
-        [response] = parseResponses(transport.value())
+        [response] = parseResponses(written(transport))
         assert response.status == 408
         assert response.headers["connection"] == "close"
         assert response.body == (
@@ -137,7 +155,7 @@ class HeaderTimeoutTests:
         [response] = parseResponses(transport.read())
         assert (response.status, response.body) == (200, b"\0\0\0")
         server.clock.advance(100)
-        assert transport.value() == b""
+        assert written(transport) == b""
         assert not transport.disconnecting
         assert server.clock.getDelayedCalls() == []
 
@@ -152,7 +170,7 @@ class HeaderTimeoutTests:
         assert parseResponses(transport.read())[0].status == 200
         calls = len(transport.calls)
         server.clock.advance(1000)
-        assert (transport.value(), len(transport.calls)) == (b"", calls)
+        assert (written(transport), len(transport.calls)) == (b"", calls)
         server.send(request[:5])
         server.clock.advance(14)
         server.send(request[5:-2])
@@ -187,7 +205,7 @@ class HeaderTimeoutTests:
             server.clock.advance(14.9)
             assert not transport.disconnecting
             server.clock.advance(0.1)
-        assert transport.value() == b""
+        assert written(transport) == b""
         assert transport.disconnecting
         [event] = [e for e in events if "timeout" in e]
         assert event["log_format"].startswith("closed a connection from {peer}")
@@ -201,7 +219,7 @@ class HeaderTimeoutTests:
         for _ in range(100):
             server.send(b"a")
             server.clock.advance(1)
-        assert (transport.value(), transport.disconnecting) == (b"", False)
+        assert (written(transport), transport.disconnecting) == (b"", False)
 
     def test_closedOnShutdown(self) -> None:
         """
@@ -270,7 +288,7 @@ class HeadLimitTests:
             server.send(head)
         reason = {431: "Request Header Fields Too Large", 414: "URI Too Long"}[status]
         body = f"{status} {reason}: {why}\n".encode()
-        assert transport.value() == (
+        assert written(transport) == (
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
             b"Content-Length: %d\r\nCache-Control: no-store\r\n"
             b"Connection: close\r\n\r\n%s" % (status, reason.encode(), len(body), body)
@@ -312,7 +330,7 @@ class HeadLimitTests:
         server, transport = clientServer()
         with capturedLogs() as events:
             server.send(head)
-        [response] = parseResponses(transport.value())
+        [response] = parseResponses(written(transport))
         assert response.status == 400
         assert response.headers["connection"] == "close"
         assert response.body == b"400 Bad Request: malformed request\n"
@@ -331,7 +349,7 @@ class HeadLimitTests:
             + b"GET /" * 5000
         )
         server.send(b"GET /zero?bytes=1 HTTP/1.1\r\n\r\n")
-        assert len(parseResponses(transport.value())) == 1
+        assert len(parseResponses(written(transport))) == 1
         assert transport.reading
 
 
@@ -354,14 +372,14 @@ class BodyLimitTests:
             fields.append(b"Expect: 100-continue")
         with capturedLogs() as events:
             server.send(self.post(*fields) + b"x" * 500)
-        [response] = parseResponses(transport.value())
+        [response] = parseResponses(written(transport))
         assert response.status == 413
         assert response.headers["connection"] == "close"
         assert response.body == (
             b"413 Content Too Large: declared body of 1001 bytes over the limit "
             b"of 1000 bytes\n"
         )
-        assert b"100 Continue" not in transport.value()
+        assert b"100 Continue" not in written(transport)
         assert "loseWriteConnection" in transport.calls
         assert [e for e in events if "method" in e] == []
 
@@ -391,16 +409,16 @@ class BodyLimitTests:
         if expect:
             assert transport.read() == b"HTTP/1.1 100 Continue\r\n\r\n"
         server.send(b"3e8\r\n" + b"x" * 1000 + b"\r\n")
-        assert transport.value() == b""
+        assert written(transport) == b""
         with capturedLogs() as events:
             server.send(b"10\r\n" + b"x" * 8 + b"\r\n")
-        [response] = parseResponses(transport.value())
+        [response] = parseResponses(written(transport))
         assert response.status == 413
         assert response.body == (
             b"413 Content Too Large: body over the limit of 1000 bytes\n"
         )
         server.send(b"x" * 8 + b"\r\n0\r\n\r\nGET /zero?bytes=1 HTTP/1.1\r\n\r\n")
-        assert len(parseResponses(transport.value())) == 1
+        assert len(parseResponses(written(transport))) == 1
         assert [e for e in events if "method" in e] == []
 
     @pytest.mark.parametrize(
@@ -424,7 +442,7 @@ class BodyLimitTests:
                 + b"3e8\r\n" + b"x" * 1000 + b"\r\n10\r\n" + b"x" * 16 + b"\r\n"
                 + tail
             )  # fmt: skip
-        [response] = parseResponses(transport.value())
+        [response] = parseResponses(written(transport))
         assert response.status == 413
         assert [e for e in events if "method" in e] == []
         assert refusals(events) == [(413, "body over the limit of 1000 bytes")]
@@ -435,7 +453,7 @@ class BodyLimitTests:
         discards its body, without a limit.
         """
         channel = HTTPChannel()
-        channel.site = StreamSite(makeResource(clock=TurnClock()), reactor=TurnClock())
+        channel.site = StreamSite(makeResource(clock=TurnClock()), reactor=TurnClock())  # type: ignore[attr-defined]  # as Site.buildProtocol sets it
         channel.requestFactory = StreamSite.requestFactory
         channel.makeConnection(StringTransport())
         channel.dataReceived(
@@ -452,7 +470,7 @@ class BodyLimitTests:
         server, transport = clientServer()
         with capturedLogs() as events:
             server.send(self.post(b"Content-Length: " + b"9" * 5000))
-        [response] = parseResponses(transport.value())
+        [response] = parseResponses(written(transport))
         assert response.status == 413
         assert [e for e in events if e.get("log_failure") is not None] == []
 
@@ -461,7 +479,7 @@ class LingerTests:
     def refused(self) -> tuple[Server, ClientTransport]:
         server, transport = clientServer(maxBody=10)
         server.send(b"POST /zero HTTP/1.1\r\nContent-Length: 11\r\n\r\n")
-        assert parseResponses(transport.value())[0].status == 413
+        assert parseResponses(written(transport))[0].status == 413
         return server, transport
 
     def test_lingers(self) -> None:
@@ -514,7 +532,7 @@ class LingerTests:
         """
         server = Server(None, site={"maxBody": 10})
         server.send(b"POST /zero HTTP/1.1\r\nContent-Length: 11\r\n\r\n")
-        assert parseResponses(server.transport.value())[0].status == 413
+        assert parseResponses(written(server.transport))[0].status == 413
         assert server.transport.disconnecting
 
 
@@ -552,7 +570,7 @@ class PipeliningTests:
             if transport.reading and sent < len(requests):
                 server.send(requests[sent : sent + 65536])
                 sent += 65536
-            elif not ran and not transport.value():
+            elif not ran and not written(transport):
                 break
         return received
 
@@ -574,7 +592,7 @@ class PipeliningTests:
         )
         sent = self.flood(server, transport, requests)
         assert sent <= 128 * 1024 < len(requests)
-        assert sum(map(len, server.channel._dataBuffer)) <= 16384 + 65536  # type: ignore[attr-defined]
+        assert sum(map(len, server.channel._dataBuffer)) <= 16384 + 65536
         responses = parseResponses(self.readAll(server, transport, requests, sent))
         assert [int(r.headers["content-length"]) for r in responses] == [
             4 * 2**20,
@@ -598,7 +616,7 @@ class PipeliningTests:
         sent = self.flood(server, transport, requests)
         assert not transport.reading
         assert sent < len(requests)
-        assert len(transport.value()) < 64 * 1024 + 2000
+        assert len(written(transport)) < 64 * 1024 + 2000
         responses = parseResponses(self.readAll(server, transport, requests, sent))
         assert [len(r.body) for r in responses] == [
             1000 + index % 100 for index in range(count)
@@ -619,13 +637,13 @@ class TwistedChannelTests:
         channel.makeConnection(StringTransport())
         for name in _CHANNEL_DETAILS:
             assert hasattr(channel, name), name
-        assert channel._networkProducer is channel.transport
+        assert channel._networkProducer is channel.transport  # type: ignore[comparison-overlap]  # typed IPushProducer; it is the transport
         server, transport = clientServer()
         server.send(b"GET /zero HTTP/1.1\r\n\r\nGET /")
         channel = server.channel
-        assert channel._handlingRequest  # type: ignore[attr-defined]
-        assert channel._dataBuffer == [b"GET /"]  # type: ignore[attr-defined]
-        assert channel._waitingForTransport  # type: ignore[attr-defined]
+        assert channel._handlingRequest
+        assert channel._dataBuffer == [b"GET /"]
+        assert channel._waitingForTransport
 
 
 class FreedTests:

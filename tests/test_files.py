@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,6 +28,7 @@ from .webserver import (
     Server,
     makeRoot,
     multipart,
+    written,
 )
 
 
@@ -367,7 +369,7 @@ class PrefixTests:
         def swapped(path: str) -> tuple[BinaryIO, os.stat_result]:
             return openRegularFile(str(outside))
 
-        server.site.resource.children[b"files"]._open = swapped  # type: ignore[attr-defined]
+        server.site.resource.children[b"files"]._open = swapped
         response = server.get("/files/data.bin")
         assert response.status == 404
         assert b"OUTSIDE-SECRET" not in response.body
@@ -402,7 +404,7 @@ class ThreadedFilesTests:
         that; then the body is streamed as usual.
         """
         server = self.start(root, "/files/data.bin")
-        assert (server.files, server.transport.value()) == ([], b"")
+        assert (server.files, written(server.transport)) == ([], b"")
         server.threads.runThread()
         assert len(server.files) == 1
         server.threads.deliver()
@@ -463,7 +465,7 @@ class ThreadedFilesTests:
         server.threads.deliver()
         assert file.closed
         assert file.reads == 0
-        assert server.transport.value() == b""
+        assert written(server.transport) == b""
 
     def test_errorInThread(self, root: Path) -> None:
         """
@@ -488,10 +490,16 @@ class ServerInThreads(Server):
     A L{Server} whose file root uses an I/O pool driven by hand.
     """
 
-    def __init__(self, root: Path, **options: object) -> None:
+    def __init__(
+        self,
+        root: Path,
+        opener: Callable[[str], tuple[BinaryIO, os.stat_result]] | None = None,
+    ) -> None:
         self.pool, self.threads = manualPool()
-        options.setdefault("listing", True)
-        super().__init__(root, ioPool=self.pool, **options)
+        if opener is None:
+            super().__init__(root, listing=True, ioPool=self.pool)
+        else:
+            super().__init__(root, listing=True, ioPool=self.pool, opener=opener)
 
 
 class ListingTests:

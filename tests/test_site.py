@@ -28,6 +28,7 @@ from .webserver import (
     CONTENT,
     Server,
     makeRoot,
+    written,
 )
 
 
@@ -124,7 +125,7 @@ class BusyTests:
         assert refused is not None
         transport = PausingTransport()
         refused.makeConnection(transport)
-        [response] = parseResponses(transport.value())
+        [response] = parseResponses(written(transport))
         assert (response.status, response.headers["retry-after"]) == (503, "5")
         assert transport.disconnecting
 

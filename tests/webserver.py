@@ -15,7 +15,7 @@ from typing import BinaryIO
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from twisted_zero._channel import Channel
@@ -63,6 +63,14 @@ class CountingReader:
     def close(self) -> None:
         self.closed = True
         self._file.close()
+
+
+def written(transport: StringTransport) -> bytes:
+    """
+    What has been written to C{transport} and not taken yet.
+    """
+    data: bytes = transport.value()
+    return data
 
 
 def makeRoot(tmp_path: Path) -> Path:
@@ -185,7 +193,7 @@ class Server:
         channel = self.site.buildProtocol(PEER)
         assert isinstance(channel, Channel)
         self.channel = channel
-        self.channel.makeConnection(self.transport)
+        self.channel.makeConnection(self.transport)  # type: ignore[no-untyped-call]  # HTTPChannel is not annotated
 
     def send(self, request: bytes) -> None:
         self.channel.dataReceived(request)
@@ -201,7 +209,7 @@ class Server:
                 self.transport.producer is None
                 or self.transport.producerState != "paused"
             )
-            if idle and not self.transport.value():
+            if idle and not written(self.transport):
                 break
         return received
 
