@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,10 +22,14 @@ from twisted_zero import _paths
 from twisted_zero._sources import openRegularFile
 
 from .helpers import manualPool, parseResponses
+from .sockets import countSendfiles
 from .webserver import (
+    BIG,
     CONTENT,
     SIZE,
+    Client,
     Server,
+    SocketServer,
     makeRoot,
     multipart,
     written,
@@ -35,6 +39,42 @@ from .webserver import (
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     return makeRoot(tmp_path)
+
+
+Serve = Callable[..., Client]
+"""
+Makes a L{Client} of a site serving the given root, with the given options
+for L{makeResource}.
+"""
+
+
+@pytest.fixture
+def sendfiles(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """
+    The calls of C{os.sendfile}, by the bytes asked for.
+    """
+    return countSendfiles(monkeypatch)
+
+
+@pytest.fixture(params=["memory", "socket", "socket without sendfile"])
+def serve(request: pytest.FixtureRequest) -> Iterator[Serve]:
+    """
+    Sites with a client over an in-memory transport, or over a real socket
+    pair sending with C{sendfile()}, or reading and sending.
+    """
+    sockets: list[SocketServer] = []
+
+    def make(root: Path | None, **options: object) -> Client:
+        if request.param == "memory":
+            return Server(root, **options)
+        options.setdefault("sendfile", request.param == "socket")
+        server = SocketServer(root, **options)
+        sockets.append(server)
+        return server
+
+    yield make
+    for server in sockets:
+        server.close()
 
 
 HOSTILE = [
@@ -54,6 +94,11 @@ HOSTILE = [
 
 
 class RangeTests:
+    """
+    Over an in-memory transport and over a real socket (sending with
+    C{sendfile()} or reading and sending).
+    """
+
     @pytest.mark.parametrize(
         ("range_", "status", "contentRange", "body"),
         [
@@ -75,6 +120,7 @@ class RangeTests:
     def test_single(
         self,
         root: Path,
+        serve: Serve,
         range_: str,
         status: int,
         contentRange: str | None,
@@ -85,7 +131,7 @@ class RangeTests:
         bytes; an unsatisfiable one a 416 naming the size; a malformed or
         unsupported one is ignored.
         """
-        response = Server(root).get("/files/data.bin", f"Range: {range_}")
+        response = serve(root).get("/files/data.bin", f"Range: {range_}")
         assert response.status == status
         assert response.headers.get("content-range") == contentRange
         if body is not None:
@@ -104,14 +150,14 @@ class RangeTests:
         ],
     )
     def test_multiple(
-        self, root: Path, range_: str, expected: list[tuple[int, int]]
+        self, root: Path, serve: Serve, range_: str, expected: list[tuple[int, int]]
     ) -> None:
         """
         Several ranges give a C{multipart/byteranges} 206 whose parts hold
         exactly those bytes, in the order asked; unsatisfiable ones are
         dropped.
         """
-        response = Server(root).get("/files/data.bin", f"Range: {range_}")
+        response = serve(root).get("/files/data.bin", f"Range: {range_}")
         assert response.status == 206
         if len(expected) == 1:
             [(start, stop)] = expected
@@ -123,20 +169,20 @@ class RangeTests:
             for start, stop in expected
         ]
 
-    def test_rangesLargerThanFile(self, root: Path) -> None:
+    def test_rangesLargerThanFile(self, root: Path, serve: Serve) -> None:
         """
         Ranges adding up to more than the file get the plain whole file.
         """
         header = "Range: bytes=" + ",".join(["0-60000"] * 3)
-        response = Server(root).get("/files/data.bin", header)
+        response = serve(root).get("/files/data.bin", header)
         assert (response.status, response.body) == (200, CONTENT)
 
-    def test_ifRange(self, root: Path) -> None:
+    def test_ifRange(self, root: Path, serve: Serve) -> None:
         """
         C{If-Range} with the current strong ETag or exact date keeps the
         range; anything else gets the whole file.
         """
-        server = Server(root)
+        server = serve(root)
         validators = server.get("/files/data.bin", method="HEAD").headers
         for ifRange, status in [
             (validators["etag"], 206),
@@ -151,23 +197,23 @@ class RangeTests:
             assert response.status == status, ifRange
             assert response.body == (CONTENT[:10] if status == 206 else CONTENT)
 
-    def test_headRange(self, root: Path) -> None:
+    def test_headRange(self, root: Path, serve: Serve) -> None:
         """
         C{HEAD} ignores a range (ranges are defined for GET only): the 200
         headers, no body, nothing read.
         """
-        server = Server(root)
+        server = serve(root)
         response = server.get("/files/data.bin", "Range: bytes=10-19", method="HEAD")
         assert response.status == 200
         assert response.headers["content-length"] == str(SIZE)
         assert "content-range" not in response.headers
         assert [(f.reads, f.closed) for f in server.files] == [(0, True)]
 
-    def test_empty(self, root: Path) -> None:
+    def test_empty(self, root: Path, serve: Serve) -> None:
         """
         An empty file is sent as such; any range of it is unsatisfiable.
         """
-        server = Server(root)
+        server = serve(root)
         assert server.get("/files/empty").body == b""
         response = server.get("/files/empty", "Range: bytes=0-")
         assert (response.status, response.headers["content-range"]) == (
@@ -177,11 +223,16 @@ class RangeTests:
 
 
 class ValidatorTests:
-    def test_headers(self, root: Path) -> None:
+    """
+    Over an in-memory transport and over a real socket (sending with
+    C{sendfile()} or reading and sending).
+    """
+
+    def test_headers(self, root: Path, serve: Serve) -> None:
         """
         Files carry a strong ETag, C{Last-Modified} and a type from the name.
         """
-        server = Server(root)
+        server = serve(root)
         response = server.get("/files/data.bin")
         assert re.fullmatch(r'"[^"]+"', response.headers["etag"])
         assert response.headers["last-modified"].endswith(" GMT")
@@ -192,12 +243,12 @@ class ValidatorTests:
             .startswith("text/plain")
         )
 
-    def test_notModified(self, root: Path) -> None:
+    def test_notModified(self, root: Path, serve: Serve) -> None:
         """
         A matching C{If-None-Match} or a recent enough C{If-Modified-Since}
         gives a 304 without a body, and the file is not read.
         """
-        server = Server(root)
+        server = serve(root)
         validators = server.get("/files/data.bin", method="HEAD").headers
         for header in [
             f"If-None-Match: {validators['etag']}",
@@ -211,11 +262,11 @@ class ValidatorTests:
             assert "content-length" not in response.headers
         assert all(f.reads == 0 and f.closed for f in server.files)
 
-    def test_preconditionFailed(self, root: Path) -> None:
+    def test_preconditionFailed(self, root: Path, serve: Serve) -> None:
         """
         A failing C{If-Match} or C{If-Unmodified-Since} gives a 412.
         """
-        server = Server(root)
+        server = serve(root)
         assert server.get("/files/data.bin", 'If-Match: "nope"').status == 412
         header = "If-Unmodified-Since: Sun, 06 Nov 1994 08:49:37 GMT"
         assert server.get("/files/data.bin", header).status == 412
@@ -287,11 +338,19 @@ class TraversalTests:
         assert str(root.parent).encode() not in response.body
 
 
+def start(server: Client, path: str, *headers: str) -> Client:
+    """
+    The client asks C{server} for C{path}, and reads nothing yet.
+    """
+    lines = [f"GET {path} HTTP/1.1", "Host: t", *headers]
+    server.send(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return server
+
+
 class BackpressureTests:
     def start(self, root: Path, *headers: str) -> Server:
         server = Server(root)
-        lines = ["GET /files/data.bin HTTP/1.1", "Host: t", *headers]
-        server.send(("\r\n".join(lines) + "\r\n\r\n").encode())
+        start(server, "/files/data.bin", *headers)
         return server
 
     def test_pausedTransport(self, root: Path) -> None:
@@ -310,39 +369,74 @@ class BackpressureTests:
         assert response.body == CONTENT
         assert file.closed
 
+
+class DisconnectTests:
+    """
+    Over an in-memory transport and over a real socket (sending with
+    C{sendfile()} or reading and sending): a client that leaves, a file
+    that shrinks.
+    """
+
     @pytest.mark.parametrize(
-        "range_", [None, "Range: bytes=10-60000", "Range: bytes=0-9,20000-90000"]
+        ("range_", "expected"),
+        [
+            (None, BIG),
+            ("Range: bytes=10-3000000", BIG[10:3000001]),
+            ("Range: bytes=0-9,20000-3000000", None),
+        ],
     )
-    def test_disconnect(self, root: Path, range_: str | None) -> None:
+    def test_disconnect(
+        self,
+        root: Path,
+        serve: Serve,
+        sendfiles: list[int],
+        range_: str | None,
+        expected: bytes | None,
+    ) -> None:
         """
-        A client that leaves mid-body (mid-range, mid-multipart) closes the
-        file at once; it is never read again.
+        A client that leaves mid-body (mid-range, mid-multipart) has had the
+        start of its body, exactly; the file is closed at once, and never
+        read or sent from again.
         """
-        server = self.start(root, *([range_] if range_ else []))
+        server = start(serve(root), "/files/big.bin", *([range_] if range_ else []))
+        received = b"".join(server.turn() for _ in range(3))
         [file] = server.files
         assert not file.closed
-        reads = file.reads
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 20")
+        assert 0 < len(body) < len(BIG) // 2
+        if expected is not None:
+            assert body == expected[: len(body)]
+        else:
+            [part, second] = body.split(b"\r\n\r\n", 2)[1:]
+            assert part.startswith(BIG[:10] + b"\r\n--")
+            assert second == BIG[20000 : 20000 + len(second)]
+        reads, sends = file.reads, len(sendfiles)
         with capturedLogs() as events:
-            server.channel.connectionLost(Failure(ConnectionLost()))
+            server.leave()
         assert file.closed
-        server.transport.drain()
-        server.clock.runTurn()
-        assert file.reads == reads
+        for _ in range(3):
+            server.turn()
+        assert (file.reads, len(sendfiles)) == (reads, sends)
         [event] = [e for e in events if "status" in e]
-        assert event["reason"] == "client reset"
+        assert event["reason"] == server.leftAs
 
-    def test_truncated(self, root: Path) -> None:
+    def test_truncated(self, root: Path, serve: Serve) -> None:
         """
         A file that shrinks while being sent aborts the connection, so the
-        client can tell; nothing is padded.
+        client can tell: what it had is the start of the file, exactly,
+        short of the length announced; nothing is padded.
         """
-        server = self.start(root)
-        os.truncate(root / "data.bin", 20_000)
+        server = start(serve(root), "/files/big.bin")
+        os.truncate(root / "big.bin", 20_000)
         with capturedLogs() as events:
             received = server.pump()
-            assert "abortConnection" in server.transport.calls
-            server.channel.connectionLost(Failure(ConnectionLost()))
-        assert len(received) < SIZE
+            assert server.aborted()
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert f"content-length: {len(BIG)}".encode() in head.lower()
+        assert len(body) < len(BIG)
+        assert body == BIG[: len(body)]
+        assert [f.closed for f in server.files] == [True]
         [event] = [e for e in events if "status" in e]
         assert event["reason"] == "aborted: source failed"
 

@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
@@ -162,6 +162,49 @@ def _request(path: str, headers: tuple[str, ...], method: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+class Client(Protocol):
+    """
+    A L{Server} or a L{SocketServer}: a site and its one client, however
+    they are connected.
+    """
+
+    clock: IReactorTime
+    site: StreamSite
+    channel: Channel
+    files: list[CountingReader]
+    leftAs: str
+
+    def send(self, request: bytes) -> None:
+        """
+        The client sends C{request}.
+        """
+
+    def pump(self) -> bytes:
+        """
+        The client reads as fast as it can until nothing more happens.
+        """
+
+    def get(self, path: str, *headers: str, method: str = "GET") -> Response:
+        """
+        The client asks for C{path} and reads the whole response.
+        """
+
+    def turn(self) -> bytes:
+        """
+        The client reads what was sent; what is due runs.
+        """
+
+    def leave(self) -> None:
+        """
+        The client goes away.
+        """
+
+    def aborted(self) -> bool:
+        """
+        Whether the server aborted the connection; if so, it is lost.
+        """
+
+
 class Server:
     """
     A L{StreamSite} with one client connection over a L{PausingTransport}.
@@ -218,12 +261,15 @@ class Server:
         [response] = parseResponses(self.pump(), head=method == "HEAD")
         return response
 
-    def turn(self) -> None:
+    def turn(self) -> bytes:
         """
         The client reads what was sent; what is due runs.
+
+        @return: What the client read.
         """
-        self.transport.drain()
+        received = self.transport.drain()
         self.clock.runTurn()
+        return received
 
     def leave(self) -> None:
         """
@@ -268,6 +314,7 @@ class SocketServer:
         assert isinstance(channel, Channel)
         self.channel = channel
         self.pair = Pair(channel, self.clock)
+        self._left = False
 
     def send(self, request: bytes) -> None:
         self.channel.dataReceived(request)
@@ -283,17 +330,21 @@ class SocketServer:
         [response] = parseResponses(self.pump(), head=method == "HEAD")
         return response
 
-    def turn(self) -> None:
+    def turn(self) -> bytes:
         """
         The client reads what was sent; one reactor turn runs.
+
+        @return: What the client read.
         """
-        self.pair.receive()
+        received = b"" if self._left else self.pair.receive()
         self.pair.turn()
+        return received
 
     def leave(self) -> None:
         """
         The client goes away: its socket is closed.
         """
+        self._left = True
         self.pair.close()
 
     def aborted(self) -> bool:
