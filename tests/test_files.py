@@ -41,10 +41,9 @@ def root(tmp_path: Path) -> Path:
     return makeRoot(tmp_path)
 
 
-Serve = Callable[..., Client]
+Serve = Callable[[Path], Client]
 """
-Makes a L{Client} of a site serving the given root, with the given options
-for L{makeResource}.
+Makes a L{Client} of a site serving the given root.
 """
 
 
@@ -64,11 +63,10 @@ def serve(request: pytest.FixtureRequest) -> Iterator[Serve]:
     """
     sockets: list[SocketServer] = []
 
-    def make(root: Path | None, **options: object) -> Client:
+    def make(root: Path) -> Client:
         if request.param == "memory":
-            return Server(root, **options)
-        options.setdefault("sendfile", request.param == "socket")
-        server = SocketServer(root, **options)
+            return Server(root)
+        server = SocketServer(root, sendfile=request.param == "socket")
         sockets.append(server)
         return server
 

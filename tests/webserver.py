@@ -168,7 +168,12 @@ class Client(Protocol):
     they are connected.
     """
 
-    clock: IReactorTime
+    @property
+    def clock(self) -> IReactorTime:
+        """
+        The site's clock.
+        """
+
     site: StreamSite
     channel: Channel
     files: list[CountingReader]
