@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from twisted.internet.error import ConnectionDone
+from attrs import define, field
+from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.interfaces import (
     IHalfCloseableDescriptor,
 )
@@ -22,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from zope.interface import implementer
 
-from twisted_zero._channel import _CHANNEL_DETAILS
+from twisted_zero._channel import _CHANNEL_DETAILS, Channel
 from twisted_zero._connections import LINGER_SECONDS
 from twisted_zero._linger import LINGER_BYTES
 from twisted_zero._resources import makeResource
@@ -31,6 +32,7 @@ from twisted_zero._site import StreamSite
 from .helpers import PausingTransport, TurnClock, parseResponses
 from .webserver import (
     Server,
+    abortNoting,
     makeRoot,
     written,
 )
@@ -690,3 +692,65 @@ class FreedTests:
             assert channel() is None
         finally:
             gc.enable()
+
+
+@define
+class RecordingRegistry:
+    """
+    A registry that records what it is told.
+    """
+
+    events: list[tuple[str, object]] = field(factory=list)
+
+    def opened(self, connection: Channel) -> None:
+        self.events.append(("opened", connection))
+
+    def closed(self, connection: Channel) -> None:
+        self.events.append(("closed", connection))
+
+
+class AbortTests:
+    def test_abortStopsStreamFirst(self, root: Path) -> None:
+        """
+        L{Channel.abort} stops the stream of the response under way (its
+        file is closed, never read again) before it aborts the connection;
+        the request logs the reason given as its ending.
+        """
+        server, transport = abortNoting(root)
+        server.send(b"GET /files/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        [file] = server.files
+        assert not file.closed
+        with capturedLogs() as events:
+            server.channel.abort("server shutdown")
+            assert transport.noted == [[True]]
+            reads = file.reads
+            server.turn()
+            server.channel.connectionLost(Failure(ConnectionAborted()))
+        assert file.reads == reads
+        [event] = [e for e in events if "status" in e]
+        assert event["reason"] == "server shutdown"
+
+    def test_abortBetweenRequests(self) -> None:
+        """
+        L{Channel.abort} on a connection waiting for a request aborts it.
+        """
+        server, transport = abortNoting(None)
+        server.get("/zero?bytes=10")
+        with capturedLogs() as events:
+            server.channel.abort("server shutdown")
+        assert transport.noted == [[]]
+        assert not [e for e in events if "status" in e]
+
+    def test_registry(self) -> None:
+        """
+        A site's registry is told of each channel when it opens and when it
+        closes.
+        """
+        registry = RecordingRegistry()
+        server = Server(None, site={"registry": registry})
+        assert registry.events == [("opened", server.channel)]
+        server.channel.connectionLost(Failure(ConnectionDone()))
+        assert registry.events == [
+            ("opened", server.channel),
+            ("closed", server.channel),
+        ]

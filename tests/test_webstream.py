@@ -6,6 +6,7 @@ abort it starts stopping its producer first.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from twisted_zero._limits import Protection
 
 from .webserver import (
     Server,
+    abortNoting,
     makeRoot,
 )
 
@@ -87,3 +89,51 @@ class ProtectionTests:
             server.channel.connectionLost(Failure(ConnectionLost()))
         [event] = [e for e in events if "status" in e]
         assert event["reason"] == "max duration"
+
+
+class AbortOrderTests:
+    """
+    Every abort the stream wiring starts stops the stream's producer first:
+    its file is closed (nothing more is read into a doomed buffer) by the
+    time the connection is aborted.
+    """
+
+    def test_stalled(self, root: Path) -> None:
+        """
+        A stalled response's file is closed before its connection is
+        aborted.
+        """
+        server, transport = abortNoting(
+            root, protection=lambda clock: Protection(clock, stallTimeout=10)
+        )
+        server.send(b"GET /files/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        for _ in range(20):
+            server.clock.advance(1)
+        assert transport.noted == [[True]]
+
+    def test_maxDuration(self, root: Path) -> None:
+        """
+        A response past the maximum duration has its file closed before its
+        connection is aborted, and logs why.
+        """
+        server, transport = abortNoting(
+            root, protection=lambda clock: Protection(clock, maxDuration=5)
+        )
+        with capturedLogs() as events:
+            server.send(b"GET /files/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            server.clock.advance(5)
+            assert transport.noted == [[True]]
+            server.channel.connectionLost(Failure(ConnectionLost()))
+        [event] = [e for e in events if "status" in e]
+        assert event["reason"] == "max duration"
+
+    def test_sourceFailed(self, root: Path) -> None:
+        """
+        A response whose file fails (it shrank) has it closed before its
+        connection is aborted.
+        """
+        server, transport = abortNoting(root)
+        server.send(b"GET /files/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        os.truncate(root / "big.bin", 20_000)
+        server.pump()
+        assert transport.noted == [[True]]

@@ -361,3 +361,33 @@ class SocketServer:
 
     def close(self) -> None:
         self.pair.close()
+
+
+class AbortNotingTransport(PausingTransport):
+    """
+    A L{PausingTransport} that notes, each time it is aborted, which of its
+    server's files were closed by then (their streams stopped).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(bufferSize=3 * CHUNK)
+        self.files: list[CountingReader] = []
+        self.noted: list[list[bool]] = []
+
+    def abortConnection(self) -> None:
+        self.noted.append([file.closed for file in self.files])
+        super().abortConnection()
+
+
+def abortNoting(
+    root: Path | None,
+    protection: Callable[[IReactorTime], Protection] | None = None,
+    site: dict[str, object] | None = None,
+) -> tuple[Server, AbortNotingTransport]:
+    """
+    A L{Server} over an L{AbortNotingTransport}.
+    """
+    transport = AbortNotingTransport()
+    server = Server(root, protection=protection, transport=transport, site=site)
+    transport.files = server.files
+    return server, transport
