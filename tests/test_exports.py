@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import twisted_zero
+from twisted_zero import _resources, _site
 
 PUBLIC = {
     "ChargenSource",
@@ -90,3 +91,12 @@ def test_wheel(tmp_path: Path) -> None:
     assert "twisted/__init__.py" not in names
     assert "twisted/plugins/__init__.py" not in names
     assert not [n for n in names if n.startswith("tests/")]
+
+
+def test_httpNames() -> None:
+    """
+    The HTTP front end's public names are the objects of the modules that
+    define them.
+    """
+    assert twisted_zero.StreamSite is _site.StreamSite
+    assert twisted_zero.makeResource is _resources.makeResource

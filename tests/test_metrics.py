@@ -17,7 +17,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from twisted_zero._metrics import Metrics, MetricsResource
+from twisted_zero._metrics import Metrics, MetricsObserver, MetricsResource
 
 FAMILIES = {
     "twisted_zero_connections_active",
@@ -400,3 +400,33 @@ class ImportTests:
             "assert 'twisted.internet.reactor' not in sys.modules\n"
         )
         subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+class MetricsObserverTests:
+    def test_chunks(self) -> None:
+        """
+        L{MetricsObserver} counts a stream's bytes as sent by its source's
+        kind (what its description says before C{:}), and a file's as read
+        from disk too.
+        """
+        metrics = Metrics()
+        before = samples(metrics)
+        MetricsObserver(metrics, "file:/data.bin").chunkWritten(100)
+        MetricsObserver(metrics, "zero").chunkWritten(7)
+        assert changes(before, samples(metrics)) == {
+            ("twisted_zero_sent_bytes_total", frozenset({("source", "file")})): 100.0,
+            ("twisted_zero_sent_bytes_total", frozenset({("source", "zero")})): 7.0,
+            ("twisted_zero_disk_read_bytes_total", frozenset()): 100.0,
+        }
+
+    def test_pauses(self) -> None:
+        """
+        L{MetricsObserver} counts its stream's producer as paused, then as
+        no longer paused.
+        """
+        metrics = Metrics()
+        observer = MetricsObserver(metrics=metrics, description="chargen")
+        observer.pauseChanged(True)
+        assert metrics.registry.get_sample_value("twisted_zero_producers_paused") == 1.0
+        observer.pauseChanged(False)
+        assert metrics.registry.get_sample_value("twisted_zero_producers_paused") == 0.0
