@@ -628,7 +628,7 @@ class PipeliningTests:
 class TwistedChannelTests:
     def test_details(self) -> None:
         """
-        Twisted's L{HTTPChannel} still has every detail L{_Channel} relies
+        Twisted's L{HTTPChannel} still has every detail L{Channel} relies
         on (a new Twisted that changes them must fail here, not in
         production), and they still mean what they meant: while a request
         is answered, pipelined bytes wait in C{_dataBuffer}, and the
