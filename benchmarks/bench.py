@@ -42,51 +42,48 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from benchclients import connect, readStream, waitUntil, waitUntilSettled
+from benchservers import (
+    ServerProcess,
+    ServerSetup,
+    cpuSeconds,
+    openFds,
+    rssKiB,
+    spawnServer,
+    terminate,
+    twistdCommand,
+)
 from benchutil import (
     BASELINE,
     BENCH_DIR,
     DAEMONS,
     HOST,
     OURS,
-    REPO_ROOT,
     STALLED_BATCH,
     THROUGHPUT_COLUMNS,
-    TWISTD,
     BenchError,
     GiB,
     MiB,
     Pinning,
     RoundResults,
-    ServerProcess,
+    RunPlan,
     Throughput,
     addRoundOptions,
     addRunOptions,
     addStalledOptions,
-    checkImportedFrom,
     checkPositive,
-    connect,
-    cpuSeconds,
     fmt,
     formatSize,
     median,
-    openFds,
     parseSize,
     picker,
+    planFields,
     progress,
     roundIndexes,
-    roundRatios,
-    rssKiB,
-    runProbe,
-    seedOf,
-    serverEnvironment,
-    spawnServer,
     spread,
     stalledCells,
     table,
-    terminate,
     throughputCells,
-    waitUntil,
-    waitUntilSettled,
     warmPageCache,
     writeTestFile,
 )
@@ -140,12 +137,12 @@ class ServerSpec:
 
 
 @dataclass(frozen=True)
-class Setup:
+class Setup(ServerSetup):
     """
-    What every server of a run is started with.
+    What every server of a run is started with: a L{ServerSetup} and the
+    file streamed.
     """
 
-    workDir: Path
     filePath: Path
     chunkSizes: Mapping[str, int]
     """
@@ -153,25 +150,9 @@ class Setup:
     C{--chunk-size}); the asyncio-stream reference uses the same.
     """
     ourChunkOption: str | None
-    baseline: Path | None = None
-    """
-    The checkout the baseline daemon is run from, or L{None} for none.
-    """
-    pinning: Pinning | None = None
-    """
-    The CPUs of the servers and of the client, or L{None} to leave them to
-    the scheduler.
-    """
 
     def sourceArgument(self, source: str) -> str:
         return f"file:{self.filePath}" if source == "file" else source
-
-    def environment(self, kind: str = OURS) -> dict[str, str]:
-        """
-        The environment of a server of C{kind}: the baseline imports our
-        package from its checkout, every other server from this tree.
-        """
-        return serverEnvironment(kind, self.baseline)
 
     def withBaseline(self, specs: Sequence[ServerSpec]) -> tuple[ServerSpec, ...]:
         """
@@ -188,8 +169,9 @@ class Setup:
     def command(self, spec: ServerSpec) -> list[str]:
         source = self.sourceArgument(spec.source)
         if spec.kind in DAEMONS:
-            command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero"]
-            command += ["--listen", f"tcp:0:interface={HOST}", "--source", source]
+            command = twistdCommand(
+                "zero", "--listen", f"tcp:0:interface={HOST}", "--source", source
+            )
             if self.ourChunkOption is not None:
                 command += ["--chunk-size", self.ourChunkOption]
             return command
@@ -264,33 +246,14 @@ def readStreams(
     received = [0] * connections
     try:
         if connections == 1:
-            _readBlocking(socks[0], limit, view, received, deadline)
+            socks[0].settimeout(max(deadline - time.monotonic(), 0.1))
+            received[0] = readStream(socks[0], view, limit)
         else:
             _readMany(socks, limit, view, received, deadline)
     finally:
         for sock in socks:
             sock.close()
     return received
-
-
-def _readBlocking(
-    sock: socket.socket,
-    limit: int | None,
-    view: memoryview,
-    received: list[int],
-    deadline: float,
-) -> None:
-    size = len(view)
-    total = 0
-    sock.settimeout(max(deadline - time.monotonic(), 0.1))
-    while limit is None or total < limit:
-        count = sock.recv_into(
-            view, size if limit is None else min(size, limit - total)
-        )
-        if not count:
-            break
-        total += count
-    received[0] = total
 
 
 def _readMany(
@@ -435,17 +398,13 @@ Results = RoundResults[ServerSpec, Throughput]
 
 
 @dataclass(frozen=True)
-class Plan:
-    rounds: int
+class Plan(RunPlan):
     singleBytes: int
     multiConnections: int
     multiBytes: int
     fileSize: int
     stalledCount: int
     recvSize: int
-    timeout: float
-    budget: float
-    seed: int
 
 
 def runRounds(plan: Plan, setup: Setup) -> Results:
@@ -476,10 +435,11 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
                             plan.singleBytes if connections == 1 else plan.multiBytes
                         )
                         expected = limit
-                    name = f"{spec.label} x{connections}"
-                    sample = results.attempt(
+                    results.record(
                         roundIndex,
-                        name,
+                        spec,
+                        connections,
+                        f"{spec.label} x{connections}",
                         partial(
                             measureThroughput,
                             servers[spec],
@@ -489,27 +449,18 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
                             buffer,
                             plan.timeout,
                         ),
+                        36,
                     )
-                    if sample is not None:
-                        progress(
-                            f"  {name:36} {sample.gbPerSecond:6.2f} GB/s  "
-                            f"{sample.serverCpuPerGb:5.2f} CPU s/GB  "
-                            f"server {sample.serverLoad:4.0%}  "
-                            f"client {sample.clientLoad:4.0%}"
-                        )
-                    results.addThroughput(spec, connections, roundIndex, sample)
             stalledSpecs = setup.withBaseline(STALLED)
             for spec in rng.sample(stalledSpecs, len(stalledSpecs)):
                 serial += 1
-                name = f"{spec.label} stalled x{plan.stalledCount}"
-                perConnection = results.attempt(
+                results.recordStalled(
                     roundIndex,
-                    name,
+                    spec,
+                    f"{spec.label} stalled x{plan.stalledCount}",
                     partial(_startAndMeasureStalled, spec, setup, serial, plan, buffer),
+                    "  {name:36} {value:6.1f} KiB/conn",
                 )
-                if perConnection is not None:
-                    progress(f"  {name:36} {perConnection:6.1f} KiB/conn")
-                results.addStalled(spec, roundIndex, perConnection)
             results.roundsDone = roundIndex + 1
     return results
 
@@ -615,16 +566,9 @@ def _ratioValues(results: Results, ratio: Ratio) -> list[float | None]:
     if ratio.denominator is None:
         return results.stalled.get(ratio.numerator, [])
     if ratio.stalled:
-        missing: list[float | None] = [None] * results.rounds
-        return roundRatios(
-            results.stalled.get(ratio.numerator, missing),
-            results.stalled.get(ratio.denominator, missing),
-        )
-    tops = results.samples(ratio.numerator, ratio.connections)
-    bottoms = results.samples(ratio.denominator, ratio.connections)
-    return roundRatios(
-        [None if top is None else top.gbPerSecond for top in tops],
-        [None if bottom is None else bottom.gbPerSecond for bottom in bottoms],
+        return results.stalledRatios(ratio.numerator, ratio.denominator)
+    return results.throughputRatios(
+        ratio.numerator, ratio.denominator, ratio.connections
     )
 
 
@@ -691,19 +635,18 @@ def report(plan: Plan, setup: Setup, results: Results) -> str:
 
 def _probeOurs(setup: Setup, kind: str = OURS) -> tuple[str, str, dict[str, int]]:
     """
-    Where the daemon's package is imported from, the Twisted version and the
-    default chunk size of each source, as the interpreter of the daemon of
-    C{kind} (ours or the baseline) sees them.
+    Where the daemon's package is imported from (checked: see
+    L{ServerSetup.probeDaemon}), the Twisted version and the default chunk
+    size of each source, as the interpreter of the daemon of C{kind} (ours
+    or the baseline) sees them.
     """
-    output = runProbe(
+    output = setup.probeDaemon(
+        kind,
         PROBE,
         SOURCES,
-        setup.environment(kind),
-        setup.workDir,
         f"cannot probe the {kind} daemon's package",
+        2 + len(SOURCES),
     )
-    if len(output) != 2 + len(SOURCES):
-        raise BenchError(f"unexpected output of the probe: {output}")
     sizes = dict(zip(SOURCES, map(int, output[2:]), strict=True))
     return output[0], output[1], sizes
 
@@ -750,21 +693,17 @@ def parseArguments(
     args = parser.parse_args(argv)
     pick = picker(args.quick)
     plan = Plan(
-        rounds=pick(args.rounds, 5, 1),
+        **planFields(parser, args),
         singleBytes=pick(args.single_bytes, GiB, 128 * MiB),
         multiConnections=args.connections,
         multiBytes=pick(args.multi_bytes, 256 * MiB, 16 * MiB),
         fileSize=pick(args.file_size, 512 * MiB, 64 * MiB),
         stalledCount=args.stalled,
         recvSize=args.recv_size,
-        timeout=args.timeout,
-        budget=args.budget,
-        seed=seedOf(args.seed),
     )
     checkPositive(
         parser,
         [
-            ("--rounds", plan.rounds),
             ("--connections", plan.multiConnections - 1),
             ("--stalled", plan.stalledCount),
             ("--single-bytes", plan.singleBytes),
@@ -787,13 +726,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="twisted-zero-bench-") as tmp:
         workDir = Path(tmp)
         filePath = workDir / "stream.bin"
-        setup = Setup(workDir, filePath, {}, ourChunkOption, baseline, pinning)
+        setup = Setup(filePath, {}, ourChunkOption, workDir=workDir, baseline=baseline)
         ourPackage, twistedVersion, defaultChunks = _probeOurs(setup)
-        checkImportedFrom(ourPackage, REPO_ROOT)
         baselineNote = baselineChunksNote = ""
         if baseline is not None:
             basePackage, _, baseChunks = _probeOurs(setup, BASELINE)
-            checkImportedFrom(basePackage, baseline)
             baselineNote = f"; baseline from {Path(basePackage).parent}"
             if ourChunkOption is None:
                 baselineChunksNote = "; baseline " + ", ".join(
@@ -807,7 +744,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             chunkSizes = dict.fromkeys(SOURCES, int(ourChunkOption))
             chunkOrigin = f"--chunk-size {ourChunkOption}"
-        setup = Setup(workDir, filePath, chunkSizes, ourChunkOption, baseline, pinning)
+        setup = Setup(
+            filePath,
+            chunkSizes,
+            ourChunkOption,
+            workDir=workDir,
+            baseline=baseline,
+            pinning=pinning,
+        )
         ourChunks = ", ".join(
             f"{source} {formatSize(chunkSizes[source])}" for source in SOURCES
         )

@@ -1,52 +1,35 @@
 """
-Helpers shared by the benchmarks (C{bench.py}, C{http_bench.py}): sizes,
-the checkouts the daemons are run from, the command line, what /proc says of
-a server, server processes, pinning to CPUs, waiting for a server to settle,
-the test file, the rounds and their results, and the report's tables. Not a
-benchmark itself.
+The harness the benchmarks share: sizes, the command line and the plan it
+makes, pinning to CPUs, the test file, the rounds and their results, the
+medians and per-round ratios, and the report's tables. The servers measured
+are in C{benchservers.py}, the clients measuring in C{benchclients.py}. Not
+a benchmark itself.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
-import fcntl
 import os
 import random
 import re
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import termios
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-STARTUP_TIMEOUT = 20.0
 STALLED_BATCH = 25
 HOST = "127.0.0.1"
 GB = 10**9
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-TWISTD = (
-    "import sys; sys.argv[0] = 'twistd'; "
-    "from twisted.scripts.twistd import run; sys.exit(run())"
-)
-"""
-C{python -c TWISTD ...} runs twistd with this interpreter (and its
-C{PYTHONPATH}), whatever C{twistd} script is on C{PATH}.
-"""
 
 OURS = "ours"
 BASELINE = "baseline"
@@ -88,18 +71,6 @@ def formatSize(size: int) -> str:
 # Checkouts ---------------------------------------------------------------
 
 
-def checkoutEnvironment(root: Path) -> dict[str, str]:
-    """
-    This process's environment with C{root} first on C{PYTHONPATH}: a daemon
-    started with it imports C{twisted_zero} (and so the C{twisted_zero.tap}
-    that the C{zero} plugin names) from the checkout at C{root}.
-    """
-    env = dict(os.environ)
-    paths = [str(root), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
-    return env
-
-
 def checkoutDirectory(text: str) -> Path:
     """
     An argparse type: a directory that holds another checkout of this project
@@ -125,49 +96,6 @@ def addBaselineOption(parser: argparse.ArgumentParser) -> None:
         "started like ours but with PYTHONPATH set to PATH, and report the "
         "per-round ratios ours / baseline",
     )
-
-
-def serverEnvironment(kind: str, baseline: Path | None) -> dict[str, str]:
-    """
-    The environment of a server of C{kind}: the baseline imports our package
-    from its checkout at C{baseline}, every other server from this tree.
-    """
-    if kind == BASELINE:
-        assert baseline is not None
-        return checkoutEnvironment(baseline)
-    return checkoutEnvironment(REPO_ROOT)
-
-
-def runProbe(
-    probe: str, arguments: Sequence[str], env: dict[str, str], cwd: Path, failure: str
-) -> list[str]:
-    """
-    Run the Python code C{probe} with C{arguments} in C{env} and C{cwd}.
-
-    @return: The words it printed.
-    @raise SystemExit: With C{failure} and the probe's error output, if it
-        failed.
-    """
-    completed = subprocess.run(
-        [sys.executable, "-c", probe, *arguments],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if completed.returncode != 0:
-        raise SystemExit(f"{failure}:\n{completed.stderr.strip()}")
-    return completed.stdout.split()
-
-
-def checkImportedFrom(package: str, root: Path) -> None:
-    """
-    Stop the benchmark unless C{package}, the C{twisted_zero/__init__.py} a
-    probe imported, is in the checkout at C{root}.
-    """
-    if not Path(package).resolve().is_relative_to(root):
-        raise SystemExit(f"the daemon would import {package}, not {root}")
 
 
 # Measurements ------------------------------------------------------------
@@ -200,61 +128,23 @@ class Throughput:
     def clientLoad(self) -> float:
         return self.clientCpu / self.seconds
 
+    def serverNote(self) -> str:
+        """
+        What L{describe} adds after the server's CPU share: nothing here.
+        """
+        return ""
 
-# /proc and sockets -------------------------------------------------------
-
-
-def cpuTimes(pid: int) -> tuple[float, float]:
-    """
-    User and system CPU time of a process so far, in seconds.
-    """
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # The command name, in parentheses, may itself hold spaces.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
-
-
-def cpuSeconds(pid: int) -> float:
-    """
-    User plus system CPU time of a process so far.
-    """
-    return sum(cpuTimes(pid))
-
-
-def rssKiB(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise BenchError(f"no VmRSS for process {pid}")
-
-
-def openFds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def childPids(pid: int) -> list[int]:
-    """
-    The processes whose parent is C{pid}.
-    """
-    children = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-            children.append(int(entry.name))
-    return sorted(children)
-
-
-def queuedBytes(sock: socket.socket) -> int:
-    """
-    Bytes received on C{sock} and not yet read.
-    """
-    result = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-    return int.from_bytes(result, sys.byteorder)
+    def describe(self, name: str, width: int) -> str:
+        """
+        The progress line of this measurement of C{name}, in a column
+        C{width} wide.
+        """
+        return (
+            f"  {name:{width}} {self.gbPerSecond:6.2f} GB/s  "
+            f"{self.serverCpuPerGb:5.2f} CPU s/GB  "
+            f"server {self.serverLoad:4.0%}{self.serverNote()}  "
+            f"client {self.clientLoad:4.0%}"
+        )
 
 
 # Processes ---------------------------------------------------------------
@@ -267,14 +157,6 @@ def dieWithParent() -> None:
     """
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def terminate(signum: int, frame: FrameType | None) -> None:
-    """
-    A SIGTERM handler that unwinds the benchmark, so that its C{finally}
-    clauses stop the servers and remove the temporary directory.
-    """
-    raise SystemExit(128 + signum)
 
 
 # Pinning to CPUs ---------------------------------------------------------
@@ -372,14 +254,6 @@ def addPinOption(parser: argparse.ArgumentParser, clientNote: str = "") -> None:
     )
 
 
-def serverPreexec(pinning: Pinning | None) -> Callable[[], None]:
-    """
-    The C{preexec_fn} of a server subprocess: L{dieWithParent}, and with
-    C{pinning} the server CPUs (L{Pinning.prepareServer}).
-    """
-    return dieWithParent if pinning is None else pinning.prepareServer
-
-
 # The command line --------------------------------------------------------
 
 
@@ -454,6 +328,38 @@ def seedOf(seed: int | None) -> int:
     return seed if seed is not None else random.randrange(2**32)
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunPlan:
+    """
+    What the plan of every benchmark has (see L{planFields}); a benchmark's
+    own plan adds what it measures.
+    """
+
+    rounds: int
+    timeout: float
+    budget: float
+    seed: int
+
+
+def planFields(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> dict[str, Any]:
+    """
+    The fields of a L{RunPlan}, from the options of L{addRoundOptions} and
+    L{addRunOptions}: C{rounds} (default 5; quick 1), C{timeout}, C{budget}
+    and C{seed} (L{seedOf}); stop with a usage error if C{--rounds} is too
+    small.
+    """
+    rounds = picker(args.quick)(args.rounds, 5, 1)
+    checkPositive(parser, [("--rounds", rounds)])
+    return {
+        "rounds": rounds,
+        "timeout": args.timeout,
+        "budget": args.budget,
+        "seed": seedOf(args.seed),
+    }
+
+
 def checkPositive(
     parser: argparse.ArgumentParser, values: Iterable[tuple[str, int]]
 ) -> None:
@@ -464,217 +370,6 @@ def checkPositive(
     for name, value in values:
         if value < 1:
             parser.error(f"{name} is too small")
-
-
-# Server processes --------------------------------------------------------
-
-
-def spawnServer(
-    command: Sequence[str],
-    logPath: Path,
-    errPath: Path,
-    cwd: Path,
-    env: dict[str, str],
-    pinning: Pinning | None,
-    mergeErrors: bool = False,
-) -> subprocess.Popen[bytes]:
-    """
-    Start a server subprocess in a session of its own, its output to
-    C{logPath} and its error output to C{errPath} (or with C{mergeErrors} to
-    C{logPath} too, C{errPath} being created empty).
-    """
-    with open(logPath, "wb") as log, open(errPath, "wb") as err:
-        return subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT if mergeErrors else err,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-            preexec_fn=serverPreexec(pinning),
-        )
-
-
-class ServerProcess:
-    """
-    A running server subprocess that a benchmark started; as a context
-    manager, stopped on the way out. A subclass (a dataclass) has a
-    C{process} and a C{logPath}, and says what C{label} it goes by.
-    """
-
-    process: subprocess.Popen[bytes]
-    logPath: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def label(self) -> str:
-        raise NotImplementedError
-
-    def logPaths(self) -> tuple[Path, ...]:
-        """
-        The logs whose end L{logTail} shows.
-        """
-        return (self.logPath, self.logPath.with_suffix(".err"))
-
-    def _waitForPort(self, portLine: re.Pattern[str]) -> int:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            match = portLine.search(self.logPath.read_text(errors="replace"))
-            if match:
-                return int(match.group(1))
-            self.checkAlive()
-            time.sleep(0.05)
-        raise BenchError(f"{self.label}: no port after {STARTUP_TIMEOUT}s")
-
-    def checkAlive(self) -> None:
-        if self.process.poll() is not None:
-            raise BenchError(
-                f"{self.label} (pid {self.pid}) exited with "
-                f"{self.process.returncode}:\n{self.logTail()}"
-            )
-
-    def logTail(self, lines: int = 15) -> str:
-        text = ""
-        for path in self.logPaths():
-            with contextlib.suppress(OSError):
-                text += path.read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        """
-        Terminate this server (by its PID only) and reap it.
-        """
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-    def __enter__(self: _Server) -> _Server:
-        return self
-
-    def __exit__(
-        self,
-        excType: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-_Server = TypeVar("_Server", bound=ServerProcess)
-
-
-DAEMON_PORT_LINE = re.compile(
-    rf"(?:streaming \S+|serving HTTP) on {re.escape(HOST)}:(\d+)"
-)
-
-
-@dataclass
-class ZeroDaemon(ServerProcess):
-    """
-    A C{twistd zero} daemon of this tree or of the baseline (as C{env}
-    says), as a subprocess that dies with the benchmark, its output in
-    C{workDir}, and the port of its first listener.
-    """
-
-    kind: str
-    args: Sequence[str]
-    env: dict[str, str]
-    workDir: Path
-    process: subprocess.Popen[bytes] = field(init=False)
-    logPath: Path = field(init=False)
-    port: int = field(init=False)
-
-    @property
-    def label(self) -> str:
-        return self.kind
-
-    def __post_init__(self) -> None:
-        self.logPath = self.log = self.workDir / f"{self.kind}.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero", *self.args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.workDir,
-                start_new_session=True,
-                preexec_fn=dieWithParent,
-            )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            match = DAEMON_PORT_LINE.search(self.log.read_text(errors="replace"))
-            if match:
-                self.port = int(match.group(1))
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise BenchError(
-            f"{self.kind} daemon did not start:\n{self.log.read_text()[-2000:]}"
-        )
-
-    def rchar(self) -> int:
-        """
-        What the daemon has read so far (C{/proc/PID/io}): files, and what
-        C{sendfile()} sent.
-        """
-        for line in Path(f"/proc/{self.process.pid}/io").read_text().splitlines():
-            if line.startswith("rchar:"):
-                return int(line.split()[1])
-        raise BenchError("no rchar")
-
-
-def connect(port: int, deadline: float) -> socket.socket:
-    """
-    A connection to C{port} of L{HOST}, made before C{deadline}.
-    """
-    timeout = max(deadline - time.monotonic(), 0.1)
-    return socket.create_connection((HOST, port), timeout=timeout)
-
-
-# Waiting -----------------------------------------------------------------
-
-
-def waitUntil(condition: Callable[[], bool], deadline: float, what: str) -> None:
-    while not condition():
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def waitUntilSettled(
-    rss: Callable[[], int],
-    socks: Sequence[socket.socket],
-    deadline: float,
-    least: float = 1.0,
-    quiet: float = 1.0,
-    most: float = 10.0,
-) -> None:
-    """
-    Wait until neither the server's RSS (C{rss()}, in KiB: within 64 KiB) nor
-    the bytes queued at the clients have changed for C{quiet} seconds; at
-    least C{least} and at most C{most} seconds.
-    """
-    started = time.monotonic()
-    end = min(started + most, deadline)
-    settled = (rss(), sum(map(queuedBytes, socks)))
-    since = started
-    while (now := time.monotonic()) < end:
-        if now - started >= least and now - since >= quiet:
-            return
-        time.sleep(0.1)
-        current = (rss(), sum(map(queuedBytes, socks)))
-        if abs(current[0] - settled[0]) > 64 or current[1] != settled[1]:
-            settled, since = current, time.monotonic()
 
 
 # The test file -----------------------------------------------------------
@@ -836,6 +531,34 @@ class RoundResults(Generic[_Key, _Sample]):
     def samples(self, server: _Key, connections: int) -> list[_Sample | None]:
         return self.throughput.get((server, connections), [None] * self.rounds)
 
+    def throughputRatios(
+        self,
+        top: _Key,
+        bottom: _Key,
+        connections: int,
+        value: Callable[[_Sample], float] = lambda sample: sample.gbPerSecond,
+    ) -> list[float | None]:
+        """
+        The per-round ratios (L{roundRatios}) of C{value} (GB/s by default)
+        of the servers C{top} and C{bottom} on C{connections} connections.
+        """
+
+        def values(server: _Key) -> list[float | None]:
+            samples = self.samples(server, connections)
+            return [None if sample is None else value(sample) for sample in samples]
+
+        return roundRatios(values(top), values(bottom))
+
+    def stalledRatios(self, top: _Key, bottom: _Key) -> list[float | None]:
+        """
+        The per-round ratios (L{roundRatios}) of the stalled memory figures
+        of the servers C{top} and C{bottom}.
+        """
+        missing: list[float | None] = [None] * self.rounds
+        return roundRatios(
+            self.stalled.get(top, missing), self.stalled.get(bottom, missing)
+        )
+
     def attempt(
         self, roundIndex: int, name: str, measure: Callable[[], _Value]
     ) -> _Value | None:
@@ -848,6 +571,42 @@ class RoundResults(Generic[_Key, _Sample]):
             self.failures.append(f"round {roundIndex + 1}: {name}: {e}")
             progress(f"  {name}: FAILED: {e}")
             return None
+
+    def record(
+        self,
+        roundIndex: int,
+        server: _Key,
+        connections: int,
+        name: str,
+        measure: Callable[[], _Sample],
+        width: int,
+    ) -> None:
+        """
+        L{attempt} C{measure()}, the throughput of C{server} on
+        C{connections} connections, say it (L{Throughput.describe}, C{name}
+        in a column C{width} wide) and keep it.
+        """
+        sample = self.attempt(roundIndex, name, measure)
+        if sample is not None:
+            progress(sample.describe(name, width))
+        self.addThroughput(server, connections, roundIndex, sample)
+
+    def recordStalled(
+        self,
+        roundIndex: int,
+        server: _Key,
+        name: str,
+        measure: Callable[[], float],
+        line: str,
+    ) -> None:
+        """
+        L{attempt} C{measure()}, the stalled memory figure of C{server}, say
+        it (C{line}, formatted with C{name} and C{value}) and keep it.
+        """
+        value = self.attempt(roundIndex, name, measure)
+        if value is not None:
+            progress(line.format(name=name, value=value))
+        self.addStalled(server, roundIndex, value)
 
     def failureLines(self) -> list[str]:
         """

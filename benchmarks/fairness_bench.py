@@ -30,16 +30,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchclients import getRequest
+from benchservers import ZeroDaemon, cpuSeconds, daemonEnvironments
 from benchutil import (
     BASELINE,
     HOST,
     OURS,
     BenchError,
     MiB,
-    ZeroDaemon,
     addBaselineOption,
-    checkoutEnvironment,
-    cpuSeconds,
     fmt,
     median,
     parseSize,
@@ -101,7 +100,7 @@ async def readFor(
     try:
         if target is not None:
             await start.wait()
-            writer.write(f"GET {target} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+            writer.write(getRequest(target))
             head = await reader.readuntil(b"\r\n\r\n")
             if not head.startswith(b"HTTP/1.1 200"):
                 raise BenchError(f"unexpected response: {head[:80]!r}")
@@ -170,10 +169,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.clients, args.seconds = 1, 20, 4.0
-    kinds = [OURS] + ([BASELINE] if args.baseline else [])
-    envs = {OURS: checkoutEnvironment(Path(__file__).resolve().parent.parent)}
-    if args.baseline:
-        envs[BASELINE] = checkoutEnvironment(args.baseline)
+    envs = daemonEnvironments(args.baseline)
+    kinds = list(envs)
     paths = [p for p in PATHS if args.only is None or args.only in p.label]
     samples: dict[tuple[str, str], list[Sample]] = {}
     rng = random.Random(1)

@@ -49,58 +49,60 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+from benchclients import (
+    HEAD_READ,
+    connect,
+    getRequest,
+    parseHead,
+    waitUntilSettled,
+)
+from benchservers import (
+    STARTUP_TIMEOUT,
+    ServerProcess,
+    ServerSetup,
+    childPids,
+    cpuTimes,
+    rssKiB,
+    spawnServer,
+    terminate,
+    twistdCommand,
+)
 from benchutil import (
     BASELINE,
     BENCH_DIR,
     DAEMONS,
     HOST,
     OURS,
-    REPO_ROOT,
     STALLED_BATCH,
-    STARTUP_TIMEOUT,
     THROUGHPUT_COLUMNS,
-    TWISTD,
     BenchError,
     GiB,
     MiB,
     Pinning,
     RoundResults,
-    ServerProcess,
+    RunPlan,
     Throughput,
     addRoundOptions,
     addRunOptions,
     addStalledOptions,
-    checkImportedFrom,
     checkPositive,
-    childPids,
-    connect,
-    cpuTimes,
     fmt,
     formatSize,
     median,
     parseSize,
     picker,
+    planFields,
     progress,
     roundIndexes,
-    roundRatios,
-    rssKiB,
-    runProbe,
-    seedOf,
-    serverEnvironment,
-    spawnServer,
     spread,
     stalledCells,
     table,
-    terminate,
     throughputCells,
-    waitUntilSettled,
     warmPageCache,
     writeTestFile,
 )
 
 AIOHTTP_SERVER = BENCH_DIR / "aiohttp_server.py"
-MAX_HEAD = 64 * 1024
-HEAD_READ = 16 * 1024
 FILE_NAME = "download.bin"
 WARM_NAME = "warm.bin"
 WARM_SIZE = 4 * MiB
@@ -162,15 +164,13 @@ http {{
 
 
 @dataclass(frozen=True)
-class Setup:
+class Setup(ServerSetup):
     """
-    What every server of a run is started with.
+    What every server of a run is started with: a L{ServerSetup} (its
+    C{workDir} holds the logs and nginx configurations), the directory
+    served, and nginx.
     """
 
-    workDir: Path
-    """
-    Logs and nginx configurations.
-    """
     dataDir: Path
     """
     The directory served: the test file and a small warm-up file.
@@ -179,24 +179,24 @@ class Setup:
     """
     The nginx executable, or L{None} to leave nginx out.
     """
-    baseline: Path | None = None
-    """
-    The checkout the baseline daemon is run from, or L{None} for none.
-    """
-    pinning: Pinning | None = None
-    """
-    The CPUs of the servers and of the client, or L{None} to leave them to
-    the scheduler.
-    """
 
     def environment(self, kind: str = OURS) -> dict[str, str]:
-        """
-        The environment of a server of C{kind}: the baseline imports our
-        package from its checkout, every other server from this tree.
-        """
-        env = serverEnvironment(kind, self.baseline)
+        env = super().environment(kind)
         env.pop("AIOHTTP_NOSENDFILE", None)
         return env
+
+    def daemonOptions(self, kind: str) -> tuple[str, ...]:
+        """
+        The options our daemon of C{kind} gets after C{--http} and
+        C{--root}: none here.
+        """
+        return ()
+
+    def nginxConfig(self) -> str:
+        """
+        The template of nginx's configuration (see L{NGINX_CONFIG}).
+        """
+        return NGINX_CONFIG
 
     def kinds(self) -> tuple[str, ...]:
         return (
@@ -270,11 +270,11 @@ class HttpServer(ServerProcess):
             return cls._startNginx(setup, logPath, errPath)
         root = str(setup.dataDir)
         if kind in DAEMONS:
-            command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero"]
-            command += ["--http", f"tcp:0:interface={HOST}", "--root", root]
+            command = twistdCommand("zero", "--http", f"tcp:0:interface={HOST}")
+            command += ["--root", root, *setup.daemonOptions(kind)]
         elif kind == TWISTED_STATIC:
-            command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "web"]
-            command += ["--listen", f"tcp:0:interface={HOST}", "--path", root]
+            command = twistdCommand("web", "--listen", f"tcp:0:interface={HOST}")
+            command += ["--path", root]
         else:
             command = [sys.executable, str(AIOHTTP_SERVER), "--root", root]
             command += ["--port", "0"]
@@ -301,7 +301,7 @@ class HttpServer(ServerProcess):
             port = _freePort()
             config = prefix / "nginx.conf"
             config.write_text(
-                NGINX_CONFIG.format(
+                setup.nginxConfig().format(
                     # The worker must read the private temporary directory.
                     user="user root;\n" if os.geteuid() == 0 else "",
                     prefix=prefix,
@@ -383,42 +383,6 @@ def _spawn(
 # The client --------------------------------------------------------------
 
 
-def _request(path: str) -> bytes:
-    return (f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").encode(
-        "ascii"
-    )
-
-
-def parseHead(data: bytes | bytearray, expected: int) -> int | None:
-    """
-    Check the response head at the start of C{data}: status 200 and a
-    C{Content-Length} of C{expected}, no transfer coding.
-
-    @return: The length of the head, or L{None} if it is not all there yet.
-    @raise BenchError: If the response is not the one expected.
-    """
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        if len(data) > MAX_HEAD:
-            raise BenchError(f"no end of the response head in {MAX_HEAD} bytes")
-        return None
-    statusLine, *lines = bytes(data[:end]).decode("latin-1").split("\r\n")
-    parts = statusLine.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or parts[1] != "200":
-        raise BenchError(f"status line {statusLine!r}, not 200")
-    headers: dict[str, str] = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if "transfer-encoding" in headers:
-        raise BenchError(f"transfer-encoding {headers['transfer-encoding']!r}")
-    if headers.get("content-length") != str(expected):
-        raise BenchError(
-            f"content-length {headers.get('content-length')!r}, not {expected}"
-        )
-    return end + 4
-
-
 @dataclass
 class _Download:
     sock: socket.socket
@@ -442,7 +406,7 @@ def download(
 
     @return: The body bytes read.
     """
-    request = _request(path)
+    request = getRequest(path, host=HOST, close=True)
     size = len(view)
     downloads: list[_Download] = []
     try:
@@ -559,6 +523,9 @@ class HttpThroughput(Throughput):
     def serverSystemShare(self) -> float:
         return self.serverSystemCpu / self.serverCpu if self.serverCpu else 0.0
 
+    def serverNote(self) -> str:
+        return f" ({self.serverSystemShare:4.0%} sys)"
+
 
 def measureThroughput(
     server: HttpServer,
@@ -639,7 +606,7 @@ def openStalled(
     """
     Open C{count} downloads of C{path} that read the response head and stop.
     """
-    request = _request(path)
+    request = getRequest(path, host=HOST, close=True)
     socks: list[socket.socket] = []
     try:
         while len(socks) < count:
@@ -697,17 +664,13 @@ def measureStalled(
 
 
 @dataclass(frozen=True)
-class Plan:
-    rounds: int
+class Plan(RunPlan):
     fileSize: int
     singleDownloads: int
     connections: int
     stalledCount: int
     recvSize: int
     clientProcesses: int
-    timeout: float
-    budget: float
-    seed: int
 
 
 Results = RoundResults[str, HttpThroughput]
@@ -732,10 +695,11 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
             ):
                 sequential = plan.singleDownloads if connections == 1 else 1
                 for kind in rng.sample(kinds, len(kinds)):
-                    name = f"{kind} x{connections}"
-                    sample = results.attempt(
+                    results.record(
                         roundIndex,
-                        name,
+                        kind,
+                        connections,
+                        f"{kind} x{connections}",
                         partial(
                             measureThroughput,
                             servers[kind],
@@ -745,27 +709,17 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
                             plan.fileSize,
                             plan,
                         ),
+                        26,
                     )
-                    if sample is not None:
-                        progress(
-                            f"  {name:26} {sample.gbPerSecond:6.2f} GB/s  "
-                            f"{sample.serverCpuPerGb:5.2f} CPU s/GB  "
-                            f"server {sample.serverLoad:4.0%} "
-                            f"({sample.serverSystemShare:4.0%} sys)  "
-                            f"client {sample.clientLoad:4.0%}"
-                        )
-                    results.addThroughput(kind, connections, roundIndex, sample)
             for kind in rng.sample(kinds, len(kinds)):
                 serial += 1
-                name = f"{kind} stalled x{plan.stalledCount}"
-                perDownload = results.attempt(
+                results.recordStalled(
                     roundIndex,
-                    name,
+                    kind,
+                    f"{kind} stalled x{plan.stalledCount}",
                     partial(_startAndMeasureStalled, kind, setup, serial, plan, buffer),
+                    "  {name:26} {value:7.1f} KiB/download",
                 )
-                if perDownload is not None:
-                    progress(f"  {name:26} {perDownload:7.1f} KiB/download")
-                results.addStalled(kind, roundIndex, perDownload)
             results.roundsDone = roundIndex + 1
     return results
 
@@ -806,19 +760,12 @@ class Ratio:
 
     def values(self, results: Results) -> list[float | None]:
         if self.stalled:
-            missing: list[float | None] = [None] * results.rounds
-            return roundRatios(
-                results.stalled.get(OURS, missing),
-                results.stalled.get(self.other, missing),
+            return results.stalledRatios(OURS, self.other)
+        if self.cpu:
+            return results.throughputRatios(
+                OURS, self.other, self.connections, lambda s: s.serverCpuPerGb
             )
-
-        def values(kind: str) -> list[float | None]:
-            samples = results.samples(kind, self.connections)
-            if self.cpu:
-                return [None if s is None else s.serverCpuPerGb for s in samples]
-            return [None if s is None else s.gbPerSecond for s in samples]
-
-        return roundRatios(values(OURS), values(self.other))
+        return results.throughputRatios(OURS, self.other, self.connections)
 
 
 def _ratios(plan: Plan, setup: Setup) -> list[Ratio]:
@@ -910,25 +857,36 @@ def report(plan: Plan, setup: Setup, results: Results) -> tuple[str, bool]:
 # Setup and command line --------------------------------------------------
 
 
-def _probe(setup: Setup, kind: str = OURS) -> tuple[str, str, str]:
+def probeVersions(setup: Setup, kind: str = OURS) -> tuple[str, str, str]:
     """
-    Where the daemon's package is imported from, and the versions of Twisted
-    and aiohttp, as the interpreter of the daemon of C{kind} (ours or the
-    baseline) sees them.
+    Where the daemon's package is imported from (checked: see
+    L{ServerSetup.probeDaemon}), and the versions of Twisted and aiohttp, as
+    the interpreter of the daemon of C{kind} (ours or the baseline) sees
+    them.
     """
-    output = runProbe(
+    output = setup.probeDaemon(
+        kind,
         PROBE,
         [],
-        setup.environment(kind),
-        setup.workDir,
         "cannot import the servers' packages (pip install aiohttp?)",
+        3,
     )
-    if len(output) != 3:
-        raise BenchError(f"unexpected output of the probe: {output}")
     return output[0], output[1], output[2]
 
 
-def _findNginx(option: str | None) -> str | None:
+def addNginxOption(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nginx",
+        help="the nginx executable (default: nginx on PATH or /usr/sbin/nginx; "
+        "empty: leave nginx out)",
+    )
+
+
+def findNginx(option: str | None) -> str | None:
+    """
+    The nginx executable to measure, as C{--nginx} says, or L{None} for
+    none.
+    """
     if option is not None:
         return option or None
     found = shutil.which("nginx")
@@ -937,7 +895,7 @@ def _findNginx(option: str | None) -> str | None:
     return found
 
 
-def _nginxVersion(nginx: str) -> str:
+def nginxVersion(nginx: str) -> str:
     completed = subprocess.run(
         [nginx, "-v"], capture_output=True, text=True, timeout=30, check=True
     )
@@ -978,11 +936,7 @@ def parseArguments(
         "the server leaves; with --pin, as many as CLIENT_CPUS)",
     )
     addStalledOptions(parser, "downloads")
-    parser.add_argument(
-        "--nginx",
-        help="the nginx executable (default: nginx on PATH or /usr/sbin/nginx; "
-        "empty: leave nginx out)",
-    )
+    addNginxOption(parser)
     addRunOptions(parser, " (the client processes, which download)")
     args = parser.parse_args(argv)
     pick = picker(args.quick)
@@ -990,7 +944,7 @@ def parseArguments(
 
     clientCpus = (os.cpu_count() or 1) if pinning is None else len(pinning.clientCpus)
     plan = Plan(
-        rounds=pick(args.rounds, 5, 1),
+        **planFields(parser, args),
         fileSize=pick(args.file_size, 512 * MiB, 64 * MiB),
         singleDownloads=pick(args.single_downloads, 2, 1),
         connections=args.connections,
@@ -999,14 +953,10 @@ def parseArguments(
         clientProcesses=(
             args.client_processes if args.client_processes is not None else clientCpus
         ),
-        timeout=args.timeout,
-        budget=args.budget,
-        seed=seedOf(args.seed),
     )
     checkPositive(
         parser,
         [
-            ("--rounds", plan.rounds),
             ("--file-size", plan.fileSize),
             ("--single-downloads", plan.singleDownloads),
             ("--connections", plan.connections),
@@ -1020,7 +970,7 @@ def parseArguments(
     if plan.fileSize > 64 * GiB:
         parser.error("--file-size is too large")
     baseline: Path | None = args.baseline
-    return plan, _findNginx(args.nginx), baseline, pinning
+    return plan, findNginx(args.nginx), baseline, pinning
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1032,19 +982,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         workDir = Path(tmp).resolve()
         dataDir = workDir / "data"
         dataDir.mkdir()
-        setup = Setup(workDir, dataDir, nginx, baseline, pinning)
-        ourPackage, twistedVersion, aiohttpVersion = _probe(setup)
-        checkImportedFrom(ourPackage, REPO_ROOT)
+        setup = Setup(
+            dataDir, nginx, workDir=workDir, baseline=baseline, pinning=pinning
+        )
+        ourPackage, twistedVersion, aiohttpVersion = probeVersions(setup)
         baselineNote = ""
         if baseline is not None:
-            basePackage, _, _ = _probe(setup, BASELINE)
-            checkImportedFrom(basePackage, baseline)
+            basePackage, _, _ = probeVersions(setup, BASELINE)
             baselineNote = f"; baseline from {Path(basePackage).parent}"
         if nginx is None:
             nginxNote = "nginx skipped: not installed (apt-get install nginx)"
             progress(nginxNote)
         else:
-            nginxNote = f"nginx {_nginxVersion(nginx)} (sendfile on, 1 worker)"
+            nginxNote = f"nginx {nginxVersion(nginx)} (sendfile on, 1 worker)"
         processes = min(plan.clientProcesses, plan.connections)
         pinNote = "" if pinning is None else f"pinned: {pinning.describe()}\n"
         print(

@@ -66,7 +66,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
-import http_bench
+from benchclients import HEAD_READ, connect, getRequest, headEnd, parseHead
+from benchservers import TWISTD, runProbe, terminate
 from benchutil import (
     BASELINE,
     BENCH_DIR,
@@ -74,47 +75,38 @@ from benchutil import (
     HOST,
     OURS,
     REPO_ROOT,
-    TWISTD,
     BenchError,
     MiB,
     Pinning,
     RoundResults,
+    RunPlan,
     Throughput,
     addRoundOptions,
     addRunOptions,
-    checkImportedFrom,
     checkPositive,
-    connect,
     dieWithParent,
     fmt,
     formatSize,
     median,
     parseSize,
     picker,
+    planFields,
     progress,
     roundIndexes,
-    runProbe,
-    seedOf,
     spread,
     table,
-    terminate,
     writeTestFile,
 )
 from http_bench import (
-    HEAD_READ,
-    MAX_HEAD,
     NGINX,
     NGINX_CONFIG,
-    PORT_LINES,
     TWISTED_STATIC,
     HttpServer,
     Setup,
-    _findNginx,
-    _nginxVersion,
-    _probe,
-    _request,
-    _spawn,
-    parseHead,
+    addNginxOption,
+    findNginx,
+    nginxVersion,
+    probeVersions,
 )
 
 sys.path.insert(0, str(REPO_ROOT))
@@ -172,8 +164,7 @@ directory listings (C{autoindex on}).
 
 
 @dataclass(frozen=True)
-class Plan:
-    rounds: int
+class Plan(RunPlan):
     coldDisk: bool
     listing: bool
     delay: float
@@ -184,9 +175,6 @@ class Plan:
     duration: float
     probeTimeout: float
     ioThreads: int
-    timeout: float
-    budget: float
-    seed: int
 
     @property
     def bigFiles(self) -> tuple[str, ...]:
@@ -221,6 +209,12 @@ class SlowSetup(Setup):
     def kinds(self) -> tuple[str, ...]:
         return (*super().kinds(), IDLE)
 
+    def daemonOptions(self, kind: str) -> tuple[str, ...]:
+        return self.daemonArguments[kind]
+
+    def nginxConfig(self) -> str:
+        return SLOW_NGINX_CONFIG
+
 
 def daemonArguments(kind: str, setup: Setup, ioThreads: int) -> tuple[str, ...]:
     """
@@ -241,30 +235,6 @@ def daemonArguments(kind: str, setup: Setup, ioThreads: int) -> tuple[str, ...]:
     if "--io-threads" in options:
         arguments += ("--io-threads", str(ioThreads))
     return arguments
-
-
-def startServer(kind: str, setup: SlowSetup, serial: int) -> HttpServer:
-    """
-    Start a server of C{kind} on the served root: our daemons with their
-    L{SlowSetup.daemonArguments}, the others as C{http_bench} does.
-    """
-    if kind not in DAEMONS:
-        return HttpServer.start(kind, setup, serial)
-    logPath = setup.workDir / f"{serial:03d}-{kind}.log"
-    errPath = logPath.with_suffix(".err")
-    command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero"]
-    command += ["--http", f"tcp:0:interface={HOST}", "--root", str(setup.dataDir)]
-    command += setup.daemonArguments[kind]
-    server = HttpServer(
-        kind, _spawn(kind, command, setup, logPath, errPath), logPath, (errPath,)
-    )
-    try:
-        server.port = server._waitForPort(PORT_LINES[OURS])
-        server._checkPinned(setup)
-    except BaseException:
-        server.stop()
-        raise
-    return server
 
 
 # The served directory -----------------------------------------------------
@@ -368,7 +338,7 @@ class _Stream:
         self.body = 0
         self.started = time.perf_counter()
         self.sock = connect(port, deadline)
-        self.sock.sendall(_request(self.path))
+        self.sock.sendall(getRequest(self.path, host=HOST, close=True))
         self.sock.setblocking(False)
         selector.register(self.sock, selectors.EVENT_READ, self)
 
@@ -437,15 +407,13 @@ def _listingHead(data: bytearray) -> int | None:
 
     @raise BenchError: If the status is another.
     """
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        if len(data) > MAX_HEAD:
-            raise BenchError(f"no end of the response head in {MAX_HEAD} bytes")
+    length = headEnd(data)
+    if length is None:
         return None
     statusLine = bytes(data[: data.find(b"\r\n")]).decode("latin-1")
     if statusLine.split(" ")[1:2] != ["200"]:
         raise BenchError(f"listing: status line {statusLine!r}, not 200")
-    return end + 4
+    return length
 
 
 def _loadProcess(job: LoadJob, stop: Event, results: Connection) -> None:
@@ -563,7 +531,7 @@ def probe(port: int, path: str, plan: Plan, deadline: float) -> list[float]:
     @raise BenchError: If a response is not the one expected, or one takes
         over C{plan.probeTimeout} seconds.
     """
-    request = _request(path)
+    request = getRequest(path, host=HOST, close=True)
     latencies: list[float] = []
     end = time.monotonic() + plan.duration
     while time.monotonic() < end:
@@ -621,6 +589,17 @@ class Sample(Throughput):
         ordered = sorted(self.latencies)
         return 1000 * ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
 
+    def describe(self, name: str, width: int) -> str:
+        return (
+            f"  {name:{width}} p50 {self.latencyMs(0.5):8.1f} ms  "
+            f"p99 {self.latencyMs(0.99):8.1f} ms  "
+            f"max {self.latencyMs(1.0):8.1f} ms  "
+            f"{self.slow:3d} over {SLOW_MS} ms  "
+            f"{len(self.latencies):6d} probes  "
+            f"{self.mbPerSecond:7.1f} MB/s  "
+            f"{len(self.listings):4d} listings"
+        )
+
 
 def measure(kind: str, setup: SlowSetup, plan: Plan, serial: int) -> Sample:
     """
@@ -642,14 +621,14 @@ def measure(kind: str, setup: SlowSetup, plan: Plan, serial: int) -> Sample:
     )
     listing = setup.listingPath(kind) if plan.listing else None
     if kind == IDLE:
-        with startServer(OURS, setup, serial) as server:
+        with HttpServer.start(OURS, setup, serial) as server:
             cpuBefore = sum(server.cpuTimes())
             time.sleep(plan.warmup)
             latencies = probe(server.port, ZERO_PROBE, plan, deadline)
             server.checkAlive()
             serverCpu = sum(server.cpuTimes()) - cpuBefore
         return Sample(plan.duration, 0, serverCpu, 0.0, tuple(latencies), (), 0)
-    with startServer(kind, setup, serial) as server:
+    with HttpServer.start(kind, setup, serial) as server:
         cpuBefore = sum(server.cpuTimes())
         with LoadClient(LoadJob(server.port, downloads, listing, deadline)) as load:
             time.sleep(plan.warmup)
@@ -680,20 +659,14 @@ def runRounds(plan: Plan, setup: SlowSetup) -> Results:
     for roundIndex in roundIndexes(plan.rounds, plan.budget, began):
         for kind in rng.sample(kinds, len(kinds)):
             serial += 1
-            sample = results.attempt(
-                roundIndex, kind, partial(measure, kind, setup, plan, serial)
+            results.record(
+                roundIndex,
+                kind,
+                plan.downloads,
+                kind,
+                partial(measure, kind, setup, plan, serial),
+                20,
             )
-            if sample is not None:
-                progress(
-                    f"  {kind:20} p50 {sample.latencyMs(0.5):8.1f} ms  "
-                    f"p99 {sample.latencyMs(0.99):8.1f} ms  "
-                    f"max {sample.latencyMs(1.0):8.1f} ms  "
-                    f"{sample.slow:3d} over {SLOW_MS} ms  "
-                    f"{len(sample.latencies):6d} probes  "
-                    f"{sample.mbPerSecond:7.1f} MB/s  "
-                    f"{len(sample.listings):4d} listings"
-                )
-            results.addThroughput(kind, plan.downloads, roundIndex, sample)
         results.roundsDone = roundIndex + 1
     return results
 
@@ -769,8 +742,7 @@ def describe(plan: Plan, setup: SlowSetup, nginxNote: str) -> str:
     The header of the report: versions, where the daemons come from, and
     the scenario.
     """
-    ourPackage, twistedVersion, aiohttpVersion = _probe(setup)
-    checkImportedFrom(ourPackage, REPO_ROOT)
+    ourPackage, twistedVersion, aiohttpVersion = probeVersions(setup)
     lines = [
         f"twisted-zero slowfs bench: {platform.python_implementation()} "
         f"{platform.python_version()}, Twisted {twistedVersion}, aiohttp "
@@ -779,8 +751,7 @@ def describe(plan: Plan, setup: SlowSetup, nginxNote: str) -> str:
         f"ours from {Path(ourPackage).parent}; rounds {plan.rounds}; seed {plan.seed}",
     ]
     if setup.baseline is not None:
-        basePackage, _, _ = _probe(setup, BASELINE)
-        checkImportedFrom(basePackage, setup.baseline)
+        basePackage, _, _ = probeVersions(setup, BASELINE)
         lines.append(f"baseline from {Path(basePackage).parent}")
     if setup.pinning is not None:
         lines.append(f"pinned: {setup.pinning.describe()}")
@@ -880,11 +851,7 @@ def parseArguments(
         help="--io-threads passed to our daemons, if they have the option "
         "(default 16, the daemon's own default)",
     )
-    parser.add_argument(
-        "--nginx",
-        help="the nginx executable (default: nginx on PATH or /usr/sbin/nginx; "
-        "empty: leave nginx out)",
-    )
+    addNginxOption(parser)
     parser.add_argument(
         "--write",
         nargs="?",
@@ -897,7 +864,7 @@ def parseArguments(
     args = parser.parse_args(argv)
     pick = picker(args.quick)
     plan = Plan(
-        rounds=pick(args.rounds, 5, 1),
+        **planFields(parser, args),
         coldDisk=args.cold_disk,
         listing=not args.no_listing,
         delay=args.delay,
@@ -910,14 +877,10 @@ def parseArguments(
         else (3.0 if args.quick else 10.0),
         probeTimeout=args.probe_timeout,
         ioThreads=args.io_threads,
-        timeout=args.timeout,
-        budget=args.budget,
-        seed=seedOf(args.seed),
     )
     checkPositive(
         parser,
         [
-            ("--rounds", plan.rounds),
             ("--downloads", plan.downloads),
             ("--file-size", plan.fileSize),
             ("--small-files", plan.smallFiles),
@@ -934,7 +897,7 @@ def parseArguments(
     if args.write is not None:
         write = Path(args.write or (COLD_RESULTS if plan.coldDisk else RESULTS))
     baseline: Path | None = args.baseline
-    return plan, _findNginx(args.nginx), baseline, args.pin, write
+    return plan, findNginx(args.nginx), baseline, args.pin, write
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -944,8 +907,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, terminate)
     if pinning is not None:
         pinning.pinClient()  # the load client is forked from this process
-    # http_bench's HttpServer configures nginx from this module global.
-    http_bench.NGINX_CONFIG = SLOW_NGINX_CONFIG
     if nginx is None:
         nginxNote = (
             "nginx left out (not installed: apt-get install nginx; or --nginx '')"
@@ -953,7 +914,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(nginxNote)
     else:
         nginxNote = (
-            f"nginx {_nginxVersion(nginx)} (aio threads, sendfile on, autoindex "
+            f"nginx {nginxVersion(nginx)} (aio threads, sendfile on, autoindex "
             "on, 1 worker)"
         )
     with tempfile.TemporaryDirectory(prefix="twisted-zero-slowfs-bench-") as tmp:
@@ -963,13 +924,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = root / SLOW_DIR if plan.coldDisk else workDir / "source"
         source.mkdir(exist_ok=True)
         writeData(source, plan)
-        base = Setup(workDir, root, nginx, baseline, pinning)
+        base = Setup(root, nginx, workDir=workDir, baseline=baseline, pinning=pinning)
         arguments = {
             kind: daemonArguments(kind, base, plan.ioThreads)
             for kind in base.kinds()
             if kind in DAEMONS
         }
-        setup = SlowSetup(workDir, root, nginx, baseline, pinning, arguments)
+        setup = SlowSetup(
+            root,
+            nginx,
+            arguments,
+            workDir=workDir,
+            baseline=baseline,
+            pinning=pinning,
+        )
         header = describe(plan, setup, nginxNote)
         print(header, flush=True)
         started = time.monotonic()
