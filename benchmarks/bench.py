@@ -24,8 +24,8 @@ ratios.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import itertools
 import os
 import platform
 import random
@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import benchutil
 from benchclients import connect, readStream, waitUntil, waitUntilSettled
 from benchservers import (
     ServerProcess,
@@ -53,42 +54,9 @@ from benchservers import (
     terminate,
     twistdCommand,
 )
-from benchutil import (
-    BASELINE,
-    BENCH_DIR,
-    DAEMONS,
-    HOST,
-    OURS,
-    STALLED_BATCH,
-    THROUGHPUT_COLUMNS,
-    BenchError,
-    GiB,
-    MiB,
-    Pinning,
-    RoundResults,
-    RunPlan,
-    Throughput,
-    addRoundOptions,
-    addRunOptions,
-    addStalledOptions,
-    checkPositive,
-    fmt,
-    formatSize,
-    median,
-    parseSize,
-    picker,
-    planFields,
-    progress,
-    roundIndexes,
-    spread,
-    stalledCells,
-    table,
-    throughputCells,
-    warmPageCache,
-    writeTestFile,
-)
+from benchutil import BASELINE, DAEMONS, HOST, OURS, MiB
 
-REFERENCE_SERVERS = BENCH_DIR / "reference_servers.py"
+REFERENCE_SERVERS = benchutil.BENCH_DIR / "reference_servers.py"
 
 ASYNCIO_STREAM = "asyncio-stream"
 ASYNCIO_SENDFILE = "asyncio-sendfile"
@@ -292,7 +260,7 @@ def measureThroughput(
     expected: int,
     buffer: bytearray,
     timeout: float,
-) -> Throughput:
+) -> benchutil.Throughput:
     """
     Stream from C{server} on C{connections} connections, each of which must
     give C{expected} bytes, and time it.
@@ -310,11 +278,11 @@ def measureThroughput(
     serverCpu = cpuSeconds(server.pid) - serverBefore
     short = [count for count in received if count != expected]
     if short:
-        raise BenchError(
+        raise benchutil.BenchError(
             f"{server.spec.label}: {len(short)} of {connections} connections "
             f"gave {short[0]} bytes, not {expected}"
         )
-    return Throughput(seconds, sum(received), serverCpu, clientCpu)
+    return benchutil.Throughput(seconds, sum(received), serverCpu, clientCpu)
 
 
 def measureStalled(
@@ -337,7 +305,7 @@ def measureStalled(
     socks: list[socket.socket] = []
     try:
         while len(socks) < count:
-            for _ in range(min(STALLED_BATCH, count - len(socks))):
+            for _ in range(min(benchutil.STALLED_BATCH, count - len(socks))):
                 socks.append(connect(server.port, deadline))
             waitUntil(
                 lambda: openFds(server.pid) - baseFds >= len(socks),
@@ -393,12 +361,27 @@ class Ratio:
     atMost: float | None = None
     stalled: bool = False
 
+    def judge(self, middle: float | None) -> tuple[str, str]:
+        """
+        The target, and the verdict on the median per-round value C{middle}:
+        C{PASS}, C{FAIL}, or none without a target.
+        """
+        if self.atLeast is not None:
+            target = f">= {self.atLeast:.2f}"
+            met = middle is not None and middle >= self.atLeast
+        elif self.atMost is not None:
+            target = f"<= {self.atMost:.0f}"
+            met = middle is not None and middle <= self.atMost
+        else:
+            return "", ""
+        return target, "PASS" if met else "FAIL"
 
-Results = RoundResults[ServerSpec, Throughput]
+
+Results = benchutil.RoundResults[ServerSpec, benchutil.Throughput]
 
 
 @dataclass(frozen=True)
-class Plan(RunPlan):
+class Plan(benchutil.RunPlan):
     singleBytes: int
     multiConnections: int
     multiBytes: int
@@ -411,15 +394,15 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
     results = Results(plan.rounds)
     rng = random.Random(plan.seed)
     buffer = bytearray(plan.recvSize)
-    serial = 0
+    serials = itertools.count(1)
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
         servers: dict[ServerSpec, Server] = {}
         for spec in setup.withBaseline(GENERATED + FILES):
-            serial += 1
-            servers[spec] = stack.enter_context(Server.start(spec, setup, serial))
-        for roundIndex in roundIndexes(plan.rounds, plan.budget, began):
-            warmPageCache(setup.filePath, buffer)
+            server = Server.start(spec, setup, next(serials))
+            servers[spec] = stack.enter_context(server)
+        for roundIndex in benchutil.roundIndexes(plan.rounds, plan.budget, began):
+            benchutil.warmPageCache(setup.filePath, buffer)
             groups = [
                 (specs, connections)
                 for specs in map(setup.withBaseline, (GENERATED, FILES))
@@ -451,25 +434,26 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
                         ),
                         36,
                     )
-            stalledSpecs = setup.withBaseline(STALLED)
-            for spec in rng.sample(stalledSpecs, len(stalledSpecs)):
-                serial += 1
-                results.recordStalled(
-                    roundIndex,
-                    spec,
-                    f"{spec.label} stalled x{plan.stalledCount}",
-                    partial(_startAndMeasureStalled, spec, setup, serial, plan, buffer),
-                    "  {name:36} {value:6.1f} KiB/conn",
-                )
-            results.roundsDone = roundIndex + 1
+            results.recordStalledRound(
+                roundIndex,
+                rng,
+                {
+                    spec: f"{spec.label} stalled x{plan.stalledCount}"
+                    for spec in setup.withBaseline(STALLED)
+                },
+                lambda spec: _measureStalledAlone(
+                    spec, setup, next(serials), plan, buffer
+                ),
+                "  {name:36} {value:6.1f} KiB/conn",
+            )
     return results
 
 
-def _startAndMeasureStalled(
+def _measureStalledAlone(
     spec: ServerSpec, setup: Setup, serial: int, plan: Plan, buffer: bytearray
 ) -> float:
     """
-    Start a server for C{spec}, L{measureStalled} it and stop it.
+    L{measureStalled} a server for C{spec} of its own, started and stopped.
     """
     with Server.start(spec, setup, serial) as server:
         return measureStalled(
@@ -573,60 +557,47 @@ def _ratioValues(results: Results, ratio: Ratio) -> list[float | None]:
 
 
 def report(plan: Plan, setup: Setup, results: Results) -> str:
-    out: list[str] = []
     rounds = f"median of {results.roundsDone} round(s)"
-    rows: list[list[str]] = []
-    for connections in (1, plan.multiConnections):
-        for spec in setup.withBaseline(GENERATED + FILES):
-            samples = results.samples(spec, connections)
-            done = [sample for sample in samples if sample is not None]
-            rows.append(
-                [
-                    f"{spec.source} x{connections}",
-                    spec.kind,
-                    *throughputCells(done),
-                    fmt(median([sample.clientLoad for sample in done]), ".0%"),
-                    str(len(done)),
-                ]
-            )
-    out.append(f"Throughput ({rounds}; GB = 10^9 bytes)")
-    header = ["test", "server", *THROUGHPUT_COLUMNS, "client CPU", "n"]
-    out.append(table(header, rows))
-    out.append("")
-    out.append(
-        f"Stalled readers ({plan.stalledCount} connections reading nothing; "
-        f"added server RSS, {rounds})"
-    )
-    rows = []
-    for spec in setup.withBaseline(STALLED):
-        values = results.stalled.get(spec, [])
-        rows.append([spec.source, spec.kind, *stalledCells(values)])
-    out.append(table(["source", "server", "KiB/conn", "min-max", "n"], rows))
-    out.append("")
-    out.append(f"Ratios and targets ({rounds} of per-round values)")
-    rows = []
+    throughput = [
+        [
+            f"{spec.source} x{connections}",
+            spec.kind,
+            *benchutil.throughputCells(results.done(spec, connections)),
+        ]
+        for connections in (1, plan.multiConnections)
+        for spec in setup.withBaseline(GENERATED + FILES)
+    ]
+    stalled = [
+        [spec.source, spec.kind, *results.stalledCells(spec)]
+        for spec in setup.withBaseline(STALLED)
+    ]
+    ratios = []
     for ratio in _ratios(plan, setup):
         values = _ratioValues(results, ratio)
-        middle = median(values)
-        if ratio.atLeast is not None:
-            target = f">= {ratio.atLeast:.2f}"
-            verdict = middle is not None and middle >= ratio.atLeast
-        elif ratio.atMost is not None:
-            target = f"<= {ratio.atMost:.0f}"
-            verdict = middle is not None and middle <= ratio.atMost
-        else:
-            target, verdict = "", None
-        rows.append(
-            [
-                ratio.title,
-                fmt(middle),
-                spread(values),
-                target,
-                "" if verdict is None else ("PASS" if verdict else "FAIL"),
-            ]
-        )
-    out.append(table(["ratio", "median", "min-max", "target", ""], rows, 1))
-    out += results.failureLines()
+        target, verdict = ratio.judge(benchutil.median(values))
+        ratios.append(benchutil.ratioCells(ratio.title, values, target, verdict))
+    out = [
+        *benchutil.section(
+            f"Throughput ({rounds}; GB = 10^9 bytes)",
+            ["test", "server", *benchutil.throughputColumns()],
+            throughput,
+        ),
+        "",
+        *benchutil.section(
+            f"Stalled readers ({plan.stalledCount} connections reading nothing; "
+            f"added server RSS, {rounds})",
+            ["source", "server", *benchutil.stalledColumns("KiB/conn")],
+            stalled,
+        ),
+        "",
+        *benchutil.section(
+            f"Ratios and targets ({rounds} of per-round values)",
+            benchutil.RATIO_COLUMNS,
+            ratios,
+            1,
+        ),
+        *results.failureLines(),
+    ]
     return "\n".join(out)
 
 
@@ -651,75 +622,59 @@ def _probeOurs(setup: Setup, kind: str = OURS) -> tuple[str, str, dict[str, int]
     return output[0], output[1], sizes
 
 
-def parseArguments(
-    argv: Sequence[str] | None,
-) -> tuple[Plan, str | None, Path | None, Pinning | None]:
-    parser = argparse.ArgumentParser(
-        description="Benchmark twisted-zero against reference servers on "
-        "127.0.0.1 (run by hand, not in CI).",
+def parseArguments(argv: Sequence[str] | None) -> tuple[Plan, str | None]:
+    parser = benchutil.BenchParser(
+        "Benchmark twisted-zero against reference servers on 127.0.0.1 (run by "
+        "hand, not in CI)."
     )
-    addRoundOptions(parser)
+    benchutil.addRoundOptions(parser)
     parser.add_argument(
         "--chunk-size",
-        type=parseSize,
+        type=benchutil.parseSize,
         help="passed to our daemon's --chunk-size for every source (default: "
         "none, so each source uses its own default chunk size); the "
         "asyncio-stream reference writes chunks of the size ours uses",
     )
-    parser.add_argument(
+    size = benchutil.parseSize
+    parser.addNumber(
         "--single-bytes",
-        type=parseSize,
-        help="bytes read from one connection (default 1G; quick 128M)",
+        "bytes read from one connection",
+        size,
+        default=benchutil.GiB,
+        quick=128 * MiB,
     )
-    parser.add_argument(
+    parser.addNumber(
         "--connections",
-        type=int,
+        "connections at once in the multi-connection test (default 16)",
         default=16,
-        help="connections at once in the multi-connection test (default 16)",
+        least=2,
     )
-    parser.add_argument(
+    parser.addNumber(
         "--multi-bytes",
-        type=parseSize,
-        help="bytes read from each of those (default 256M; quick 16M)",
+        "bytes read from each of those",
+        size,
+        default=256 * MiB,
+        quick=16 * MiB,
     )
-    parser.add_argument(
-        "--file-size",
-        type=parseSize,
-        help="size of the streamed temporary file, read whole by every "
-        "connection (default 512M; quick 64M)",
-    )
-    addStalledOptions(parser, "connections")
-    addRunOptions(parser, " (this process, which reads the streams)")
-    args = parser.parse_args(argv)
-    pick = picker(args.quick)
-    plan = Plan(
-        **planFields(parser, args),
-        singleBytes=pick(args.single_bytes, GiB, 128 * MiB),
-        multiConnections=args.connections,
-        multiBytes=pick(args.multi_bytes, 256 * MiB, 16 * MiB),
-        fileSize=pick(args.file_size, 512 * MiB, 64 * MiB),
-        stalledCount=args.stalled,
-        recvSize=args.recv_size,
-    )
-    checkPositive(
+    benchutil.addFileSizeOption(
         parser,
-        [
-            ("--connections", plan.multiConnections - 1),
-            ("--stalled", plan.stalledCount),
-            ("--single-bytes", plan.singleBytes),
-            ("--multi-bytes", plan.multiBytes),
-            ("--file-size", plan.fileSize),
-            ("--recv-size", plan.recvSize),
-        ],
+        "the streamed temporary file, read whole by every connection",
+        512 * MiB,
+        64 * MiB,
+    )
+    benchutil.addStalledOptions(parser, "connections")
+    benchutil.addRunOptions(parser, " (this process, which reads the streams)")
+    args = parser.parseArguments(argv)
+    plan = Plan.fromArguments(
+        args, multiConnections=args.connections, stalledCount=args.stalled
     )
     chunk: int | None = args.chunk_size
-    baseline: Path | None = args.baseline
-    pinning: Pinning | None = args.pin
-    return plan, None if chunk is None else str(chunk), baseline, pinning
+    return plan, None if chunk is None else str(chunk)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    plan, ourChunkOption, baseline, pinning = parseArguments(argv)
+    plan, ourChunkOption = parseArguments(argv)
+    baseline, pinning = plan.baseline, plan.pinning
     signal.signal(signal.SIGTERM, terminate)
     if pinning is not None:
         pinning.pinClient()
@@ -734,7 +689,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             baselineNote = f"; baseline from {Path(basePackage).parent}"
             if ourChunkOption is None:
                 baselineChunksNote = "; baseline " + ", ".join(
-                    f"{source} {formatSize(baseChunks[source])}" for source in SOURCES
+                    f"{source} {benchutil.formatSize(baseChunks[source])}"
+                    for source in SOURCES
                 )
             else:
                 baselineChunksNote = f"; baseline --chunk-size {ourChunkOption}"
@@ -753,10 +709,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             pinning=pinning,
         )
         ourChunks = ", ".join(
-            f"{source} {formatSize(chunkSizes[source])}" for source in SOURCES
+            f"{source} {benchutil.formatSize(chunkSizes[source])}" for source in SOURCES
         )
         referenceChunks = ", ".join(
-            f"{spec.source} {formatSize(chunkSizes[spec.source])}"
+            f"{spec.source} {benchutil.formatSize(chunkSizes[spec.source])}"
             for spec in GENERATED + FILES
             if spec.kind == ASYNCIO_STREAM
         )
@@ -771,15 +727,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"chunks: ours {ourChunks} ({chunkOrigin}){baselineChunksNote}; "
             f"{ASYNCIO_STREAM} {referenceChunks}; "
             f"{FILESENDER} 16K (its own)\n"
-            f"1 x {formatSize(plan.singleBytes)} and {plan.multiConnections} x "
-            f"{formatSize(plan.multiBytes)} generated, file of "
-            f"{formatSize(plan.fileSize)} read whole per connection, "
-            f"recv_into {formatSize(plan.recvSize)}, "
+            f"1 x {benchutil.formatSize(plan.singleBytes)} and {plan.multiConnections} x "
+            f"{benchutil.formatSize(plan.multiBytes)} generated, file of "
+            f"{benchutil.formatSize(plan.fileSize)} read whole per connection, "
+            f"recv_into {benchutil.formatSize(plan.recvSize)}, "
             f"{plan.stalledCount} stalled readers\n",
             flush=True,
         )
-        progress(f"writing {formatSize(plan.fileSize)} to {filePath}")
-        writeTestFile(filePath, plan.fileSize)
+        benchutil.progress(
+            f"writing {benchutil.formatSize(plan.fileSize)} to {filePath}"
+        )
+        benchutil.writeTestFile(filePath, plan.fileSize)
         started = time.monotonic()
         results = runRounds(plan, setup)
         print(report(plan, setup, results))

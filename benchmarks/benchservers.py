@@ -129,20 +129,13 @@ def checkImportedFrom(package: str, root: Path) -> None:
 class ServerSetup:
     """
     What every server of a run is started with: the directory of its logs
-    and configuration, the checkout the baseline daemon is run from, and
-    the CPUs it may run on. A benchmark's own setup adds what it needs.
+    and configuration, and the plan's C{baseline} and C{pinning} (see
+    L{benchutil.RunPlan}). A benchmark's own setup adds what it needs.
     """
 
     workDir: Path
     baseline: Path | None = None
-    """
-    The checkout the baseline daemon is run from, or L{None} for none.
-    """
     pinning: Pinning | None = None
-    """
-    The CPUs of the servers and of the client, or L{None} to leave them to
-    the scheduler.
-    """
 
     def environment(self, kind: str = OURS) -> dict[str, str]:
         """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import os
 import random
 import re
@@ -17,8 +18,9 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -147,6 +149,9 @@ class Throughput:
         )
 
 
+_Sample = TypeVar("_Sample", bound=Throughput)
+
+
 # Processes ---------------------------------------------------------------
 
 
@@ -257,36 +262,102 @@ def addPinOption(parser: argparse.ArgumentParser, clientNote: str = "") -> None:
 # The command line --------------------------------------------------------
 
 
-def addRoundOptions(parser: argparse.ArgumentParser) -> None:
+def _shown(value: float | None, parse: Callable[[str], Any]) -> str:
+    """
+    C{value} as the help of an option that C{parse}s it says it.
+    """
+    if value is not None and parse is parseSize:
+        return formatSize(int(value))
+    return f"{value:g}" if value is not None else "none"
+
+
+class BenchParser(argparse.ArgumentParser):
+    """
+    The command line of a benchmark: an argument parser whose number options
+    say their least value and, where C{--quick} changes it, their default
+    with and without it; L{parseArguments} applies both.
+    """
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description=description)
+        self._numbers: list[tuple[str, float | None, float | None, float | None]] = []
+
+    def addNumber(
+        self,
+        name: str,
+        help: str,
+        parse: Callable[[str], Any] = int,
+        default: float | None = None,
+        quick: float | None = None,
+        least: float | None = 1,
+    ) -> None:
+        """
+        An option that C{parse}s a number, at least C{least} if it has a
+        value (L{None}: any). With C{quick}, its value is by default
+        C{default}, or C{quick} with C{--quick}, as its C{help} goes on to
+        say.
+        """
+        if quick is None:
+            self.add_argument(name, type=parse, default=default, help=help)
+        else:
+            normal, small = _shown(default, parse), _shown(quick, parse)
+            help = f"{help} (default {normal}; quick {small})"
+            self.add_argument(name, type=parse, help=help)
+        self._numbers.append((name, default, quick, least))
+
+    def parseArguments(self, argv: Sequence[str] | None) -> argparse.Namespace:
+        """
+        Parse C{argv}, give each number option left out its default (see
+        L{addNumber}), and stop with a usage error if one is too small.
+        """
+        args = self.parse_args(argv)
+        for name, default, quick, least in self._numbers:
+            dest = name.removeprefix("--").replace("-", "_")
+            if quick is not None and getattr(args, dest) is None:
+                setattr(args, dest, quick if args.quick else default)
+            value = getattr(args, dest)
+            if least is not None and value is not None and value < least:
+                self.error(f"{name} is too small")
+        return args
+
+
+def addRoundOptions(parser: BenchParser) -> None:
     """
     The first options of every benchmark: C{--quick} and C{--rounds}.
     """
     parser.add_argument(
         "--quick", action="store_true", help="one round, small sizes: a smoke test"
     )
-    parser.add_argument("--rounds", type=int, help="rounds (default 5; quick 1)")
+    parser.addNumber("--rounds", "rounds", default=5, quick=1)
 
 
-def addStalledOptions(parser: argparse.ArgumentParser, what: str) -> None:
+def addStalledOptions(parser: BenchParser, what: str) -> None:
     """
     C{--stalled}, how many stalled C{what} the memory test opens, and
     C{--recv-size}.
     """
-    parser.add_argument(
-        "--stalled",
-        type=int,
-        default=200,
-        help=f"stalled {what} for the memory test (default 200)",
+    parser.addNumber(
+        "--stalled", f"stalled {what} for the memory test (default 200)", default=200
     )
-    parser.add_argument(
+    parser.addNumber(
         "--recv-size",
-        type=parseSize,
+        "client recv_into buffer (default 1M)",
+        parseSize,
         default=MiB,
-        help="client recv_into buffer (default 1M)",
     )
 
 
-def addRunOptions(parser: argparse.ArgumentParser, clientNote: str) -> None:
+def addFileSizeOption(parser: BenchParser, what: str, normal: int, quick: int) -> None:
+    """
+    C{--file-size}, the size of C{what}: C{normal}, or C{quick} with
+    C{--quick}.
+    """
+    parser.addNumber(
+        "--file-size", f"size of {what}", parseSize, default=normal, quick=quick
+    )
+
+
+def addRunOptions(parser: BenchParser, clientNote: str) -> None:
     """
     The last options of every benchmark: C{--timeout}, C{--budget},
     C{--seed}, C{--baseline} and C{--pin} (see L{addPinOption} for
@@ -309,67 +380,49 @@ def addRunOptions(parser: argparse.ArgumentParser, clientNote: str) -> None:
     addPinOption(parser, clientNote)
 
 
-def picker(quick: bool) -> Callable[[int | None, int, int], int]:
-    """
-    C{pick(value, normal, small)}: an option's C{value} if it was given,
-    else C{small} with C{--quick} and C{normal} without.
-    """
-
-    def pick(value: int | None, normal: int, small: int) -> int:
-        return value if value is not None else (small if quick else normal)
-
-    return pick
-
-
-def seedOf(seed: int | None) -> int:
-    """
-    The C{--seed} given, or a random one.
-    """
-    return seed if seed is not None else random.randrange(2**32)
+_Plan = TypeVar("_Plan", bound="RunPlan")
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunPlan:
     """
-    What the plan of every benchmark has (see L{planFields}); a benchmark's
-    own plan adds what it measures.
+    What the plan of every benchmark has; a benchmark's own plan adds what
+    it measures.
     """
 
     rounds: int
     timeout: float
     budget: float
     seed: int
-
-
-def planFields(
-    parser: argparse.ArgumentParser, args: argparse.Namespace
-) -> dict[str, Any]:
+    baseline: Path | None = None
     """
-    The fields of a L{RunPlan}, from the options of L{addRoundOptions} and
-    L{addRunOptions}: C{rounds} (default 5; quick 1), C{timeout}, C{budget}
-    and C{seed} (L{seedOf}); stop with a usage error if C{--rounds} is too
-    small.
+    The checkout the baseline daemon is run from, or L{None} for none.
     """
-    rounds = picker(args.quick)(args.rounds, 5, 1)
-    checkPositive(parser, [("--rounds", rounds)])
-    return {
-        "rounds": rounds,
-        "timeout": args.timeout,
-        "budget": args.budget,
-        "seed": seedOf(args.seed),
-    }
+    pinning: Pinning | None = None
+    """
+    The CPUs of the servers and of the client, or L{None} to leave them to
+    the scheduler.
+    """
 
-
-def checkPositive(
-    parser: argparse.ArgumentParser, values: Iterable[tuple[str, int]]
-) -> None:
-    """
-    Stop with a usage error if one of the C{(option, value)} pairs has a
-    value below 1.
-    """
-    for name, value in values:
-        if value < 1:
-            parser.error(f"{name} is too small")
+    @classmethod
+    def fromArguments(
+        cls: type[_Plan], args: argparse.Namespace, **fields: Any
+    ) -> _Plan:
+        """
+        The plan that the options C{args} (of L{BenchParser.parseArguments})
+        make: each field not in C{fields} is the option of its name
+        (C{singleBytes}: C{--single-bytes}), C{seed} the one given or a
+        random one, and C{pinning} C{--pin}.
+        """
+        fields.setdefault("pinning", args.pin)
+        fields.setdefault(
+            "seed", args.seed if args.seed is not None else random.randrange(2**32)
+        )
+        for planField in dataclasses.fields(cls):
+            if planField.name not in fields:
+                option = re.sub("([A-Z])", r"_\1", planField.name).lower()
+                fields[planField.name] = getattr(args, option)
+        return cls(**fields)
 
 
 # The test file -----------------------------------------------------------
@@ -456,37 +509,88 @@ def table(
     return "\n".join([line(header), rule, *map(line, rows)])
 
 
-THROUGHPUT_COLUMNS = ("GB/s", "min-max", "srv CPU s/GB", "srv CPU")
-"""
-The headers of L{throughputCells}.
-"""
-
-
-def throughputCells(done: Sequence[Throughput]) -> list[str]:
+def throughputColumns(extra: Sequence[str] = ()) -> list[str]:
     """
-    The medians of the measurements C{done}, under L{THROUGHPUT_COLUMNS}.
+    The headers of L{throughputCells}, with C{extra} headers before the
+    client's CPU.
+    """
+    return ["GB/s", "min-max", "srv CPU s/GB", "srv CPU", *extra, "client CPU", "n"]
+
+
+def _clientLoad(sample: Throughput) -> float:
+    return sample.clientLoad
+
+
+def throughputCells(
+    done: Sequence[_Sample], extra: Sequence[Callable[[_Sample], float]] = ()
+) -> list[str]:
+    """
+    The medians of the measurements C{done} and their count, under
+    L{throughputColumns}: with C{extra} figures of each measurement (as
+    percentages), before the client's CPU.
     """
     speeds: list[float | None] = [sample.gbPerSecond for sample in done]
+    figures: list[Callable[[_Sample], float]] = [*extra, _clientLoad]
     return [
         fmt(median(speeds)),
         spread(speeds),
         fmt(median([sample.serverCpuPerGb for sample in done])),
         fmt(median([sample.serverLoad for sample in done]), ".0%"),
+        *(
+            fmt(median([figure(sample) for sample in done]), ".0%")
+            for figure in figures
+        ),
+        str(len(done)),
     ]
 
 
 def stalledCells(values: Sequence[float | None]) -> list[str]:
     """
-    The median, C{min-max} and count of the memory figures present.
+    The median, C{min-max} and count of the memory figures present, under
+    L{stalledColumns}.
     """
     count = sum(value is not None for value in values)
     return [fmt(median(values), ".1f"), spread(values, ".1f"), str(count)]
 
 
+def stalledColumns(unit: str) -> list[str]:
+    """
+    The headers of L{stalledCells}, the median's in C{unit}.
+    """
+    return [unit, "min-max", "n"]
+
+
+RATIO_COLUMNS = ("ratio", "median", "min-max", "target", "")
+"""
+The headers of L{ratioCells}.
+"""
+
+
+def ratioCells(
+    title: str, values: Sequence[float | None], target: str, verdict: str
+) -> list[str]:
+    """
+    A ratio's row: its C{title}, the median and C{min-max} of its per-round
+    C{values}, its C{target} and the C{verdict} on it.
+    """
+    return [title, fmt(median(values)), spread(values), target, verdict]
+
+
+def section(
+    title: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    textColumns: int = 2,
+) -> list[str]:
+    """
+    The lines of a report's table (see L{table}) under its C{title}.
+    """
+    return [title, table(header, rows, textColumns)]
+
+
 # Rounds and results ------------------------------------------------------
 
 _Key = TypeVar("_Key")
-_Sample = TypeVar("_Sample", bound=Throughput)
 _Value = TypeVar("_Value")
 
 
@@ -530,6 +634,20 @@ class RoundResults(Generic[_Key, _Sample]):
 
     def samples(self, server: _Key, connections: int) -> list[_Sample | None]:
         return self.throughput.get((server, connections), [None] * self.rounds)
+
+    def done(self, server: _Key, connections: int) -> list[_Sample]:
+        """
+        The throughput measurements of C{server} on C{connections}
+        connections that were made.
+        """
+        samples = self.samples(server, connections)
+        return [sample for sample in samples if sample is not None]
+
+    def stalledCells(self, server: _Key) -> list[str]:
+        """
+        The L{stalledCells} of C{server}'s stalled memory figures.
+        """
+        return stalledCells(self.stalled.get(server, []))
 
     def throughputRatios(
         self,
@@ -607,6 +725,24 @@ class RoundResults(Generic[_Key, _Sample]):
         if value is not None:
             progress(line.format(name=name, value=value))
         self.addStalled(server, roundIndex, value)
+
+    def recordStalledRound(
+        self,
+        roundIndex: int,
+        rng: random.Random,
+        names: Mapping[_Key, str],
+        measure: Callable[[_Key], float],
+        line: str,
+    ) -> None:
+        """
+        The last of a round: L{recordStalled} C{measure(server)} for each
+        server of C{names} (with its name), in an order C{rng} shuffles.
+        """
+        servers = list(names)
+        for server in rng.sample(servers, len(servers)):
+            measureServer = partial(measure, server)
+            self.recordStalled(roundIndex, server, names[server], measureServer, line)
+        self.roundsDone = roundIndex + 1
 
     def failureLines(self) -> list[str]:
         """

@@ -30,21 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import benchutil
 from benchclients import getRequest
 from benchservers import ZeroDaemon, cpuSeconds, daemonEnvironments
-from benchutil import (
-    BASELINE,
-    HOST,
-    OURS,
-    BenchError,
-    MiB,
-    addBaselineOption,
-    fmt,
-    median,
-    parseSize,
-    progress,
-    table,
-)
+from benchutil import BASELINE, HOST, OURS, MiB
 
 ENDPOINT = f"tcp:0:interface={HOST}"
 TOLERANCE = 0.25
@@ -103,14 +92,14 @@ async def readFor(
             writer.write(getRequest(target))
             head = await reader.readuntil(b"\r\n\r\n")
             if not head.startswith(b"HTTP/1.1 200"):
-                raise BenchError(f"unexpected response: {head[:80]!r}")
+                raise benchutil.BenchError(f"unexpected response: {head[:80]!r}")
         while (left := end - loop.time()) > 0:
             try:
                 data = await asyncio.wait_for(reader.read(MiB), left)
             except asyncio.TimeoutError:
                 break
             if not data:
-                raise BenchError("the daemon closed a connection early")
+                raise benchutil.BenchError("the daemon closed a connection early")
             counts[0] += len(data)
     finally:
         writer.transport.abort()
@@ -159,13 +148,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
-        "--total-rate", type=parseSize, default=50 * MiB, help="default 50M"
+        "--total-rate", type=benchutil.parseSize, default=50 * MiB, help="default 50M"
     )
     parser.add_argument("--only", help="only the paths whose label contains this")
     parser.add_argument(
         "--quick", action="store_true", help="one round, 20 clients, 4 s"
     )
-    addBaselineOption(parser)
+    benchutil.addBaselineOption(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.clients, args.seconds = 1, 20, 4.0
@@ -178,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for roundIndex in range(args.rounds):
             for path in paths:
                 for kind in rng.sample(kinds, len(kinds)):
-                    progress(f"round {roundIndex + 1}: {path.label}, {kind}")
+                    benchutil.progress(f"round {roundIndex + 1}: {path.label}, {kind}")
                     daemon = ZeroDaemon(
                         kind,
                         ("--total-rate", str(args.total_rate), *path.args),
@@ -191,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         )
                     finally:
                         daemon.stop()
-                    progress(f"  {describe(sample)}")
+                    benchutil.progress(f"  {describe(sample)}")
                     samples.setdefault((path.label, kind), []).append(sample)
     report(paths, kinds, samples, args)
 
@@ -229,21 +218,27 @@ def report(
                         path.label,
                         kind,
                         str(index + 1),
-                        fmt(min(rates)),
-                        fmt(statistics.median(rates)),
-                        fmt(max(rates)),
+                        benchutil.fmt(min(rates)),
+                        benchutil.fmt(statistics.median(rates)),
+                        benchutil.fmt(max(rates)),
                         f"{sample.outside}/{len(rates)}",
-                        fmt(sample.cpu),
+                        benchutil.fmt(sample.cpu),
                     ]
                 )
-    print(table(headers, rows, textColumns=2))
+    print(benchutil.table(headers, rows, textColumns=2))
     if BASELINE in kinds:
         print("\nMedian daemon CPU seconds over the rounds, ours / baseline:")
         for path in paths:
-            ours = median([s.cpu for s in samples.get((path.label, OURS), [])])
-            base = median([s.cpu for s in samples.get((path.label, BASELINE), [])])
+            ours = benchutil.median(
+                [s.cpu for s in samples.get((path.label, OURS), [])]
+            )
+            base = benchutil.median(
+                [s.cpu for s in samples.get((path.label, BASELINE), [])]
+            )
             ratio = None if ours is None or not base else ours / base
-            print(f"  {path.label}: {fmt(ours)} / {fmt(base)} = {fmt(ratio)}")
+            print(
+                f"  {path.label}: {benchutil.fmt(ours)} / {benchutil.fmt(base)} = {benchutil.fmt(ratio)}"
+            )
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import multiprocessing
 import os
 import platform
@@ -49,6 +50,7 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+import benchutil
 from benchclients import (
     HEAD_READ,
     connect,
@@ -67,42 +69,9 @@ from benchservers import (
     terminate,
     twistdCommand,
 )
-from benchutil import (
-    BASELINE,
-    BENCH_DIR,
-    DAEMONS,
-    HOST,
-    OURS,
-    STALLED_BATCH,
-    THROUGHPUT_COLUMNS,
-    BenchError,
-    GiB,
-    MiB,
-    Pinning,
-    RoundResults,
-    RunPlan,
-    Throughput,
-    addRoundOptions,
-    addRunOptions,
-    addStalledOptions,
-    checkPositive,
-    fmt,
-    formatSize,
-    median,
-    parseSize,
-    picker,
-    planFields,
-    progress,
-    roundIndexes,
-    spread,
-    stalledCells,
-    table,
-    throughputCells,
-    warmPageCache,
-    writeTestFile,
-)
+from benchutil import BASELINE, DAEMONS, HOST, OURS, MiB
 
-AIOHTTP_SERVER = BENCH_DIR / "aiohttp_server.py"
+AIOHTTP_SERVER = benchutil.BENCH_DIR / "aiohttp_server.py"
 FILE_NAME = "download.bin"
 WARM_NAME = "warm.bin"
 WARM_SIZE = 4 * MiB
@@ -323,7 +292,7 @@ class HttpServer(ServerProcess):
             try:
                 server._waitForNginx()
                 server._checkPinned(setup)
-            except BenchError:
+            except benchutil.BenchError:
                 server.stop()
                 if attempt < 2 and "Address already in use" in server.logTail():
                     continue  # another process took the port meanwhile
@@ -350,7 +319,9 @@ class HttpServer(ServerProcess):
                     self.workers = tuple(workers)
                     return
             time.sleep(0.05)
-        raise BenchError(f"{self.label}: not serving after {STARTUP_TIMEOUT}s")
+        raise benchutil.BenchError(
+            f"{self.label}: not serving after {STARTUP_TIMEOUT}s"
+        )
 
     def _checkPinned(self, setup: Setup) -> None:
         """
@@ -421,7 +392,7 @@ def download(
             while selector.get_map():
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
-                    raise BenchError("the downloads took too long")
+                    raise benchutil.BenchError("the downloads took too long")
                 for key, _ in selector.select(timeout):
                     item = key.data
                     want = HEAD_READ if not item.headDone else expected - item.body
@@ -430,7 +401,7 @@ def download(
                     except BlockingIOError:
                         continue
                     if not count:
-                        raise BenchError(
+                        raise benchutil.BenchError(
                             f"connection closed after {item.body} of {expected} "
                             "body bytes"
                         )
@@ -443,7 +414,9 @@ def download(
                             item.headDone = True
                             item.body = len(item.head) - headLength
                             if item.body > expected:
-                                raise BenchError("more bytes than Content-Length")
+                                raise benchutil.BenchError(
+                                    "more bytes than Content-Length"
+                                )
                     if item.headDone and item.body == expected:
                         selector.unregister(item.sock)
     finally:
@@ -493,7 +466,7 @@ def _clientProcess(job: ClientJob, go: Event, results: Connection) -> None:
             received += download(
                 job.port, job.path, job.connections, job.expected, view, job.deadline
             )
-    except BenchError as e:
+    except benchutil.BenchError as e:
         error = str(e)
     except Exception as e:
         error = f"{type(e).__name__}: {e}"
@@ -511,7 +484,7 @@ def _shares(total: int, parts: int) -> list[int]:
 
 
 @dataclass(frozen=True)
-class HttpThroughput(Throughput):
+class HttpThroughput(benchutil.Throughput):
     """
     A throughput measurement that also tells the server's CPU time in the
     kernel apart.
@@ -564,11 +537,13 @@ def measureThroughput(
         go.set()
         for _, receiver in clients:
             if not receiver.poll(max(deadline - time.monotonic(), 0)):
-                raise BenchError(f"the downloads took over {plan.timeout:.0f}s")
+                raise benchutil.BenchError(
+                    f"the downloads took over {plan.timeout:.0f}s"
+                )
             try:
                 results.append(receiver.recv())
             except EOFError:
-                raise BenchError("a client process died") from None
+                raise benchutil.BenchError("a client process died") from None
         seconds = time.perf_counter() - started
         userAfter, systemAfter = server.cpuTimes()
     finally:
@@ -580,10 +555,12 @@ def measureThroughput(
                 client.join(5)
     errors = [error for _, _, error in results if error is not None]
     if errors:
-        raise BenchError(f"{server.label}: {errors[0]}")
+        raise benchutil.BenchError(f"{server.label}: {errors[0]}")
     received = sum(count for count, _, _ in results)
     if received != connections * sequential * expected:
-        raise BenchError(f"{server.label}: {received} body bytes read, expected more")
+        raise benchutil.BenchError(
+            f"{server.label}: {received} body bytes read, expected more"
+        )
     clientCpu = sum(cpu for _, cpu, _ in results)
     systemCpu = systemAfter - systemBefore
     serverCpu = userAfter - userBefore + systemCpu
@@ -596,7 +573,7 @@ def _readHead(sock: socket.socket, expected: int, deadline: float) -> None:
     while parseHead(head, expected) is None:
         data = sock.recv(4096)
         if not data:
-            raise BenchError("connection closed before the response head")
+            raise benchutil.BenchError("connection closed before the response head")
         head += data
 
 
@@ -612,7 +589,7 @@ def openStalled(
         while len(socks) < count:
             batch = [
                 connect(server.port, deadline)
-                for _ in range(min(STALLED_BATCH, count - len(socks)))
+                for _ in range(min(benchutil.STALLED_BATCH, count - len(socks)))
             ]
             socks += batch
             for sock in batch:
@@ -664,7 +641,7 @@ def measureStalled(
 
 
 @dataclass(frozen=True)
-class Plan(RunPlan):
+class Plan(benchutil.RunPlan):
     fileSize: int
     singleDownloads: int
     connections: int
@@ -673,7 +650,7 @@ class Plan(RunPlan):
     clientProcesses: int
 
 
-Results = RoundResults[str, HttpThroughput]
+Results = benchutil.RoundResults[str, HttpThroughput]
 
 
 def runRounds(plan: Plan, setup: Setup) -> Results:
@@ -681,15 +658,15 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
     rng = random.Random(plan.seed)
     buffer = bytearray(plan.recvSize)
     kinds = setup.kinds()
-    serial = 0
+    serials = itertools.count(1)
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
-        servers: dict[str, HttpServer] = {}
-        for kind in kinds:
-            serial += 1
-            servers[kind] = stack.enter_context(HttpServer.start(kind, setup, serial))
-        for roundIndex in roundIndexes(plan.rounds, plan.budget, began):
-            warmPageCache(setup.dataDir / FILE_NAME, buffer)
+        servers = {
+            kind: stack.enter_context(HttpServer.start(kind, setup, next(serials)))
+            for kind in kinds
+        }
+        for roundIndex in benchutil.roundIndexes(plan.rounds, plan.budget, began):
+            benchutil.warmPageCache(setup.dataDir / FILE_NAME, buffer)
             for connections in rng.sample(
                 [1, plan.connections], 2 if plan.connections > 1 else 1
             ):
@@ -711,27 +688,20 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
                         ),
                         26,
                     )
-            for kind in rng.sample(kinds, len(kinds)):
-                serial += 1
-                results.recordStalled(
-                    roundIndex,
-                    kind,
-                    f"{kind} stalled x{plan.stalledCount}",
-                    partial(_startAndMeasureStalled, kind, setup, serial, plan, buffer),
-                    "  {name:26} {value:7.1f} KiB/download",
-                )
-            results.roundsDone = roundIndex + 1
+            names = {kind: f"{kind} stalled x{plan.stalledCount}" for kind in kinds}
+
+            def measureAlone(kind: str) -> float:
+                with HttpServer.start(kind, setup, next(serials)) as server:
+                    return measureStalled(server, setup, plan, buffer)
+
+            results.recordStalledRound(
+                roundIndex,
+                rng,
+                names,
+                measureAlone,
+                "  {name:26} {value:7.1f} KiB/download",
+            )
     return results
-
-
-def _startAndMeasureStalled(
-    kind: str, setup: Setup, serial: int, plan: Plan, buffer: bytearray
-) -> float:
-    """
-    Start a server of C{kind}, L{measureStalled} it and stop it.
-    """
-    with HttpServer.start(kind, setup, serial) as server:
-        return measureStalled(server, setup, plan, buffer)
 
 
 # The report --------------------------------------------------------------
@@ -786,45 +756,30 @@ def _ratios(plan: Plan, setup: Setup) -> list[Ratio]:
     return ratios
 
 
+def systemShare(sample: HttpThroughput) -> float:
+    return sample.serverSystemShare
+
+
 def report(plan: Plan, setup: Setup, results: Results) -> tuple[str, bool]:
     """
     The tables of medians and ratios, and whether the target is met.
     """
-    out: list[str] = []
     rounds = f"median of {results.roundsDone} round(s)"
-    rows: list[list[str]] = []
-    for connections in sorted({1, plan.connections}):
-        for kind in setup.kinds():
-            done = [s for s in results.samples(kind, connections) if s is not None]
-            rows.append(
-                [
-                    f"x{connections}",
-                    kind,
-                    *throughputCells(done),
-                    fmt(median([s.serverSystemShare for s in done]), ".0%"),
-                    fmt(median([sample.clientLoad for sample in done]), ".0%"),
-                    str(len(done)),
-                ]
-            )
-    out.append(f"Throughput ({rounds}; GB = 10^9 bytes of body)")
-    header = ["conns", "server", *THROUGHPUT_COLUMNS, "srv sys", "client CPU", "n"]
-    out.append(table(header, rows))
-    out.append("")
-    out.append(
-        f"Stalled downloads ({plan.stalledCount} clients that read the head "
-        f"and stop; added server RSS, {rounds})"
-    )
-    rows = []
-    for kind in setup.kinds():
-        rows.append([kind, *stalledCells(results.stalled.get(kind, []))])
-    out.append(table(["server", "KiB/download", "min-max", "n"], rows, 1))
-    out.append("")
-    out.append(f"Ratios ours / other ({rounds} of per-round values)")
-    rows = []
+    throughput = [
+        [
+            f"x{connections}",
+            kind,
+            *benchutil.throughputCells(results.done(kind, connections), [systemShare]),
+        ]
+        for connections in sorted({1, plan.connections})
+        for kind in setup.kinds()
+    ]
+    stalled = [[kind, *results.stalledCells(kind)] for kind in setup.kinds()]
+    ratios = []
     met = True
     for ratio in _ratios(plan, setup):
         values = ratio.values(results)
-        middle = median(values)
+        middle = benchutil.median(values)
         verdict = ""
         if ratio.target:
             ahead = middle is not None and middle > 1.0
@@ -832,22 +787,34 @@ def report(plan: Plan, setup: Setup, results: Results) -> tuple[str, bool]:
             verdict = "PASS" if ahead else "FAIL"
         elif not ratio.cpu and ratio.other != BASELINE:
             verdict = "(reference)"
-        rows.append(
-            [
-                ratio.title,
-                fmt(middle),
-                spread(values),
-                "> 1.00" if ratio.target else "",
-                verdict,
-            ]
-        )
-    out.append(table(["ratio", "median", "min-max", "target", ""], rows, 1))
-    out.append("")
-    out.append(
+        target = "> 1.00" if ratio.target else ""
+        ratios.append(benchutil.ratioCells(ratio.title, values, target, verdict))
+    out = [
+        *benchutil.section(
+            f"Throughput ({rounds}; GB = 10^9 bytes of body)",
+            ["conns", "server", *benchutil.throughputColumns(["srv sys"])],
+            throughput,
+        ),
+        "",
+        *benchutil.section(
+            f"Stalled downloads ({plan.stalledCount} clients that read the head "
+            f"and stop; added server RSS, {rounds})",
+            ["server", *benchutil.stalledColumns("KiB/download")],
+            stalled,
+            1,
+        ),
+        "",
+        *benchutil.section(
+            f"Ratios ours / other ({rounds} of per-round values)",
+            benchutil.RATIO_COLUMNS,
+            ratios,
+            1,
+        ),
+        "",
         f"Target: ours ahead of {' and '.join(TARGETS)} (median per-round GB/s "
         f"ratio > 1 with 1 and {plan.connections} connections): "
-        f"{'PASS' if met else 'FAIL'}"
-    )
+        f"{'PASS' if met else 'FAIL'}",
+    ]
     if setup.nginx is None:
         out.append("nginx: skipped (not installed)")
     out += results.failureLines()
@@ -902,79 +869,54 @@ def nginxVersion(nginx: str) -> str:
     return completed.stderr.strip().removeprefix("nginx version: ")
 
 
-def parseArguments(
-    argv: Sequence[str] | None,
-) -> tuple[Plan, str | None, Path | None, Pinning | None]:
-    parser = argparse.ArgumentParser(
-        description="Benchmark downloads from twisted-zero's HTTP front end "
-        "against twisted.web.static, aiohttp and nginx on 127.0.0.1 (run by "
-        "hand, not in CI).",
+def parseArguments(argv: Sequence[str] | None) -> tuple[Plan, str | None]:
+    parser = benchutil.BenchParser(
+        "Benchmark downloads from twisted-zero's HTTP front end against "
+        "twisted.web.static, aiohttp and nginx on 127.0.0.1 (run by hand, not "
+        "in CI)."
     )
-    addRoundOptions(parser)
-    parser.add_argument(
-        "--file-size",
-        type=parseSize,
-        help="size of the downloaded file (default 512M; quick 64M)",
-    )
-    parser.add_argument(
+    benchutil.addRoundOptions(parser)
+    benchutil.addFileSizeOption(parser, "the downloaded file", 512 * MiB, 64 * MiB)
+    parser.addNumber(
         "--single-downloads",
-        type=int,
-        help="downloads one after the other in the one-connection test "
-        "(default 2; quick 1)",
+        "downloads one after the other in the one-connection test",
+        default=2,
+        quick=1,
     )
-    parser.add_argument(
+    parser.addNumber(
         "--connections",
-        type=int,
+        "downloads at once in the multi-connection test (default 16)",
         default=16,
-        help="downloads at once in the multi-connection test (default 16)",
     )
-    parser.add_argument(
+    parser.addNumber(
         "--client-processes",
-        type=int,
-        help="client processes the connections are spread over (default: as "
-        "many as the machine has CPUs, so that the client can use whatever CPU "
-        "the server leaves; with --pin, as many as CLIENT_CPUS)",
+        "client processes the connections are spread over (default: as many as "
+        "the machine has CPUs, so that the client can use whatever CPU the "
+        "server leaves; with --pin, as many as CLIENT_CPUS)",
     )
-    addStalledOptions(parser, "downloads")
+    benchutil.addStalledOptions(parser, "downloads")
     addNginxOption(parser)
-    addRunOptions(parser, " (the client processes, which download)")
-    args = parser.parse_args(argv)
-    pick = picker(args.quick)
-    pinning: Pinning | None = args.pin
-
+    benchutil.addRunOptions(parser, " (the client processes, which download)")
+    args = parser.parseArguments(argv)
+    pinning: benchutil.Pinning | None = args.pin
     clientCpus = (os.cpu_count() or 1) if pinning is None else len(pinning.clientCpus)
-    plan = Plan(
-        **planFields(parser, args),
-        fileSize=pick(args.file_size, 512 * MiB, 64 * MiB),
-        singleDownloads=pick(args.single_downloads, 2, 1),
-        connections=args.connections,
+    plan = Plan.fromArguments(
+        args,
         stalledCount=args.stalled,
-        recvSize=args.recv_size,
         clientProcesses=(
             args.client_processes if args.client_processes is not None else clientCpus
         ),
     )
-    checkPositive(
-        parser,
-        [
-            ("--file-size", plan.fileSize),
-            ("--single-downloads", plan.singleDownloads),
-            ("--connections", plan.connections),
-            ("--client-processes", plan.clientProcesses),
-            ("--stalled", plan.stalledCount),
-            ("--recv-size", plan.recvSize),
-        ],
-    )
     if plan.timeout <= 0:
         parser.error("--timeout must be positive")
-    if plan.fileSize > 64 * GiB:
+    if plan.fileSize > 64 * benchutil.GiB:
         parser.error("--file-size is too large")
-    baseline: Path | None = args.baseline
-    return plan, findNginx(args.nginx), baseline, pinning
+    return plan, findNginx(args.nginx)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    plan, nginx, baseline, pinning = parseArguments(argv)
+    plan, nginx = parseArguments(argv)
+    baseline, pinning = plan.baseline, plan.pinning
     signal.signal(signal.SIGTERM, terminate)
     if pinning is not None:
         pinning.pinClient()  # the client processes are forked from this one
@@ -992,7 +934,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             baselineNote = f"; baseline from {Path(basePackage).parent}"
         if nginx is None:
             nginxNote = "nginx skipped: not installed (apt-get install nginx)"
-            progress(nginxNote)
+            benchutil.progress(nginxNote)
         else:
             nginxNote = f"nginx {nginxVersion(nginx)} (sendfile on, 1 worker)"
         processes = min(plan.clientProcesses, plan.connections)
@@ -1005,16 +947,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"ours from {Path(ourPackage).parent}{baselineNote}; "
             f"rounds {plan.rounds}; seed {plan.seed}\n"
             f"{pinNote}"
-            f"file of {formatSize(plan.fileSize)} (page cache), downloaded "
+            f"file of {benchutil.formatSize(plan.fileSize)} (page cache), downloaded "
             f"{plan.singleDownloads} x on 1 connection and once on each of "
             f"{plan.connections} at once; client: {processes} process(es), "
-            f"recv_into {formatSize(plan.recvSize)}; "
+            f"recv_into {benchutil.formatSize(plan.recvSize)}; "
             f"{plan.stalledCount} stalled downloads\n",
             flush=True,
         )
-        progress(f"writing {formatSize(plan.fileSize)} to {dataDir / FILE_NAME}")
-        writeTestFile(dataDir / FILE_NAME, plan.fileSize)
-        writeTestFile(dataDir / WARM_NAME, WARM_SIZE)
+        benchutil.progress(
+            f"writing {benchutil.formatSize(plan.fileSize)} to {dataDir / FILE_NAME}"
+        )
+        benchutil.writeTestFile(dataDir / FILE_NAME, plan.fileSize)
+        benchutil.writeTestFile(dataDir / WARM_NAME, WARM_SIZE)
         started = time.monotonic()
         results = runRounds(plan, setup)
         text, _ = report(plan, setup, results)

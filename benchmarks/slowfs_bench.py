@@ -46,7 +46,6 @@ measured too, as C{baseline}.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import multiprocessing
@@ -66,37 +65,10 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+import benchutil
 from benchclients import HEAD_READ, connect, getRequest, headEnd, parseHead
 from benchservers import TWISTD, runProbe, terminate
-from benchutil import (
-    BASELINE,
-    BENCH_DIR,
-    DAEMONS,
-    HOST,
-    OURS,
-    REPO_ROOT,
-    BenchError,
-    MiB,
-    Pinning,
-    RoundResults,
-    RunPlan,
-    Throughput,
-    addRoundOptions,
-    addRunOptions,
-    checkPositive,
-    dieWithParent,
-    fmt,
-    formatSize,
-    median,
-    parseSize,
-    picker,
-    planFields,
-    progress,
-    roundIndexes,
-    spread,
-    table,
-    writeTestFile,
-)
+from benchutil import BASELINE, DAEMONS, HOST, OURS, MiB
 from http_bench import (
     NGINX,
     NGINX_CONFIG,
@@ -109,7 +81,7 @@ from http_bench import (
     probeVersions,
 )
 
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(benchutil.REPO_ROOT))
 from tests.slowfs import mounted, unavailable
 
 SLOW_DIR = "slow"
@@ -133,8 +105,8 @@ the same rounds.
 LISTERS = (OURS, BASELINE, TWISTED_STATIC, NGINX)
 """The servers that list directories; aiohttp's C{FileResponse} does not."""
 
-RESULTS = BENCH_DIR / "results-slowfs-latest.txt"
-COLD_RESULTS = BENCH_DIR / "results-slowfs-cold-disk-latest.txt"
+RESULTS = benchutil.BENCH_DIR / "results-slowfs-latest.txt"
+COLD_RESULTS = benchutil.BENCH_DIR / "results-slowfs-cold-disk-latest.txt"
 
 
 def _derive(template: str, old: str, new: str) -> str:
@@ -144,7 +116,7 @@ def _derive(template: str, old: str, new: str) -> str:
     @raise BenchError: If C{template} does not hold exactly one C{old}.
     """
     if template.count(old) != 1:
-        raise BenchError(f"http_bench's nginx configuration changed: {old!r}")
+        raise benchutil.BenchError(f"http_bench's nginx configuration changed: {old!r}")
     return template.replace(old, new)
 
 
@@ -164,7 +136,7 @@ directory listings (C{autoindex on}).
 
 
 @dataclass(frozen=True)
-class Plan(RunPlan):
+class Plan(benchutil.RunPlan):
     coldDisk: bool
     listing: bool
     delay: float
@@ -245,8 +217,10 @@ def writeData(directory: Path, plan: Plan) -> None:
     Write the large files and C{many/} with its small files to C{directory}.
     """
     for name in plan.bigFiles:
-        progress(f"writing {formatSize(plan.fileSize)} to {directory / name}")
-        writeTestFile(directory / name, plan.fileSize)
+        benchutil.progress(
+            f"writing {benchutil.formatSize(plan.fileSize)} to {directory / name}"
+        )
+        benchutil.writeTestFile(directory / name, plan.fileSize)
     small = directory / SMALL_DIR
     small.mkdir()
     for i in range(plan.smallFiles):
@@ -379,7 +353,7 @@ class _Stream:
         if self.expected is None or self.body < self.expected:
             return False
         if self.body > self.expected:
-            raise BenchError(f"{self.path}: more bytes than Content-Length")
+            raise benchutil.BenchError(f"{self.path}: more bytes than Content-Length")
         return True
 
     def closed(self) -> float:
@@ -391,12 +365,14 @@ class _Stream:
             head did not come.
         """
         if self.expected is not None:
-            raise BenchError(
+            raise benchutil.BenchError(
                 f"{self.path}: connection closed after {self.body} of "
                 f"{self.expected} body bytes"
             )
         if not self.headDone:
-            raise BenchError(f"{self.path}: connection closed before the head")
+            raise benchutil.BenchError(
+                f"{self.path}: connection closed before the head"
+            )
         return time.perf_counter() - self.started
 
 
@@ -412,7 +388,7 @@ def _listingHead(data: bytearray) -> int | None:
         return None
     statusLine = bytes(data[: data.find(b"\r\n")]).decode("latin-1")
     if statusLine.split(" ")[1:2] != ["200"]:
-        raise BenchError(f"listing: status line {statusLine!r}, not 200")
+        raise benchutil.BenchError(f"listing: status line {statusLine!r}, not 200")
     return length
 
 
@@ -421,7 +397,7 @@ def _loadProcess(job: LoadJob, stop: Event, results: Connection) -> None:
     The forked load client: do C{job} until C{stop} is set, then send a
     L{LoadResult} on C{results}.
     """
-    dieWithParent()
+    benchutil.dieWithParent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the benchmark stops it
     view = memoryview(bytearray(RECV_SIZE))
     streams = [_Stream(path, size, drop) for path, size, drop in job.downloads]
@@ -439,7 +415,7 @@ def _loadProcess(job: LoadJob, stop: Event, results: Connection) -> None:
                 stream.begin(job.port, job.deadline, selector)
             while not stop.is_set():
                 if time.monotonic() > job.deadline:
-                    raise BenchError("the load ran past its deadline")
+                    raise benchutil.BenchError("the load ran past its deadline")
                 for key, _ in selector.select(0.1):
                     stream = key.data
                     assert stream.sock is not None
@@ -457,7 +433,7 @@ def _loadProcess(job: LoadJob, stop: Event, results: Connection) -> None:
                         continue
                     stream.end(selector)
                     stream.begin(job.port, job.deadline, selector)
-        except (OSError, BenchError) as e:
+        except (OSError, benchutil.BenchError) as e:
             error = f"{type(e).__name__}: {e}"
         finally:
             for stream in streams:
@@ -498,13 +474,15 @@ class LoadClient:
         """
         self._stop.set()
         if not self._results.poll(STOP_TIMEOUT):
-            raise BenchError(f"the load client did not stop in {STOP_TIMEOUT:.0f}s")
+            raise benchutil.BenchError(
+                f"the load client did not stop in {STOP_TIMEOUT:.0f}s"
+            )
         try:
             result: LoadResult = self._results.recv()
         except EOFError:
-            raise BenchError("the load client died") from None
+            raise benchutil.BenchError("the load client died") from None
         if result.error is not None:
-            raise BenchError(f"load: {result.error}")
+            raise benchutil.BenchError(f"load: {result.error}")
         return result
 
     def __enter__(self) -> LoadClient:
@@ -546,12 +524,14 @@ def probe(port: int, path: str, plan: Plan, deadline: float) -> list[float]:
                 while headLength is None or len(response) == headLength:
                     data = sock.recv(4096)
                     if not data:
-                        raise BenchError(f"probe: connection closed after {response!r}")
+                        raise benchutil.BenchError(
+                            f"probe: connection closed after {response!r}"
+                        )
                     response += data
                     headLength = parseHead(response, 1)
                 latencies.append(time.perf_counter() - started)
         except TimeoutError:
-            raise BenchError(
+            raise benchutil.BenchError(
                 f"probe: no response in {plan.probeTimeout:.0f}s "
                 f"(after {len(latencies)} probes)"
             ) from None
@@ -559,7 +539,7 @@ def probe(port: int, path: str, plan: Plan, deadline: float) -> list[float]:
 
 
 @dataclass(frozen=True)
-class Sample(Throughput):
+class Sample(benchutil.Throughput):
     """
     One server in one round: the load's downloads as a L{Throughput} (the
     client CPU being the load client's), the probes' latencies, the
@@ -647,7 +627,7 @@ def measure(kind: str, setup: SlowSetup, plan: Plan, serial: int) -> Sample:
     )
 
 
-Results = RoundResults[str, Sample]
+Results = benchutil.RoundResults[str, Sample]
 
 
 def runRounds(plan: Plan, setup: SlowSetup) -> Results:
@@ -656,7 +636,7 @@ def runRounds(plan: Plan, setup: SlowSetup) -> Results:
     kinds = setup.kinds()
     serial = 0
     began = time.monotonic()
-    for roundIndex in roundIndexes(plan.rounds, plan.budget, began):
+    for roundIndex in benchutil.roundIndexes(plan.rounds, plan.budget, began):
         for kind in rng.sample(kinds, len(kinds)):
             serial += 1
             results.record(
@@ -675,7 +655,7 @@ def runRounds(plan: Plan, setup: SlowSetup) -> Results:
 
 
 def _medianCell(values: Sequence[float | None], spec: str) -> str:
-    return fmt(median(values), spec)
+    return benchutil.fmt(benchutil.median(values), spec)
 
 
 def report(plan: Plan, setup: SlowSetup, results: Results) -> str:
@@ -697,10 +677,10 @@ def report(plan: Plan, setup: SlowSetup, results: Results) -> str:
                 _medianCell([s.slow for s in done], ".0f"),
                 _medianCell([len(s.latencies) for s in done], ".0f"),
                 _medianCell([s.mbPerSecond for s in done], ".1f"),
-                spread([s.mbPerSecond for s in done], ".1f"),
+                benchutil.spread([s.mbPerSecond for s in done], ".1f"),
                 _medianCell([s.downloads for s in done], ".0f"),
                 _medianCell([len(s.listings) for s in done], ".0f") if lister else "-",
-                _medianCell([median(s.listings) for s in done], ".2f")
+                _medianCell([benchutil.median(s.listings) for s in done], ".2f")
                 if lister
                 else "-",
                 _medianCell([s.serverLoad for s in done], ".0%"),
@@ -729,7 +709,7 @@ def report(plan: Plan, setup: SlowSetup, results: Results) -> str:
         f"MB = 10^6 bytes of body; >{SLOW_MS} ms: probes slower than that; "
         f"list s: median seconds per listing; {IDLE}: ours probed with no "
         "load, the machine's own floor)",
-        table(header, rows),
+        benchutil.table(header, rows),
     ]
     if setup.nginx is None:
         out.append("nginx: left out (not installed, or --nginx '')")
@@ -770,7 +750,7 @@ def describe(plan: Plan, setup: SlowSetup, nginxNote: str) -> str:
         else "no listing"
     )
     lines += [
-        f"files: {plan.downloads} x {formatSize(plan.fileSize)} (random) and "
+        f"files: {plan.downloads} x {benchutil.formatSize(plan.fileSize)} (random) and "
         f"{plan.smallFiles} small files in {SMALL_DIR}/, {where}",
         "load: each large file downloaded on its own connection again and "
         f"again; {listed}",
@@ -788,13 +768,13 @@ def describe(plan: Plan, setup: SlowSetup, nginxNote: str) -> str:
 
 def parseArguments(
     argv: Sequence[str] | None,
-) -> tuple[Plan, str | None, Path | None, Pinning | None, Path | None]:
-    parser = argparse.ArgumentParser(
-        description="Benchmark the latency of small requests to twisted-zero's "
-        "HTTP front end, twisted.web.static, aiohttp and nginx while large "
-        "files are downloaded from a slow file system (run by hand, not in CI).",
+) -> tuple[Plan, str | None, Path | None]:
+    parser = benchutil.BenchParser(
+        "Benchmark the latency of small requests to twisted-zero's HTTP front "
+        "end, twisted.web.static, aiohttp and nginx while large files are "
+        "downloaded from a slow file system (run by hand, not in CI)."
     )
-    addRoundOptions(parser)
+    benchutil.addRoundOptions(parser)
     parser.add_argument(
         "--cold-disk",
         action="store_true",
@@ -812,22 +792,14 @@ def parseArguments(
         default=0.02,
         help="seconds every read of the FUSE mount sleeps (default 0.02)",
     )
-    parser.add_argument(
+    parser.addNumber(
         "--downloads",
-        type=int,
+        "large files, each downloaded on its own connection (default 4)",
         default=4,
-        help="large files, each downloaded on its own connection (default 4)",
     )
-    parser.add_argument(
-        "--file-size",
-        type=parseSize,
-        help="size of each large file (default 64M; quick 16M)",
-    )
-    parser.add_argument(
-        "--small-files",
-        type=int,
-        default=5000,
-        help="files in the listed directory (default 5000)",
+    benchutil.addFileSizeOption(parser, "each large file", 64 * MiB, 16 * MiB)
+    parser.addNumber(
+        "--small-files", "files in the listed directory (default 5000)", default=5000
     )
     parser.add_argument(
         "--warmup",
@@ -835,8 +807,8 @@ def parseArguments(
         default=1.0,
         help="seconds of load before the probe starts (default 1)",
     )
-    parser.add_argument(
-        "--duration", type=float, help="seconds of probing (default 10; quick 3)"
+    parser.addNumber(
+        "--duration", "seconds of probing", float, default=10.0, quick=3.0, least=None
     )
     parser.add_argument(
         "--probe-timeout",
@@ -844,12 +816,11 @@ def parseArguments(
         default=60.0,
         help="seconds one probe may take (default 60)",
     )
-    parser.add_argument(
+    parser.addNumber(
         "--io-threads",
-        type=int,
+        "--io-threads passed to our daemons, if they have the option (default "
+        "16, the daemon's own default)",
         default=16,
-        help="--io-threads passed to our daemons, if they have the option "
-        "(default 16, the daemon's own default)",
     )
     addNginxOption(parser)
     parser.add_argument(
@@ -860,33 +831,9 @@ def parseArguments(
         help=f"also write the report to PATH (default: {RESULTS.name}, or with "
         f"--cold-disk {COLD_RESULTS.name}, in benchmarks/)",
     )
-    addRunOptions(parser, " (the probe and the load client)")
-    args = parser.parse_args(argv)
-    pick = picker(args.quick)
-    plan = Plan(
-        **planFields(parser, args),
-        coldDisk=args.cold_disk,
-        listing=not args.no_listing,
-        delay=args.delay,
-        downloads=args.downloads,
-        fileSize=pick(args.file_size, 64 * MiB, 16 * MiB),
-        smallFiles=args.small_files,
-        warmup=args.warmup,
-        duration=args.duration
-        if args.duration is not None
-        else (3.0 if args.quick else 10.0),
-        probeTimeout=args.probe_timeout,
-        ioThreads=args.io_threads,
-    )
-    checkPositive(
-        parser,
-        [
-            ("--downloads", plan.downloads),
-            ("--file-size", plan.fileSize),
-            ("--small-files", plan.smallFiles),
-            ("--io-threads", plan.ioThreads),
-        ],
-    )
+    benchutil.addRunOptions(parser, " (the probe and the load client)")
+    args = parser.parseArguments(argv)
+    plan = Plan.fromArguments(args, listing=not args.no_listing)
     if min(plan.duration, plan.probeTimeout, plan.timeout) <= 0:
         parser.error("--duration, --probe-timeout and --timeout must be positive")
     if min(plan.delay, plan.warmup) < 0:
@@ -896,12 +843,12 @@ def parseArguments(
     write = None
     if args.write is not None:
         write = Path(args.write or (COLD_RESULTS if plan.coldDisk else RESULTS))
-    baseline: Path | None = args.baseline
-    return plan, findNginx(args.nginx), baseline, args.pin, write
+    return plan, findNginx(args.nginx), write
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    plan, nginx, baseline, pinning, write = parseArguments(argv)
+    plan, nginx, write = parseArguments(argv)
+    baseline, pinning = plan.baseline, plan.pinning
     if not plan.coldDisk and (reason := unavailable()) is not None:
         raise SystemExit(f"cannot mount the slow file system: {reason}")
     signal.signal(signal.SIGTERM, terminate)
@@ -911,7 +858,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nginxNote = (
             "nginx left out (not installed: apt-get install nginx; or --nginx '')"
         )
-        progress(nginxNote)
+        benchutil.progress(nginxNote)
     else:
         nginxNote = (
             f"nginx {nginxVersion(nginx)} (aio threads, sendfile on, autoindex "
@@ -949,7 +896,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text)
     if write is not None:
         write.write_text(f"{header}\n{text}\n")
-        progress(f"written to {write}")
+        benchutil.progress(f"written to {write}")
     return 1 if results.failures else 0
 
 

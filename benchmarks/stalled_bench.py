@@ -39,24 +39,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import benchutil
 from benchclients import getRequest, readStream, waitUntilSettled
 from benchservers import ZeroDaemon, cpuSeconds, daemonEnvironments, rssKiB
-from benchutil import (
-    BASELINE,
-    HOST,
-    OURS,
-    REPO_ROOT,
-    BenchError,
-    MiB,
-    addBaselineOption,
-    fmt,
-    median,
-    progress,
-    table,
-    writeTestFile,
-)
+from benchutil import BASELINE, HOST, OURS, MiB
 
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(benchutil.REPO_ROOT))
 from tests.helpers import TLSFiles, writeTLSFiles
 from tests.slowfs import mounted, unavailable
 
@@ -222,7 +210,9 @@ def measureThroughput(
         start = time.perf_counter()
         received = readStream(sock, view, size)
         if received < size:
-            raise BenchError(f"{path.label}: stream ended after {received} bytes")
+            raise benchutil.BenchError(
+                f"{path.label}: stream ended after {received} bytes"
+            )
         return received / (time.perf_counter() - start) / 1e9
     finally:
         sock.close()
@@ -288,7 +278,7 @@ def measureCrowd(daemon: ZeroDaemon, path: Path_, count: int, idle: float) -> Cr
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    addBaselineOption(parser)
+    benchutil.addBaselineOption(parser)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stalled", type=int, default=100)
     parser.add_argument("--idle", type=float, default=3.0, help="seconds stalled")
@@ -323,12 +313,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         source = workDir / "files"
         source.mkdir()
         file = source / "big.bin"
-        writeTestFile(file, FILE_SIZE)
+        benchutil.writeTestFile(file, FILE_SIZE)
         slowMount = workDir / "slow"
         slowMount.mkdir()
         missing = unavailable()
         if missing:
-            progress(f"no FUSE path: {missing}")
+            benchutil.progress(f"no FUSE path: {missing}")
         with contextlib.ExitStack() as stack:
             slow = None
             if not missing:
@@ -359,7 +349,7 @@ def measureAll(
     for roundIndex in range(args.rounds):
         for path in allPaths:
             for kind in rng.sample(kinds, len(kinds)):
-                progress(f"round {roundIndex + 1}: {path.label}, {kind}")
+                benchutil.progress(f"round {roundIndex + 1}: {path.label}, {kind}")
                 daemon = ZeroDaemon(kind, path.args, envs[kind], workDir)
                 try:
                     stalled.setdefault((path.label, kind), []).append(
@@ -387,13 +377,15 @@ def crowd(
     with tempfile.TemporaryDirectory(prefix="stalled-bench-") as work:
         workDir = Path(work)
         file = workDir / "big.bin"
-        writeTestFile(file, FILE_SIZE)
+        benchutil.writeTestFile(file, FILE_SIZE)
         web = ("--http", f"tcp:0:interface={HOST}", "--root", str(workDir))
         path = Path_("crowd", web, getRequest(f"/files/{file.name}"), http=True)
         for roundIndex in range(args.rounds):
             for kind, extra in rng.sample(variants, len(variants)):
                 label = " ".join([kind, *extra])
-                progress(f"round {roundIndex + 1}: {args.crowd} stalled, {label}")
+                benchutil.progress(
+                    f"round {roundIndex + 1}: {args.crowd} stalled, {label}"
+                )
                 daemon = ZeroDaemon(kind, (*web, *extra), envs[kind], workDir)
                 try:
                     results.setdefault(label, []).append(
@@ -429,7 +421,7 @@ def crowd(
                 cell([float(v.tcpPages) for v in values], ".0f"),
             ]
         )
-    print(table(headers, rows, textColumns=1))
+    print(benchutil.table(headers, rows, textColumns=1))
 
 
 def cell(values: Sequence[float], spec: str = ".2f") -> str:
@@ -438,7 +430,7 @@ def cell(values: Sequence[float], spec: str = ".2f") -> str:
     """
     if not values:
         return "n/a"
-    middle = fmt(median(values), spec)
+    middle = benchutil.fmt(benchutil.median(values), spec)
     if len(values) == 1:
         return middle
     return f"{middle} ({min(values):{spec}}-{max(values):{spec}})"
@@ -465,11 +457,13 @@ def report(
             values = stalled.get((path.label, kind), [])
             row += [
                 cell([v.kiBPerClient for v in values], ".1f"),
-                fmt(median([v.readPerSecond for v in values]), ".0f"),
-                fmt(median([v.cpuPercent for v in values]), ".1f"),
+                benchutil.fmt(
+                    benchutil.median([v.readPerSecond for v in values]), ".0f"
+                ),
+                benchutil.fmt(benchutil.median([v.cpuPercent for v in values]), ".1f"),
             ]
         rows.append(row)
-    print(table(headers, rows, textColumns=1))
+    print(benchutil.table(headers, rows, textColumns=1))
     if not fast:
         return
     print(
@@ -488,7 +482,7 @@ def report(
             ratios = [a / b for a, b in zip(ours, base, strict=False) if b]
             row.append(cell(ratios))
         rows.append(row)
-    print(table(headers, rows, textColumns=1))
+    print(benchutil.table(headers, rows, textColumns=1))
 
 
 if __name__ == "__main__":
