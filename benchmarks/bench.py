@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import benchresults
 import benchutil
 from benchclients import connect, readStream, waitUntil, waitUntilSettled
 from benchservers import (
@@ -260,7 +261,7 @@ def measureThroughput(
     expected: int,
     buffer: bytearray,
     timeout: float,
-) -> benchutil.Throughput:
+) -> benchresults.Throughput:
     """
     Stream from C{server} on C{connections} connections, each of which must
     give C{expected} bytes, and time it.
@@ -282,7 +283,7 @@ def measureThroughput(
             f"{server.spec.label}: {len(short)} of {connections} connections "
             f"gave {short[0]} bytes, not {expected}"
         )
-    return benchutil.Throughput(seconds, sum(received), serverCpu, clientCpu)
+    return benchresults.Throughput(seconds, sum(received), serverCpu, clientCpu)
 
 
 def measureStalled(
@@ -377,7 +378,7 @@ class Ratio:
         return target, "PASS" if met else "FAIL"
 
 
-Results = benchutil.RoundResults[ServerSpec, benchutil.Throughput]
+Results = benchresults.RoundResults[ServerSpec, benchresults.Throughput]
 
 
 @dataclass(frozen=True)
@@ -401,7 +402,7 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
         for spec in setup.withBaseline(GENERATED + FILES):
             server = Server.start(spec, setup, next(serials))
             servers[spec] = stack.enter_context(server)
-        for roundIndex in benchutil.roundIndexes(plan.rounds, plan.budget, began):
+        for roundIndex in benchresults.roundIndexes(plan.rounds, plan.budget, began):
             benchutil.warmPageCache(setup.filePath, buffer)
             groups = [
                 (specs, connections)
@@ -562,7 +563,7 @@ def report(plan: Plan, setup: Setup, results: Results) -> str:
         [
             f"{spec.source} x{connections}",
             spec.kind,
-            *benchutil.throughputCells(results.done(spec, connections)),
+            *benchresults.throughputCells(results.done(spec, connections)),
         ]
         for connections in (1, plan.multiConnections)
         for spec in setup.withBaseline(GENERATED + FILES)
@@ -574,25 +575,25 @@ def report(plan: Plan, setup: Setup, results: Results) -> str:
     ratios = []
     for ratio in _ratios(plan, setup):
         values = _ratioValues(results, ratio)
-        target, verdict = ratio.judge(benchutil.median(values))
-        ratios.append(benchutil.ratioCells(ratio.title, values, target, verdict))
+        target, verdict = ratio.judge(benchresults.median(values))
+        ratios.append(benchresults.ratioCells(ratio.title, values, target, verdict))
     out = [
-        *benchutil.section(
+        *benchresults.section(
             f"Throughput ({rounds}; GB = 10^9 bytes)",
-            ["test", "server", *benchutil.throughputColumns()],
+            ["test", "server", *benchresults.throughputColumns()],
             throughput,
         ),
         "",
-        *benchutil.section(
+        *benchresults.section(
             f"Stalled readers ({plan.stalledCount} connections reading nothing; "
             f"added server RSS, {rounds})",
-            ["source", "server", *benchutil.stalledColumns("KiB/conn")],
+            ["source", "server", *benchresults.stalledColumns("KiB/conn")],
             stalled,
         ),
         "",
-        *benchutil.section(
+        *benchresults.section(
             f"Ratios and targets ({rounds} of per-round values)",
-            benchutil.RATIO_COLUMNS,
+            benchresults.RATIO_COLUMNS,
             ratios,
             1,
         ),

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import benchresults
 import benchutil
 from benchclients import getRequest
 from benchservers import ZeroDaemon, cpuSeconds, daemonEnvironments
@@ -218,26 +219,26 @@ def report(
                         path.label,
                         kind,
                         str(index + 1),
-                        benchutil.fmt(min(rates)),
-                        benchutil.fmt(statistics.median(rates)),
-                        benchutil.fmt(max(rates)),
+                        benchresults.fmt(min(rates)),
+                        benchresults.fmt(statistics.median(rates)),
+                        benchresults.fmt(max(rates)),
                         f"{sample.outside}/{len(rates)}",
-                        benchutil.fmt(sample.cpu),
+                        benchresults.fmt(sample.cpu),
                     ]
                 )
-    print(benchutil.table(headers, rows, textColumns=2))
+    print(benchresults.table(headers, rows, textColumns=2))
     if BASELINE in kinds:
         print("\nMedian daemon CPU seconds over the rounds, ours / baseline:")
         for path in paths:
-            ours = benchutil.median(
+            ours = benchresults.median(
                 [s.cpu for s in samples.get((path.label, OURS), [])]
             )
-            base = benchutil.median(
+            base = benchresults.median(
                 [s.cpu for s in samples.get((path.label, BASELINE), [])]
             )
             ratio = None if ours is None or not base else ours / base
             print(
-                f"  {path.label}: {benchutil.fmt(ours)} / {benchutil.fmt(base)} = {benchutil.fmt(ratio)}"
+                f"  {path.label}: {benchresults.fmt(ours)} / {benchresults.fmt(base)} = {benchresults.fmt(ratio)}"
             )
 
 

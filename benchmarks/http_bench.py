@@ -50,6 +50,7 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+import benchresults
 import benchutil
 from benchclients import (
     HEAD_READ,
@@ -484,7 +485,7 @@ def _shares(total: int, parts: int) -> list[int]:
 
 
 @dataclass(frozen=True)
-class HttpThroughput(benchutil.Throughput):
+class HttpThroughput(benchresults.Throughput):
     """
     A throughput measurement that also tells the server's CPU time in the
     kernel apart.
@@ -650,7 +651,7 @@ class Plan(benchutil.RunPlan):
     clientProcesses: int
 
 
-Results = benchutil.RoundResults[str, HttpThroughput]
+Results = benchresults.RoundResults[str, HttpThroughput]
 
 
 def runRounds(plan: Plan, setup: Setup) -> Results:
@@ -665,7 +666,7 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
             kind: stack.enter_context(HttpServer.start(kind, setup, next(serials)))
             for kind in kinds
         }
-        for roundIndex in benchutil.roundIndexes(plan.rounds, plan.budget, began):
+        for roundIndex in benchresults.roundIndexes(plan.rounds, plan.budget, began):
             benchutil.warmPageCache(setup.dataDir / FILE_NAME, buffer)
             for connections in rng.sample(
                 [1, plan.connections], 2 if plan.connections > 1 else 1
@@ -769,7 +770,9 @@ def report(plan: Plan, setup: Setup, results: Results) -> tuple[str, bool]:
         [
             f"x{connections}",
             kind,
-            *benchutil.throughputCells(results.done(kind, connections), [systemShare]),
+            *benchresults.throughputCells(
+                results.done(kind, connections), [systemShare]
+            ),
         ]
         for connections in sorted({1, plan.connections})
         for kind in setup.kinds()
@@ -779,7 +782,7 @@ def report(plan: Plan, setup: Setup, results: Results) -> tuple[str, bool]:
     met = True
     for ratio in _ratios(plan, setup):
         values = ratio.values(results)
-        middle = benchutil.median(values)
+        middle = benchresults.median(values)
         verdict = ""
         if ratio.target:
             ahead = middle is not None and middle > 1.0
@@ -788,25 +791,25 @@ def report(plan: Plan, setup: Setup, results: Results) -> tuple[str, bool]:
         elif not ratio.cpu and ratio.other != BASELINE:
             verdict = "(reference)"
         target = "> 1.00" if ratio.target else ""
-        ratios.append(benchutil.ratioCells(ratio.title, values, target, verdict))
+        ratios.append(benchresults.ratioCells(ratio.title, values, target, verdict))
     out = [
-        *benchutil.section(
+        *benchresults.section(
             f"Throughput ({rounds}; GB = 10^9 bytes of body)",
-            ["conns", "server", *benchutil.throughputColumns(["srv sys"])],
+            ["conns", "server", *benchresults.throughputColumns(["srv sys"])],
             throughput,
         ),
         "",
-        *benchutil.section(
+        *benchresults.section(
             f"Stalled downloads ({plan.stalledCount} clients that read the head "
             f"and stop; added server RSS, {rounds})",
-            ["server", *benchutil.stalledColumns("KiB/download")],
+            ["server", *benchresults.stalledColumns("KiB/download")],
             stalled,
             1,
         ),
         "",
-        *benchutil.section(
+        *benchresults.section(
             f"Ratios ours / other ({rounds} of per-round values)",
-            benchutil.RATIO_COLUMNS,
+            benchresults.RATIO_COLUMNS,
             ratios,
             1,
         ),

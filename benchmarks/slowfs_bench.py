@@ -65,6 +65,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+import benchresults
 import benchutil
 from benchclients import HEAD_READ, connect, getRequest, headEnd, parseHead
 from benchservers import TWISTD, runProbe, terminate
@@ -539,7 +540,7 @@ def probe(port: int, path: str, plan: Plan, deadline: float) -> list[float]:
 
 
 @dataclass(frozen=True)
-class Sample(benchutil.Throughput):
+class Sample(benchresults.Throughput):
     """
     One server in one round: the load's downloads as a L{Throughput} (the
     client CPU being the load client's), the probes' latencies, the
@@ -627,7 +628,7 @@ def measure(kind: str, setup: SlowSetup, plan: Plan, serial: int) -> Sample:
     )
 
 
-Results = benchutil.RoundResults[str, Sample]
+Results = benchresults.RoundResults[str, Sample]
 
 
 def runRounds(plan: Plan, setup: SlowSetup) -> Results:
@@ -636,7 +637,7 @@ def runRounds(plan: Plan, setup: SlowSetup) -> Results:
     kinds = setup.kinds()
     serial = 0
     began = time.monotonic()
-    for roundIndex in benchutil.roundIndexes(plan.rounds, plan.budget, began):
+    for roundIndex in benchresults.roundIndexes(plan.rounds, plan.budget, began):
         for kind in rng.sample(kinds, len(kinds)):
             serial += 1
             results.record(
@@ -655,7 +656,7 @@ def runRounds(plan: Plan, setup: SlowSetup) -> Results:
 
 
 def _medianCell(values: Sequence[float | None], spec: str) -> str:
-    return benchutil.fmt(benchutil.median(values), spec)
+    return benchresults.fmt(benchresults.median(values), spec)
 
 
 def report(plan: Plan, setup: SlowSetup, results: Results) -> str:
@@ -677,10 +678,10 @@ def report(plan: Plan, setup: SlowSetup, results: Results) -> str:
                 _medianCell([s.slow for s in done], ".0f"),
                 _medianCell([len(s.latencies) for s in done], ".0f"),
                 _medianCell([s.mbPerSecond for s in done], ".1f"),
-                benchutil.spread([s.mbPerSecond for s in done], ".1f"),
+                benchresults.spread([s.mbPerSecond for s in done], ".1f"),
                 _medianCell([s.downloads for s in done], ".0f"),
                 _medianCell([len(s.listings) for s in done], ".0f") if lister else "-",
-                _medianCell([benchutil.median(s.listings) for s in done], ".2f")
+                _medianCell([benchresults.median(s.listings) for s in done], ".2f")
                 if lister
                 else "-",
                 _medianCell([s.serverLoad for s in done], ".0%"),
@@ -709,7 +710,7 @@ def report(plan: Plan, setup: SlowSetup, results: Results) -> str:
         f"MB = 10^6 bytes of body; >{SLOW_MS} ms: probes slower than that; "
         f"list s: median seconds per listing; {IDLE}: ours probed with no "
         "load, the machine's own floor)",
-        benchutil.table(header, rows),
+        benchresults.table(header, rows),
     ]
     if setup.nginx is None:
         out.append("nginx: left out (not installed, or --nginx '')")

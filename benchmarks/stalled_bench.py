@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import benchresults
 import benchutil
 from benchclients import getRequest, readStream, waitUntilSettled
 from benchservers import ZeroDaemon, cpuSeconds, daemonEnvironments, rssKiB
@@ -421,7 +422,7 @@ def crowd(
                 cell([float(v.tcpPages) for v in values], ".0f"),
             ]
         )
-    print(benchutil.table(headers, rows, textColumns=1))
+    print(benchresults.table(headers, rows, textColumns=1))
 
 
 def cell(values: Sequence[float], spec: str = ".2f") -> str:
@@ -430,7 +431,7 @@ def cell(values: Sequence[float], spec: str = ".2f") -> str:
     """
     if not values:
         return "n/a"
-    middle = benchutil.fmt(benchutil.median(values), spec)
+    middle = benchresults.fmt(benchresults.median(values), spec)
     if len(values) == 1:
         return middle
     return f"{middle} ({min(values):{spec}}-{max(values):{spec}})"
@@ -457,13 +458,15 @@ def report(
             values = stalled.get((path.label, kind), [])
             row += [
                 cell([v.kiBPerClient for v in values], ".1f"),
-                benchutil.fmt(
-                    benchutil.median([v.readPerSecond for v in values]), ".0f"
+                benchresults.fmt(
+                    benchresults.median([v.readPerSecond for v in values]), ".0f"
                 ),
-                benchutil.fmt(benchutil.median([v.cpuPercent for v in values]), ".1f"),
+                benchresults.fmt(
+                    benchresults.median([v.cpuPercent for v in values]), ".1f"
+                ),
             ]
         rows.append(row)
-    print(benchutil.table(headers, rows, textColumns=1))
+    print(benchresults.table(headers, rows, textColumns=1))
     if not fast:
         return
     print(
@@ -482,7 +485,7 @@ def report(
             ratios = [a / b for a, b in zip(ours, base, strict=False) if b]
             row.append(cell(ratios))
         rows.append(row)
-    print(benchutil.table(headers, rows, textColumns=1))
+    print(benchresults.table(headers, rows, textColumns=1))
 
 
 if __name__ == "__main__":
