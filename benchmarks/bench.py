@@ -46,6 +46,7 @@ import benchresults
 import benchutil
 from benchclients import connect, readStream, waitUntil, waitUntilSettled
 from benchservers import (
+    DAEMON_PORT_LINE,
     ServerProcess,
     ServerSetup,
     cpuSeconds,
@@ -80,9 +81,6 @@ Where the daemon's package is imported from, the Twisted version, and the
 default chunk size of each of L{SOURCES}: that of a source made the way the
 daemon makes it (any regular file will do for C{file}).
 """
-OUR_PORT_LINE = re.compile(
-    r"ListeningService#info\] streaming .* on 127\.0\.0\.1:(\d+)$", re.MULTILINE
-)
 REFERENCE_PORT_LINE = re.compile(r"\A(\d+)\n")
 
 
@@ -176,7 +174,7 @@ class Server(ServerProcess):
     @classmethod
     def start(cls, spec: ServerSpec, setup: Setup, serial: int) -> Server:
         logPath = setup.workDir / f"{serial:03d}-{spec.kind}-{spec.source}.log"
-        portLine = OUR_PORT_LINE if spec.kind in DAEMONS else REFERENCE_PORT_LINE
+        portLine = DAEMON_PORT_LINE if spec.kind in DAEMONS else REFERENCE_PORT_LINE
         process = spawnServer(
             setup.command(spec),
             logPath,

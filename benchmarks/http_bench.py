@@ -60,6 +60,7 @@ from benchclients import (
     waitUntilSettled,
 )
 from benchservers import (
+    DAEMON_PORT_LINE,
     STARTUP_TIMEOUT,
     ServerProcess,
     ServerSetup,
@@ -96,9 +97,7 @@ Where the daemon's package is imported from, and the versions of Twisted and
 aiohttp, as the servers' interpreter sees them.
 """
 PORT_LINES = {
-    OURS: re.compile(
-        r"ListeningService#info\] serving HTTP on 127\.0\.0\.1:(\d+)$", re.MULTILINE
-    ),
+    OURS: DAEMON_PORT_LINE,
     TWISTED_STATIC: re.compile(r"\[-\] Site starting on (\d+)$", re.MULTILINE),
     AIOHTTP: re.compile(r"\A(\d+)\n"),
 }
