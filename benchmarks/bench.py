@@ -24,8 +24,8 @@ ratios.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import itertools
 import os
 import platform
 import random
@@ -42,56 +42,23 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from benchutil import (
-    BASELINE,
-    BENCH_DIR,
-    DAEMONS,
-    HOST,
-    OURS,
-    REPO_ROOT,
-    STALLED_BATCH,
-    THROUGHPUT_COLUMNS,
-    TWISTD,
-    BenchError,
-    GiB,
-    MiB,
-    Pinning,
-    RoundResults,
+import benchresults
+import benchutil
+from benchclients import connect, readStream, waitUntil, waitUntilSettled
+from benchservers import (
+    DAEMON_PORT_LINE,
     ServerProcess,
-    Throughput,
-    addRoundOptions,
-    addRunOptions,
-    addStalledOptions,
-    checkImportedFrom,
-    checkPositive,
-    connect,
+    ServerSetup,
     cpuSeconds,
-    fmt,
-    formatSize,
-    median,
     openFds,
-    parseSize,
-    picker,
-    progress,
-    roundIndexes,
-    roundRatios,
     rssKiB,
-    runProbe,
-    seedOf,
-    serverEnvironment,
     spawnServer,
-    spread,
-    stalledCells,
-    table,
     terminate,
-    throughputCells,
-    waitUntil,
-    waitUntilSettled,
-    warmPageCache,
-    writeTestFile,
+    twistdCommand,
 )
+from benchutil import BASELINE, DAEMONS, HOST, OURS, MiB
 
-REFERENCE_SERVERS = BENCH_DIR / "reference_servers.py"
+REFERENCE_SERVERS = benchutil.BENCH_DIR / "reference_servers.py"
 
 ASYNCIO_STREAM = "asyncio-stream"
 ASYNCIO_SENDFILE = "asyncio-sendfile"
@@ -114,9 +81,6 @@ Where the daemon's package is imported from, the Twisted version, and the
 default chunk size of each of L{SOURCES}: that of a source made the way the
 daemon makes it (any regular file will do for C{file}).
 """
-OUR_PORT_LINE = re.compile(
-    r"ListeningService#info\] streaming .* on 127\.0\.0\.1:(\d+)$", re.MULTILINE
-)
 REFERENCE_PORT_LINE = re.compile(r"\A(\d+)\n")
 
 
@@ -140,12 +104,12 @@ class ServerSpec:
 
 
 @dataclass(frozen=True)
-class Setup:
+class Setup(ServerSetup):
     """
-    What every server of a run is started with.
+    What every server of a run is started with: a L{ServerSetup} and the
+    file streamed.
     """
 
-    workDir: Path
     filePath: Path
     chunkSizes: Mapping[str, int]
     """
@@ -153,25 +117,9 @@ class Setup:
     C{--chunk-size}); the asyncio-stream reference uses the same.
     """
     ourChunkOption: str | None
-    baseline: Path | None = None
-    """
-    The checkout the baseline daemon is run from, or L{None} for none.
-    """
-    pinning: Pinning | None = None
-    """
-    The CPUs of the servers and of the client, or L{None} to leave them to
-    the scheduler.
-    """
 
     def sourceArgument(self, source: str) -> str:
         return f"file:{self.filePath}" if source == "file" else source
-
-    def environment(self, kind: str = OURS) -> dict[str, str]:
-        """
-        The environment of a server of C{kind}: the baseline imports our
-        package from its checkout, every other server from this tree.
-        """
-        return serverEnvironment(kind, self.baseline)
 
     def withBaseline(self, specs: Sequence[ServerSpec]) -> tuple[ServerSpec, ...]:
         """
@@ -188,8 +136,9 @@ class Setup:
     def command(self, spec: ServerSpec) -> list[str]:
         source = self.sourceArgument(spec.source)
         if spec.kind in DAEMONS:
-            command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero"]
-            command += ["--listen", f"tcp:0:interface={HOST}", "--source", source]
+            command = twistdCommand(
+                "zero", "--listen", f"tcp:0:interface={HOST}", "--source", source
+            )
             if self.ourChunkOption is not None:
                 command += ["--chunk-size", self.ourChunkOption]
             return command
@@ -225,7 +174,7 @@ class Server(ServerProcess):
     @classmethod
     def start(cls, spec: ServerSpec, setup: Setup, serial: int) -> Server:
         logPath = setup.workDir / f"{serial:03d}-{spec.kind}-{spec.source}.log"
-        portLine = OUR_PORT_LINE if spec.kind in DAEMONS else REFERENCE_PORT_LINE
+        portLine = DAEMON_PORT_LINE if spec.kind in DAEMONS else REFERENCE_PORT_LINE
         process = spawnServer(
             setup.command(spec),
             logPath,
@@ -264,33 +213,14 @@ def readStreams(
     received = [0] * connections
     try:
         if connections == 1:
-            _readBlocking(socks[0], limit, view, received, deadline)
+            socks[0].settimeout(max(deadline - time.monotonic(), 0.1))
+            received[0] = readStream(socks[0], view, limit)
         else:
             _readMany(socks, limit, view, received, deadline)
     finally:
         for sock in socks:
             sock.close()
     return received
-
-
-def _readBlocking(
-    sock: socket.socket,
-    limit: int | None,
-    view: memoryview,
-    received: list[int],
-    deadline: float,
-) -> None:
-    size = len(view)
-    total = 0
-    sock.settimeout(max(deadline - time.monotonic(), 0.1))
-    while limit is None or total < limit:
-        count = sock.recv_into(
-            view, size if limit is None else min(size, limit - total)
-        )
-        if not count:
-            break
-        total += count
-    received[0] = total
 
 
 def _readMany(
@@ -329,7 +259,7 @@ def measureThroughput(
     expected: int,
     buffer: bytearray,
     timeout: float,
-) -> Throughput:
+) -> benchresults.Throughput:
     """
     Stream from C{server} on C{connections} connections, each of which must
     give C{expected} bytes, and time it.
@@ -347,11 +277,11 @@ def measureThroughput(
     serverCpu = cpuSeconds(server.pid) - serverBefore
     short = [count for count in received if count != expected]
     if short:
-        raise BenchError(
+        raise benchutil.BenchError(
             f"{server.spec.label}: {len(short)} of {connections} connections "
             f"gave {short[0]} bytes, not {expected}"
         )
-    return Throughput(seconds, sum(received), serverCpu, clientCpu)
+    return benchresults.Throughput(seconds, sum(received), serverCpu, clientCpu)
 
 
 def measureStalled(
@@ -374,7 +304,7 @@ def measureStalled(
     socks: list[socket.socket] = []
     try:
         while len(socks) < count:
-            for _ in range(min(STALLED_BATCH, count - len(socks))):
+            for _ in range(min(benchutil.STALLED_BATCH, count - len(socks))):
                 socks.append(connect(server.port, deadline))
             waitUntil(
                 lambda: openFds(server.pid) - baseFds >= len(socks),
@@ -430,37 +360,48 @@ class Ratio:
     atMost: float | None = None
     stalled: bool = False
 
+    def judge(self, middle: float | None) -> tuple[str, str]:
+        """
+        The target, and the verdict on the median per-round value C{middle}:
+        C{PASS}, C{FAIL}, or none without a target.
+        """
+        if self.atLeast is not None:
+            target = f">= {self.atLeast:.2f}"
+            met = middle is not None and middle >= self.atLeast
+        elif self.atMost is not None:
+            target = f"<= {self.atMost:.0f}"
+            met = middle is not None and middle <= self.atMost
+        else:
+            return "", ""
+        return target, "PASS" if met else "FAIL"
 
-Results = RoundResults[ServerSpec, Throughput]
+
+Results = benchresults.RoundResults[ServerSpec, benchresults.Throughput]
 
 
 @dataclass(frozen=True)
-class Plan:
-    rounds: int
+class Plan(benchutil.RunPlan):
     singleBytes: int
     multiConnections: int
     multiBytes: int
     fileSize: int
     stalledCount: int
     recvSize: int
-    timeout: float
-    budget: float
-    seed: int
 
 
 def runRounds(plan: Plan, setup: Setup) -> Results:
     results = Results(plan.rounds)
     rng = random.Random(plan.seed)
     buffer = bytearray(plan.recvSize)
-    serial = 0
+    serials = itertools.count(1)
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
         servers: dict[ServerSpec, Server] = {}
         for spec in setup.withBaseline(GENERATED + FILES):
-            serial += 1
-            servers[spec] = stack.enter_context(Server.start(spec, setup, serial))
-        for roundIndex in roundIndexes(plan.rounds, plan.budget, began):
-            warmPageCache(setup.filePath, buffer)
+            server = Server.start(spec, setup, next(serials))
+            servers[spec] = stack.enter_context(server)
+        for roundIndex in benchresults.roundIndexes(plan.rounds, plan.budget, began):
+            benchutil.warmPageCache(setup.filePath, buffer)
             groups = [
                 (specs, connections)
                 for specs in map(setup.withBaseline, (GENERATED, FILES))
@@ -476,10 +417,11 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
                             plan.singleBytes if connections == 1 else plan.multiBytes
                         )
                         expected = limit
-                    name = f"{spec.label} x{connections}"
-                    sample = results.attempt(
+                    results.record(
                         roundIndex,
-                        name,
+                        spec,
+                        connections,
+                        f"{spec.label} x{connections}",
                         partial(
                             measureThroughput,
                             servers[spec],
@@ -489,36 +431,28 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
                             buffer,
                             plan.timeout,
                         ),
+                        36,
                     )
-                    if sample is not None:
-                        progress(
-                            f"  {name:36} {sample.gbPerSecond:6.2f} GB/s  "
-                            f"{sample.serverCpuPerGb:5.2f} CPU s/GB  "
-                            f"server {sample.serverLoad:4.0%}  "
-                            f"client {sample.clientLoad:4.0%}"
-                        )
-                    results.addThroughput(spec, connections, roundIndex, sample)
-            stalledSpecs = setup.withBaseline(STALLED)
-            for spec in rng.sample(stalledSpecs, len(stalledSpecs)):
-                serial += 1
-                name = f"{spec.label} stalled x{plan.stalledCount}"
-                perConnection = results.attempt(
-                    roundIndex,
-                    name,
-                    partial(_startAndMeasureStalled, spec, setup, serial, plan, buffer),
-                )
-                if perConnection is not None:
-                    progress(f"  {name:36} {perConnection:6.1f} KiB/conn")
-                results.addStalled(spec, roundIndex, perConnection)
-            results.roundsDone = roundIndex + 1
+            results.recordStalledRound(
+                roundIndex,
+                rng,
+                {
+                    spec: f"{spec.label} stalled x{plan.stalledCount}"
+                    for spec in setup.withBaseline(STALLED)
+                },
+                lambda spec: _measureStalledAlone(
+                    spec, setup, next(serials), plan, buffer
+                ),
+                "  {name:36} {value:6.1f} KiB/conn",
+            )
     return results
 
 
-def _startAndMeasureStalled(
+def _measureStalledAlone(
     spec: ServerSpec, setup: Setup, serial: int, plan: Plan, buffer: bytearray
 ) -> float:
     """
-    Start a server for C{spec}, L{measureStalled} it and stop it.
+    L{measureStalled} a server for C{spec} of its own, started and stopped.
     """
     with Server.start(spec, setup, serial) as server:
         return measureStalled(
@@ -615,74 +549,54 @@ def _ratioValues(results: Results, ratio: Ratio) -> list[float | None]:
     if ratio.denominator is None:
         return results.stalled.get(ratio.numerator, [])
     if ratio.stalled:
-        missing: list[float | None] = [None] * results.rounds
-        return roundRatios(
-            results.stalled.get(ratio.numerator, missing),
-            results.stalled.get(ratio.denominator, missing),
-        )
-    tops = results.samples(ratio.numerator, ratio.connections)
-    bottoms = results.samples(ratio.denominator, ratio.connections)
-    return roundRatios(
-        [None if top is None else top.gbPerSecond for top in tops],
-        [None if bottom is None else bottom.gbPerSecond for bottom in bottoms],
+        return results.stalledRatios(ratio.numerator, ratio.denominator)
+    return results.throughputRatios(
+        ratio.numerator, ratio.denominator, ratio.connections
     )
 
 
 def report(plan: Plan, setup: Setup, results: Results) -> str:
-    out: list[str] = []
     rounds = f"median of {results.roundsDone} round(s)"
-    rows: list[list[str]] = []
-    for connections in (1, plan.multiConnections):
-        for spec in setup.withBaseline(GENERATED + FILES):
-            samples = results.samples(spec, connections)
-            done = [sample for sample in samples if sample is not None]
-            rows.append(
-                [
-                    f"{spec.source} x{connections}",
-                    spec.kind,
-                    *throughputCells(done),
-                    fmt(median([sample.clientLoad for sample in done]), ".0%"),
-                    str(len(done)),
-                ]
-            )
-    out.append(f"Throughput ({rounds}; GB = 10^9 bytes)")
-    header = ["test", "server", *THROUGHPUT_COLUMNS, "client CPU", "n"]
-    out.append(table(header, rows))
-    out.append("")
-    out.append(
-        f"Stalled readers ({plan.stalledCount} connections reading nothing; "
-        f"added server RSS, {rounds})"
-    )
-    rows = []
-    for spec in setup.withBaseline(STALLED):
-        values = results.stalled.get(spec, [])
-        rows.append([spec.source, spec.kind, *stalledCells(values)])
-    out.append(table(["source", "server", "KiB/conn", "min-max", "n"], rows))
-    out.append("")
-    out.append(f"Ratios and targets ({rounds} of per-round values)")
-    rows = []
+    throughput = [
+        [
+            f"{spec.source} x{connections}",
+            spec.kind,
+            *benchresults.throughputCells(results.done(spec, connections)),
+        ]
+        for connections in (1, plan.multiConnections)
+        for spec in setup.withBaseline(GENERATED + FILES)
+    ]
+    stalled = [
+        [spec.source, spec.kind, *results.stalledCells(spec)]
+        for spec in setup.withBaseline(STALLED)
+    ]
+    ratios = []
     for ratio in _ratios(plan, setup):
         values = _ratioValues(results, ratio)
-        middle = median(values)
-        if ratio.atLeast is not None:
-            target = f">= {ratio.atLeast:.2f}"
-            verdict = middle is not None and middle >= ratio.atLeast
-        elif ratio.atMost is not None:
-            target = f"<= {ratio.atMost:.0f}"
-            verdict = middle is not None and middle <= ratio.atMost
-        else:
-            target, verdict = "", None
-        rows.append(
-            [
-                ratio.title,
-                fmt(middle),
-                spread(values),
-                target,
-                "" if verdict is None else ("PASS" if verdict else "FAIL"),
-            ]
-        )
-    out.append(table(["ratio", "median", "min-max", "target", ""], rows, 1))
-    out += results.failureLines()
+        target, verdict = ratio.judge(benchresults.median(values))
+        ratios.append(benchresults.ratioCells(ratio.title, values, target, verdict))
+    out = [
+        *benchresults.section(
+            f"Throughput ({rounds}; GB = 10^9 bytes)",
+            ["test", "server", *benchresults.throughputColumns()],
+            throughput,
+        ),
+        "",
+        *benchresults.section(
+            f"Stalled readers ({plan.stalledCount} connections reading nothing; "
+            f"added server RSS, {rounds})",
+            ["source", "server", *benchresults.stalledColumns("KiB/conn")],
+            stalled,
+        ),
+        "",
+        *benchresults.section(
+            f"Ratios and targets ({rounds} of per-round values)",
+            benchresults.RATIO_COLUMNS,
+            ratios,
+            1,
+        ),
+        *results.failureLines(),
+    ]
     return "\n".join(out)
 
 
@@ -691,113 +605,91 @@ def report(plan: Plan, setup: Setup, results: Results) -> str:
 
 def _probeOurs(setup: Setup, kind: str = OURS) -> tuple[str, str, dict[str, int]]:
     """
-    Where the daemon's package is imported from, the Twisted version and the
-    default chunk size of each source, as the interpreter of the daemon of
-    C{kind} (ours or the baseline) sees them.
+    Where the daemon's package is imported from (checked: see
+    L{ServerSetup.probeDaemon}), the Twisted version and the default chunk
+    size of each source, as the interpreter of the daemon of C{kind} (ours
+    or the baseline) sees them.
     """
-    output = runProbe(
+    output = setup.probeDaemon(
+        kind,
         PROBE,
         SOURCES,
-        setup.environment(kind),
-        setup.workDir,
         f"cannot probe the {kind} daemon's package",
+        2 + len(SOURCES),
     )
-    if len(output) != 2 + len(SOURCES):
-        raise BenchError(f"unexpected output of the probe: {output}")
     sizes = dict(zip(SOURCES, map(int, output[2:]), strict=True))
     return output[0], output[1], sizes
 
 
-def parseArguments(
-    argv: Sequence[str] | None,
-) -> tuple[Plan, str | None, Path | None, Pinning | None]:
-    parser = argparse.ArgumentParser(
-        description="Benchmark twisted-zero against reference servers on "
-        "127.0.0.1 (run by hand, not in CI).",
+def parseArguments(argv: Sequence[str] | None) -> tuple[Plan, str | None]:
+    parser = benchutil.BenchParser(
+        "Benchmark twisted-zero against reference servers on 127.0.0.1 (run by "
+        "hand, not in CI)."
     )
-    addRoundOptions(parser)
+    benchutil.addRoundOptions(parser)
     parser.add_argument(
         "--chunk-size",
-        type=parseSize,
+        type=benchutil.parseSize,
         help="passed to our daemon's --chunk-size for every source (default: "
         "none, so each source uses its own default chunk size); the "
         "asyncio-stream reference writes chunks of the size ours uses",
     )
-    parser.add_argument(
+    size = benchutil.parseSize
+    parser.addNumber(
         "--single-bytes",
-        type=parseSize,
-        help="bytes read from one connection (default 1G; quick 128M)",
+        "bytes read from one connection",
+        size,
+        default=benchutil.GiB,
+        quick=128 * MiB,
     )
-    parser.add_argument(
+    parser.addNumber(
         "--connections",
-        type=int,
+        "connections at once in the multi-connection test (default 16)",
         default=16,
-        help="connections at once in the multi-connection test (default 16)",
+        least=2,
     )
-    parser.add_argument(
+    parser.addNumber(
         "--multi-bytes",
-        type=parseSize,
-        help="bytes read from each of those (default 256M; quick 16M)",
+        "bytes read from each of those",
+        size,
+        default=256 * MiB,
+        quick=16 * MiB,
     )
-    parser.add_argument(
-        "--file-size",
-        type=parseSize,
-        help="size of the streamed temporary file, read whole by every "
-        "connection (default 512M; quick 64M)",
-    )
-    addStalledOptions(parser, "connections")
-    addRunOptions(parser, " (this process, which reads the streams)")
-    args = parser.parse_args(argv)
-    pick = picker(args.quick)
-    plan = Plan(
-        rounds=pick(args.rounds, 5, 1),
-        singleBytes=pick(args.single_bytes, GiB, 128 * MiB),
-        multiConnections=args.connections,
-        multiBytes=pick(args.multi_bytes, 256 * MiB, 16 * MiB),
-        fileSize=pick(args.file_size, 512 * MiB, 64 * MiB),
-        stalledCount=args.stalled,
-        recvSize=args.recv_size,
-        timeout=args.timeout,
-        budget=args.budget,
-        seed=seedOf(args.seed),
-    )
-    checkPositive(
+    benchutil.addFileSizeOption(
         parser,
-        [
-            ("--rounds", plan.rounds),
-            ("--connections", plan.multiConnections - 1),
-            ("--stalled", plan.stalledCount),
-            ("--single-bytes", plan.singleBytes),
-            ("--multi-bytes", plan.multiBytes),
-            ("--file-size", plan.fileSize),
-            ("--recv-size", plan.recvSize),
-        ],
+        "the streamed temporary file, read whole by every connection",
+        512 * MiB,
+        64 * MiB,
+    )
+    benchutil.addStalledOptions(parser, "connections")
+    benchutil.addRunOptions(parser, " (this process, which reads the streams)")
+    args = parser.parseArguments(argv)
+    plan = Plan.fromArguments(
+        args, multiConnections=args.connections, stalledCount=args.stalled
     )
     chunk: int | None = args.chunk_size
-    baseline: Path | None = args.baseline
-    pinning: Pinning | None = args.pin
-    return plan, None if chunk is None else str(chunk), baseline, pinning
+    return plan, None if chunk is None else str(chunk)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    plan, ourChunkOption, baseline, pinning = parseArguments(argv)
+    plan, ourChunkOption = parseArguments(argv)
+    baseline, pinning = plan.baseline, plan.pinning
     signal.signal(signal.SIGTERM, terminate)
     if pinning is not None:
         pinning.pinClient()
     with tempfile.TemporaryDirectory(prefix="twisted-zero-bench-") as tmp:
         workDir = Path(tmp)
         filePath = workDir / "stream.bin"
-        setup = Setup(workDir, filePath, {}, ourChunkOption, baseline, pinning)
+        setup = Setup(filePath, {}, ourChunkOption, workDir=workDir, baseline=baseline)
         ourPackage, twistedVersion, defaultChunks = _probeOurs(setup)
-        checkImportedFrom(ourPackage, REPO_ROOT)
         baselineNote = baselineChunksNote = ""
         if baseline is not None:
             basePackage, _, baseChunks = _probeOurs(setup, BASELINE)
-            checkImportedFrom(basePackage, baseline)
             baselineNote = f"; baseline from {Path(basePackage).parent}"
             if ourChunkOption is None:
                 baselineChunksNote = "; baseline " + ", ".join(
-                    f"{source} {formatSize(baseChunks[source])}" for source in SOURCES
+                    f"{source} {benchutil.formatSize(baseChunks[source])}"
+                    for source in SOURCES
                 )
             else:
                 baselineChunksNote = f"; baseline --chunk-size {ourChunkOption}"
@@ -807,12 +699,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             chunkSizes = dict.fromkeys(SOURCES, int(ourChunkOption))
             chunkOrigin = f"--chunk-size {ourChunkOption}"
-        setup = Setup(workDir, filePath, chunkSizes, ourChunkOption, baseline, pinning)
+        setup = Setup(
+            filePath,
+            chunkSizes,
+            ourChunkOption,
+            workDir=workDir,
+            baseline=baseline,
+            pinning=pinning,
+        )
         ourChunks = ", ".join(
-            f"{source} {formatSize(chunkSizes[source])}" for source in SOURCES
+            f"{source} {benchutil.formatSize(chunkSizes[source])}" for source in SOURCES
         )
         referenceChunks = ", ".join(
-            f"{spec.source} {formatSize(chunkSizes[spec.source])}"
+            f"{spec.source} {benchutil.formatSize(chunkSizes[spec.source])}"
             for spec in GENERATED + FILES
             if spec.kind == ASYNCIO_STREAM
         )
@@ -827,15 +726,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"chunks: ours {ourChunks} ({chunkOrigin}){baselineChunksNote}; "
             f"{ASYNCIO_STREAM} {referenceChunks}; "
             f"{FILESENDER} 16K (its own)\n"
-            f"1 x {formatSize(plan.singleBytes)} and {plan.multiConnections} x "
-            f"{formatSize(plan.multiBytes)} generated, file of "
-            f"{formatSize(plan.fileSize)} read whole per connection, "
-            f"recv_into {formatSize(plan.recvSize)}, "
+            f"1 x {benchutil.formatSize(plan.singleBytes)} and {plan.multiConnections} x "
+            f"{benchutil.formatSize(plan.multiBytes)} generated, file of "
+            f"{benchutil.formatSize(plan.fileSize)} read whole per connection, "
+            f"recv_into {benchutil.formatSize(plan.recvSize)}, "
             f"{plan.stalledCount} stalled readers\n",
             flush=True,
         )
-        progress(f"writing {formatSize(plan.fileSize)} to {filePath}")
-        writeTestFile(filePath, plan.fileSize)
+        benchutil.progress(
+            f"writing {benchutil.formatSize(plan.fileSize)} to {filePath}"
+        )
+        benchutil.writeTestFile(filePath, plan.fileSize)
         started = time.monotonic()
         results = runRounds(plan, setup)
         print(report(plan, setup, results))

@@ -1,52 +1,34 @@
 """
-Helpers shared by the benchmarks (C{bench.py}, C{http_bench.py}): sizes,
-the checkouts the daemons are run from, the command line, what /proc says of
-a server, server processes, pinning to CPUs, waiting for a server to settle,
-the test file, the rounds and their results, and the report's tables. Not a
+The harness the benchmarks share: sizes, the command line and the plan it
+makes, pinning to CPUs, the test file and progress lines. The results and
+the report's tables are in C{benchresults.py}, the servers measured in
+C{benchservers.py}, the clients measuring in C{benchclients.py}. Not a
 benchmark itself.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
-import fcntl
+import dataclasses
 import os
 import random
 import re
 import signal
-import socket
-import statistics
-import subprocess
 import sys
-import termios
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Generic, TypeVar
+from typing import Any, TypeVar
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-STARTUP_TIMEOUT = 20.0
 STALLED_BATCH = 25
 HOST = "127.0.0.1"
 GB = 10**9
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-TWISTD = (
-    "import sys; sys.argv[0] = 'twistd'; "
-    "from twisted.scripts.twistd import run; sys.exit(run())"
-)
-"""
-C{python -c TWISTD ...} runs twistd with this interpreter (and its
-C{PYTHONPATH}), whatever C{twistd} script is on C{PATH}.
-"""
 
 OURS = "ours"
 BASELINE = "baseline"
@@ -88,18 +70,6 @@ def formatSize(size: int) -> str:
 # Checkouts ---------------------------------------------------------------
 
 
-def checkoutEnvironment(root: Path) -> dict[str, str]:
-    """
-    This process's environment with C{root} first on C{PYTHONPATH}: a daemon
-    started with it imports C{twisted_zero} (and so the C{twisted_zero.tap}
-    that the C{zero} plugin names) from the checkout at C{root}.
-    """
-    env = dict(os.environ)
-    paths = [str(root), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(path for path in paths if path)
-    return env
-
-
 def checkoutDirectory(text: str) -> Path:
     """
     An argparse type: a directory that holds another checkout of this project
@@ -127,136 +97,6 @@ def addBaselineOption(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def serverEnvironment(kind: str, baseline: Path | None) -> dict[str, str]:
-    """
-    The environment of a server of C{kind}: the baseline imports our package
-    from its checkout at C{baseline}, every other server from this tree.
-    """
-    if kind == BASELINE:
-        assert baseline is not None
-        return checkoutEnvironment(baseline)
-    return checkoutEnvironment(REPO_ROOT)
-
-
-def runProbe(
-    probe: str, arguments: Sequence[str], env: dict[str, str], cwd: Path, failure: str
-) -> list[str]:
-    """
-    Run the Python code C{probe} with C{arguments} in C{env} and C{cwd}.
-
-    @return: The words it printed.
-    @raise SystemExit: With C{failure} and the probe's error output, if it
-        failed.
-    """
-    completed = subprocess.run(
-        [sys.executable, "-c", probe, *arguments],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if completed.returncode != 0:
-        raise SystemExit(f"{failure}:\n{completed.stderr.strip()}")
-    return completed.stdout.split()
-
-
-def checkImportedFrom(package: str, root: Path) -> None:
-    """
-    Stop the benchmark unless C{package}, the C{twisted_zero/__init__.py} a
-    probe imported, is in the checkout at C{root}.
-    """
-    if not Path(package).resolve().is_relative_to(root):
-        raise SystemExit(f"the daemon would import {package}, not {root}")
-
-
-# Measurements ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Throughput:
-    """
-    One throughput measurement.
-    """
-
-    seconds: float
-    bytes: int
-    serverCpu: float
-    clientCpu: float
-
-    @property
-    def gbPerSecond(self) -> float:
-        return self.bytes / GB / self.seconds
-
-    @property
-    def serverCpuPerGb(self) -> float:
-        return self.serverCpu / (self.bytes / GB)
-
-    @property
-    def serverLoad(self) -> float:
-        return self.serverCpu / self.seconds
-
-    @property
-    def clientLoad(self) -> float:
-        return self.clientCpu / self.seconds
-
-
-# /proc and sockets -------------------------------------------------------
-
-
-def cpuTimes(pid: int) -> tuple[float, float]:
-    """
-    User and system CPU time of a process so far, in seconds.
-    """
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # The command name, in parentheses, may itself hold spaces.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
-
-
-def cpuSeconds(pid: int) -> float:
-    """
-    User plus system CPU time of a process so far.
-    """
-    return sum(cpuTimes(pid))
-
-
-def rssKiB(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise BenchError(f"no VmRSS for process {pid}")
-
-
-def openFds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def childPids(pid: int) -> list[int]:
-    """
-    The processes whose parent is C{pid}.
-    """
-    children = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-            children.append(int(entry.name))
-    return sorted(children)
-
-
-def queuedBytes(sock: socket.socket) -> int:
-    """
-    Bytes received on C{sock} and not yet read.
-    """
-    result = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-    return int.from_bytes(result, sys.byteorder)
-
-
 # Processes ---------------------------------------------------------------
 
 
@@ -267,14 +107,6 @@ def dieWithParent() -> None:
     """
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def terminate(signum: int, frame: FrameType | None) -> None:
-    """
-    A SIGTERM handler that unwinds the benchmark, so that its C{finally}
-    clauses stop the servers and remove the temporary directory.
-    """
-    raise SystemExit(128 + signum)
 
 
 # Pinning to CPUs ---------------------------------------------------------
@@ -372,47 +204,105 @@ def addPinOption(parser: argparse.ArgumentParser, clientNote: str = "") -> None:
     )
 
 
-def serverPreexec(pinning: Pinning | None) -> Callable[[], None]:
-    """
-    The C{preexec_fn} of a server subprocess: L{dieWithParent}, and with
-    C{pinning} the server CPUs (L{Pinning.prepareServer}).
-    """
-    return dieWithParent if pinning is None else pinning.prepareServer
-
-
 # The command line --------------------------------------------------------
 
 
-def addRoundOptions(parser: argparse.ArgumentParser) -> None:
+def _shown(value: float | None, parse: Callable[[str], Any]) -> str:
+    """
+    C{value} as the help of an option that C{parse}s it says it.
+    """
+    if value is not None and parse is parseSize:
+        return formatSize(int(value))
+    return f"{value:g}" if value is not None else "none"
+
+
+class BenchParser(argparse.ArgumentParser):
+    """
+    The command line of a benchmark: an argument parser whose number options
+    say their least value and, where C{--quick} changes it, their default
+    with and without it; L{parseArguments} applies both.
+    """
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description=description)
+        self._numbers: list[tuple[str, float | None, float | None, float | None]] = []
+
+    def addNumber(
+        self,
+        name: str,
+        help: str,
+        parse: Callable[[str], Any] = int,
+        default: float | None = None,
+        quick: float | None = None,
+        least: float | None = 1,
+    ) -> None:
+        """
+        An option that C{parse}s a number, at least C{least} if it has a
+        value (L{None}: any). With C{quick}, its value is by default
+        C{default}, or C{quick} with C{--quick}, as its C{help} goes on to
+        say.
+        """
+        if quick is None:
+            self.add_argument(name, type=parse, default=default, help=help)
+        else:
+            normal, small = _shown(default, parse), _shown(quick, parse)
+            help = f"{help} (default {normal}; quick {small})"
+            self.add_argument(name, type=parse, help=help)
+        self._numbers.append((name, default, quick, least))
+
+    def parseArguments(self, argv: Sequence[str] | None) -> argparse.Namespace:
+        """
+        Parse C{argv}, give each number option left out its default (see
+        L{addNumber}), and stop with a usage error if one is too small.
+        """
+        args = self.parse_args(argv)
+        for name, default, quick, least in self._numbers:
+            dest = name.removeprefix("--").replace("-", "_")
+            if quick is not None and getattr(args, dest) is None:
+                setattr(args, dest, quick if args.quick else default)
+            value = getattr(args, dest)
+            if least is not None and value is not None and value < least:
+                self.error(f"{name} is too small")
+        return args
+
+
+def addRoundOptions(parser: BenchParser) -> None:
     """
     The first options of every benchmark: C{--quick} and C{--rounds}.
     """
     parser.add_argument(
         "--quick", action="store_true", help="one round, small sizes: a smoke test"
     )
-    parser.add_argument("--rounds", type=int, help="rounds (default 5; quick 1)")
+    parser.addNumber("--rounds", "rounds", default=5, quick=1)
 
 
-def addStalledOptions(parser: argparse.ArgumentParser, what: str) -> None:
+def addStalledOptions(parser: BenchParser, what: str) -> None:
     """
     C{--stalled}, how many stalled C{what} the memory test opens, and
     C{--recv-size}.
     """
-    parser.add_argument(
-        "--stalled",
-        type=int,
-        default=200,
-        help=f"stalled {what} for the memory test (default 200)",
+    parser.addNumber(
+        "--stalled", f"stalled {what} for the memory test (default 200)", default=200
     )
-    parser.add_argument(
+    parser.addNumber(
         "--recv-size",
-        type=parseSize,
+        "client recv_into buffer (default 1M)",
+        parseSize,
         default=MiB,
-        help="client recv_into buffer (default 1M)",
     )
 
 
-def addRunOptions(parser: argparse.ArgumentParser, clientNote: str) -> None:
+def addFileSizeOption(parser: BenchParser, what: str, normal: int, quick: int) -> None:
+    """
+    C{--file-size}, the size of C{what}: C{normal}, or C{quick} with
+    C{--quick}.
+    """
+    parser.addNumber(
+        "--file-size", f"size of {what}", parseSize, default=normal, quick=quick
+    )
+
+
+def addRunOptions(parser: BenchParser, clientNote: str) -> None:
     """
     The last options of every benchmark: C{--timeout}, C{--budget},
     C{--seed}, C{--baseline} and C{--pin} (see L{addPinOption} for
@@ -435,246 +325,49 @@ def addRunOptions(parser: argparse.ArgumentParser, clientNote: str) -> None:
     addPinOption(parser, clientNote)
 
 
-def picker(quick: bool) -> Callable[[int | None, int, int], int]:
+_Plan = TypeVar("_Plan", bound="RunPlan")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunPlan:
     """
-    C{pick(value, normal, small)}: an option's C{value} if it was given,
-    else C{small} with C{--quick} and C{normal} without.
+    What the plan of every benchmark has; a benchmark's own plan adds what
+    it measures.
     """
 
-    def pick(value: int | None, normal: int, small: int) -> int:
-        return value if value is not None else (small if quick else normal)
-
-    return pick
-
-
-def seedOf(seed: int | None) -> int:
+    rounds: int
+    timeout: float
+    budget: float
+    seed: int
+    baseline: Path | None = None
     """
-    The C{--seed} given, or a random one.
+    The checkout the baseline daemon is run from, or L{None} for none.
     """
-    return seed if seed is not None else random.randrange(2**32)
-
-
-def checkPositive(
-    parser: argparse.ArgumentParser, values: Iterable[tuple[str, int]]
-) -> None:
+    pinning: Pinning | None = None
     """
-    Stop with a usage error if one of the C{(option, value)} pairs has a
-    value below 1.
+    The CPUs of the servers and of the client, or L{None} to leave them to
+    the scheduler.
     """
-    for name, value in values:
-        if value < 1:
-            parser.error(f"{name} is too small")
 
-
-# Server processes --------------------------------------------------------
-
-
-def spawnServer(
-    command: Sequence[str],
-    logPath: Path,
-    errPath: Path,
-    cwd: Path,
-    env: dict[str, str],
-    pinning: Pinning | None,
-    mergeErrors: bool = False,
-) -> subprocess.Popen[bytes]:
-    """
-    Start a server subprocess in a session of its own, its output to
-    C{logPath} and its error output to C{errPath} (or with C{mergeErrors} to
-    C{logPath} too, C{errPath} being created empty).
-    """
-    with open(logPath, "wb") as log, open(errPath, "wb") as err:
-        return subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT if mergeErrors else err,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-            preexec_fn=serverPreexec(pinning),
+    @classmethod
+    def fromArguments(
+        cls: type[_Plan], args: argparse.Namespace, **fields: Any
+    ) -> _Plan:
+        """
+        The plan that the options C{args} (of L{BenchParser.parseArguments})
+        make: each field not in C{fields} is the option of its name
+        (C{singleBytes}: C{--single-bytes}), C{seed} the one given or a
+        random one, and C{pinning} C{--pin}.
+        """
+        fields.setdefault("pinning", args.pin)
+        fields.setdefault(
+            "seed", args.seed if args.seed is not None else random.randrange(2**32)
         )
-
-
-class ServerProcess:
-    """
-    A running server subprocess that a benchmark started; as a context
-    manager, stopped on the way out. A subclass (a dataclass) has a
-    C{process} and a C{logPath}, and says what C{label} it goes by.
-    """
-
-    process: subprocess.Popen[bytes]
-    logPath: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def label(self) -> str:
-        raise NotImplementedError
-
-    def logPaths(self) -> tuple[Path, ...]:
-        """
-        The logs whose end L{logTail} shows.
-        """
-        return (self.logPath, self.logPath.with_suffix(".err"))
-
-    def _waitForPort(self, portLine: re.Pattern[str]) -> int:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            match = portLine.search(self.logPath.read_text(errors="replace"))
-            if match:
-                return int(match.group(1))
-            self.checkAlive()
-            time.sleep(0.05)
-        raise BenchError(f"{self.label}: no port after {STARTUP_TIMEOUT}s")
-
-    def checkAlive(self) -> None:
-        if self.process.poll() is not None:
-            raise BenchError(
-                f"{self.label} (pid {self.pid}) exited with "
-                f"{self.process.returncode}:\n{self.logTail()}"
-            )
-
-    def logTail(self, lines: int = 15) -> str:
-        text = ""
-        for path in self.logPaths():
-            with contextlib.suppress(OSError):
-                text += path.read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        """
-        Terminate this server (by its PID only) and reap it.
-        """
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-    def __enter__(self: _Server) -> _Server:
-        return self
-
-    def __exit__(
-        self,
-        excType: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-_Server = TypeVar("_Server", bound=ServerProcess)
-
-
-DAEMON_PORT_LINE = re.compile(
-    rf"(?:streaming \S+|serving HTTP) on {re.escape(HOST)}:(\d+)"
-)
-
-
-@dataclass
-class ZeroDaemon(ServerProcess):
-    """
-    A C{twistd zero} daemon of this tree or of the baseline (as C{env}
-    says), as a subprocess that dies with the benchmark, its output in
-    C{workDir}, and the port of its first listener.
-    """
-
-    kind: str
-    args: Sequence[str]
-    env: dict[str, str]
-    workDir: Path
-    process: subprocess.Popen[bytes] = field(init=False)
-    logPath: Path = field(init=False)
-    port: int = field(init=False)
-
-    @property
-    def label(self) -> str:
-        return self.kind
-
-    def __post_init__(self) -> None:
-        self.logPath = self.log = self.workDir / f"{self.kind}.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero", *self.args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.workDir,
-                start_new_session=True,
-                preexec_fn=dieWithParent,
-            )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            match = DAEMON_PORT_LINE.search(self.log.read_text(errors="replace"))
-            if match:
-                self.port = int(match.group(1))
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise BenchError(
-            f"{self.kind} daemon did not start:\n{self.log.read_text()[-2000:]}"
-        )
-
-    def rchar(self) -> int:
-        """
-        What the daemon has read so far (C{/proc/PID/io}): files, and what
-        C{sendfile()} sent.
-        """
-        for line in Path(f"/proc/{self.process.pid}/io").read_text().splitlines():
-            if line.startswith("rchar:"):
-                return int(line.split()[1])
-        raise BenchError("no rchar")
-
-
-def connect(port: int, deadline: float) -> socket.socket:
-    """
-    A connection to C{port} of L{HOST}, made before C{deadline}.
-    """
-    timeout = max(deadline - time.monotonic(), 0.1)
-    return socket.create_connection((HOST, port), timeout=timeout)
-
-
-# Waiting -----------------------------------------------------------------
-
-
-def waitUntil(condition: Callable[[], bool], deadline: float, what: str) -> None:
-    while not condition():
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def waitUntilSettled(
-    rss: Callable[[], int],
-    socks: Sequence[socket.socket],
-    deadline: float,
-    least: float = 1.0,
-    quiet: float = 1.0,
-    most: float = 10.0,
-) -> None:
-    """
-    Wait until neither the server's RSS (C{rss()}, in KiB: within 64 KiB) nor
-    the bytes queued at the clients have changed for C{quiet} seconds; at
-    least C{least} and at most C{most} seconds.
-    """
-    started = time.monotonic()
-    end = min(started + most, deadline)
-    settled = (rss(), sum(map(queuedBytes, socks)))
-    since = started
-    while (now := time.monotonic()) < end:
-        if now - started >= least and now - since >= quiet:
-            return
-        time.sleep(0.1)
-        current = (rss(), sum(map(queuedBytes, socks)))
-        if abs(current[0] - settled[0]) > 64 or current[1] != settled[1]:
-            settled, since = current, time.monotonic()
+        for planField in dataclasses.fields(cls):
+            if planField.name not in fields:
+                option = re.sub("([A-Z])", r"_\1", planField.name).lower()
+                fields[planField.name] = getattr(args, option)
+        return cls(**fields)
 
 
 # The test file -----------------------------------------------------------
@@ -701,162 +394,8 @@ def warmPageCache(path: Path, buffer: bytearray) -> None:
             pass
 
 
-# The report --------------------------------------------------------------
+# Progress ----------------------------------------------------------------
 
 
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def median(values: Sequence[float | None]) -> float | None:
-    present = [value for value in values if value is not None]
-    return statistics.median(present) if present else None
-
-
-def roundRatios(
-    tops: Sequence[float | None], bottoms: Sequence[float | None]
-) -> list[float | None]:
-    """
-    The per-round ratios C{top / bottom}: L{None} for a round that lacks
-    either value, or whose C{bottom} is not positive (as a stalled test's
-    added memory can be: no ratio means anything then).
-    """
-    return [
-        None if top is None or bottom is None or bottom <= 0 else top / bottom
-        for top, bottom in zip(tops, bottoms, strict=True)
-    ]
-
-
-def fmt(value: float | None, spec: str = ".2f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def spread(values: Sequence[float | None], spec: str = ".2f") -> str:
-    """
-    C{min-max} of the values present, or C{n/a}.
-    """
-    present = [value for value in values if value is not None]
-    if not present:
-        return "n/a"
-    return f"{min(present):{spec}}-{max(present):{spec}}"
-
-
-def table(
-    header: Sequence[str], rows: Sequence[Sequence[str]], textColumns: int = 2
-) -> str:
-    """
-    Align C{rows} under C{header}: the first C{textColumns} columns to the
-    left, the numbers to the right.
-    """
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(row: Sequence[str]) -> str:
-        cells = [
-            cell.ljust(width) if i < textColumns else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        return "  ".join(cells).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(header), rule, *map(line, rows)])
-
-
-THROUGHPUT_COLUMNS = ("GB/s", "min-max", "srv CPU s/GB", "srv CPU")
-"""
-The headers of L{throughputCells}.
-"""
-
-
-def throughputCells(done: Sequence[Throughput]) -> list[str]:
-    """
-    The medians of the measurements C{done}, under L{THROUGHPUT_COLUMNS}.
-    """
-    speeds: list[float | None] = [sample.gbPerSecond for sample in done]
-    return [
-        fmt(median(speeds)),
-        spread(speeds),
-        fmt(median([sample.serverCpuPerGb for sample in done])),
-        fmt(median([sample.serverLoad for sample in done]), ".0%"),
-    ]
-
-
-def stalledCells(values: Sequence[float | None]) -> list[str]:
-    """
-    The median, C{min-max} and count of the memory figures present.
-    """
-    count = sum(value is not None for value in values)
-    return [fmt(median(values), ".1f"), spread(values, ".1f"), str(count)]
-
-
-# Rounds and results ------------------------------------------------------
-
-_Key = TypeVar("_Key")
-_Sample = TypeVar("_Sample", bound=Throughput)
-_Value = TypeVar("_Value")
-
-
-def roundIndexes(rounds: int, budget: float, began: float) -> Iterator[int]:
-    """
-    The rounds to run, saying which one starts; none after the first once
-    C{budget} seconds have passed since C{began} (on C{time.monotonic}).
-    """
-    for roundIndex in range(rounds):
-        if roundIndex and time.monotonic() - began > budget:
-            progress(f"time budget of {budget:.0f}s spent: stopping early")
-            return
-        progress(f"round {roundIndex + 1}/{rounds}")
-        yield roundIndex
-
-
-@dataclass
-class RoundResults(Generic[_Key, _Sample]):
-    """
-    What the rounds measured of each server (a C{_Key}): per round, the
-    throughput measurements and the stalled memory figures, L{None} where a
-    measurement failed or was not made; and the failures.
-    """
-
-    rounds: int
-    throughput: dict[tuple[_Key, int], list[_Sample | None]] = field(
-        default_factory=dict
-    )
-    stalled: dict[_Key, list[float | None]] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
-    roundsDone: int = 0
-
-    def addThroughput(
-        self, server: _Key, connections: int, roundIndex: int, value: _Sample | None
-    ) -> None:
-        slots = self.throughput.setdefault((server, connections), [None] * self.rounds)
-        slots[roundIndex] = value
-
-    def addStalled(self, server: _Key, roundIndex: int, value: float | None) -> None:
-        self.stalled.setdefault(server, [None] * self.rounds)[roundIndex] = value
-
-    def samples(self, server: _Key, connections: int) -> list[_Sample | None]:
-        return self.throughput.get((server, connections), [None] * self.rounds)
-
-    def attempt(
-        self, roundIndex: int, name: str, measure: Callable[[], _Value]
-    ) -> _Value | None:
-        """
-        C{measure()}; or if it fails, L{None}, the failure noted and said.
-        """
-        try:
-            return measure()
-        except (OSError, BenchError) as e:
-            self.failures.append(f"round {roundIndex + 1}: {name}: {e}")
-            progress(f"  {name}: FAILED: {e}")
-            return None
-
-    def failureLines(self) -> list[str]:
-        """
-        The end of the report: the failures, if any.
-        """
-        if not self.failures:
-            return []
-        return [
-            "",
-            f"{len(self.failures)} measurement(s) failed:",
-            *(f"  {failure}" for failure in self.failures),
-        ]

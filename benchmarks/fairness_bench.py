@@ -30,22 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchutil import (
-    BASELINE,
-    HOST,
-    OURS,
-    BenchError,
-    MiB,
-    ZeroDaemon,
-    addBaselineOption,
-    checkoutEnvironment,
-    cpuSeconds,
-    fmt,
-    median,
-    parseSize,
-    progress,
-    table,
-)
+import benchresults
+import benchutil
+from benchclients import getRequest
+from benchservers import ZeroDaemon, cpuSeconds, daemonEnvironments
+from benchutil import BASELINE, HOST, OURS, MiB
 
 ENDPOINT = f"tcp:0:interface={HOST}"
 TOLERANCE = 0.25
@@ -101,17 +90,17 @@ async def readFor(
     try:
         if target is not None:
             await start.wait()
-            writer.write(f"GET {target} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+            writer.write(getRequest(target))
             head = await reader.readuntil(b"\r\n\r\n")
             if not head.startswith(b"HTTP/1.1 200"):
-                raise BenchError(f"unexpected response: {head[:80]!r}")
+                raise benchutil.BenchError(f"unexpected response: {head[:80]!r}")
         while (left := end - loop.time()) > 0:
             try:
                 data = await asyncio.wait_for(reader.read(MiB), left)
             except asyncio.TimeoutError:
                 break
             if not data:
-                raise BenchError("the daemon closed a connection early")
+                raise benchutil.BenchError("the daemon closed a connection early")
             counts[0] += len(data)
     finally:
         writer.transport.abort()
@@ -160,20 +149,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
-        "--total-rate", type=parseSize, default=50 * MiB, help="default 50M"
+        "--total-rate", type=benchutil.parseSize, default=50 * MiB, help="default 50M"
     )
     parser.add_argument("--only", help="only the paths whose label contains this")
     parser.add_argument(
         "--quick", action="store_true", help="one round, 20 clients, 4 s"
     )
-    addBaselineOption(parser)
+    benchutil.addBaselineOption(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.clients, args.seconds = 1, 20, 4.0
-    kinds = [OURS] + ([BASELINE] if args.baseline else [])
-    envs = {OURS: checkoutEnvironment(Path(__file__).resolve().parent.parent)}
-    if args.baseline:
-        envs[BASELINE] = checkoutEnvironment(args.baseline)
+    envs = daemonEnvironments(args.baseline)
+    kinds = list(envs)
     paths = [p for p in PATHS if args.only is None or args.only in p.label]
     samples: dict[tuple[str, str], list[Sample]] = {}
     rng = random.Random(1)
@@ -181,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for roundIndex in range(args.rounds):
             for path in paths:
                 for kind in rng.sample(kinds, len(kinds)):
-                    progress(f"round {roundIndex + 1}: {path.label}, {kind}")
+                    benchutil.progress(f"round {roundIndex + 1}: {path.label}, {kind}")
                     daemon = ZeroDaemon(
                         kind,
                         ("--total-rate", str(args.total_rate), *path.args),
@@ -194,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         )
                     finally:
                         daemon.stop()
-                    progress(f"  {describe(sample)}")
+                    benchutil.progress(f"  {describe(sample)}")
                     samples.setdefault((path.label, kind), []).append(sample)
     report(paths, kinds, samples, args)
 
@@ -232,21 +219,27 @@ def report(
                         path.label,
                         kind,
                         str(index + 1),
-                        fmt(min(rates)),
-                        fmt(statistics.median(rates)),
-                        fmt(max(rates)),
+                        benchresults.fmt(min(rates)),
+                        benchresults.fmt(statistics.median(rates)),
+                        benchresults.fmt(max(rates)),
                         f"{sample.outside}/{len(rates)}",
-                        fmt(sample.cpu),
+                        benchresults.fmt(sample.cpu),
                     ]
                 )
-    print(table(headers, rows, textColumns=2))
+    print(benchresults.table(headers, rows, textColumns=2))
     if BASELINE in kinds:
         print("\nMedian daemon CPU seconds over the rounds, ours / baseline:")
         for path in paths:
-            ours = median([s.cpu for s in samples.get((path.label, OURS), [])])
-            base = median([s.cpu for s in samples.get((path.label, BASELINE), [])])
+            ours = benchresults.median(
+                [s.cpu for s in samples.get((path.label, OURS), [])]
+            )
+            base = benchresults.median(
+                [s.cpu for s in samples.get((path.label, BASELINE), [])]
+            )
             ratio = None if ours is None or not base else ours / base
-            print(f"  {path.label}: {fmt(ours)} / {fmt(base)} = {fmt(ratio)}")
+            print(
+                f"  {path.label}: {benchresults.fmt(ours)} / {benchresults.fmt(base)} = {benchresults.fmt(ratio)}"
+            )
 
 
 if __name__ == "__main__":

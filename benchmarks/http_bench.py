@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import multiprocessing
 import os
 import platform
@@ -49,58 +50,30 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
-from benchutil import (
-    BASELINE,
-    BENCH_DIR,
-    DAEMONS,
-    HOST,
-    OURS,
-    REPO_ROOT,
-    STALLED_BATCH,
-    STARTUP_TIMEOUT,
-    THROUGHPUT_COLUMNS,
-    TWISTD,
-    BenchError,
-    GiB,
-    MiB,
-    Pinning,
-    RoundResults,
-    ServerProcess,
-    Throughput,
-    addRoundOptions,
-    addRunOptions,
-    addStalledOptions,
-    checkImportedFrom,
-    checkPositive,
-    childPids,
+import benchresults
+import benchutil
+from benchclients import (
+    HEAD_READ,
     connect,
-    cpuTimes,
-    fmt,
-    formatSize,
-    median,
-    parseSize,
-    picker,
-    progress,
-    roundIndexes,
-    roundRatios,
-    rssKiB,
-    runProbe,
-    seedOf,
-    serverEnvironment,
-    spawnServer,
-    spread,
-    stalledCells,
-    table,
-    terminate,
-    throughputCells,
+    getRequest,
+    parseHead,
     waitUntilSettled,
-    warmPageCache,
-    writeTestFile,
 )
+from benchservers import (
+    DAEMON_PORT_LINE,
+    STARTUP_TIMEOUT,
+    ServerProcess,
+    ServerSetup,
+    childPids,
+    cpuTimes,
+    rssKiB,
+    spawnServer,
+    terminate,
+    twistdCommand,
+)
+from benchutil import BASELINE, DAEMONS, HOST, OURS, MiB
 
-AIOHTTP_SERVER = BENCH_DIR / "aiohttp_server.py"
-MAX_HEAD = 64 * 1024
-HEAD_READ = 16 * 1024
+AIOHTTP_SERVER = benchutil.BENCH_DIR / "aiohttp_server.py"
 FILE_NAME = "download.bin"
 WARM_NAME = "warm.bin"
 WARM_SIZE = 4 * MiB
@@ -124,9 +97,7 @@ Where the daemon's package is imported from, and the versions of Twisted and
 aiohttp, as the servers' interpreter sees them.
 """
 PORT_LINES = {
-    OURS: re.compile(
-        r"ListeningService#info\] serving HTTP on 127\.0\.0\.1:(\d+)$", re.MULTILINE
-    ),
+    OURS: DAEMON_PORT_LINE,
     TWISTED_STATIC: re.compile(r"\[-\] Site starting on (\d+)$", re.MULTILINE),
     AIOHTTP: re.compile(r"\A(\d+)\n"),
 }
@@ -162,15 +133,13 @@ http {{
 
 
 @dataclass(frozen=True)
-class Setup:
+class Setup(ServerSetup):
     """
-    What every server of a run is started with.
+    What every server of a run is started with: a L{ServerSetup} (its
+    C{workDir} holds the logs and nginx configurations), the directory
+    served, and nginx.
     """
 
-    workDir: Path
-    """
-    Logs and nginx configurations.
-    """
     dataDir: Path
     """
     The directory served: the test file and a small warm-up file.
@@ -179,24 +148,24 @@ class Setup:
     """
     The nginx executable, or L{None} to leave nginx out.
     """
-    baseline: Path | None = None
-    """
-    The checkout the baseline daemon is run from, or L{None} for none.
-    """
-    pinning: Pinning | None = None
-    """
-    The CPUs of the servers and of the client, or L{None} to leave them to
-    the scheduler.
-    """
 
     def environment(self, kind: str = OURS) -> dict[str, str]:
-        """
-        The environment of a server of C{kind}: the baseline imports our
-        package from its checkout, every other server from this tree.
-        """
-        env = serverEnvironment(kind, self.baseline)
+        env = super().environment(kind)
         env.pop("AIOHTTP_NOSENDFILE", None)
         return env
+
+    def daemonOptions(self, kind: str) -> tuple[str, ...]:
+        """
+        The options our daemon of C{kind} gets after C{--http} and
+        C{--root}: none here.
+        """
+        return ()
+
+    def nginxConfig(self) -> str:
+        """
+        The template of nginx's configuration (see L{NGINX_CONFIG}).
+        """
+        return NGINX_CONFIG
 
     def kinds(self) -> tuple[str, ...]:
         return (
@@ -270,11 +239,11 @@ class HttpServer(ServerProcess):
             return cls._startNginx(setup, logPath, errPath)
         root = str(setup.dataDir)
         if kind in DAEMONS:
-            command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero"]
-            command += ["--http", f"tcp:0:interface={HOST}", "--root", root]
+            command = twistdCommand("zero", "--http", f"tcp:0:interface={HOST}")
+            command += ["--root", root, *setup.daemonOptions(kind)]
         elif kind == TWISTED_STATIC:
-            command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "web"]
-            command += ["--listen", f"tcp:0:interface={HOST}", "--path", root]
+            command = twistdCommand("web", "--listen", f"tcp:0:interface={HOST}")
+            command += ["--path", root]
         else:
             command = [sys.executable, str(AIOHTTP_SERVER), "--root", root]
             command += ["--port", "0"]
@@ -301,7 +270,7 @@ class HttpServer(ServerProcess):
             port = _freePort()
             config = prefix / "nginx.conf"
             config.write_text(
-                NGINX_CONFIG.format(
+                setup.nginxConfig().format(
                     # The worker must read the private temporary directory.
                     user="user root;\n" if os.geteuid() == 0 else "",
                     prefix=prefix,
@@ -323,7 +292,7 @@ class HttpServer(ServerProcess):
             try:
                 server._waitForNginx()
                 server._checkPinned(setup)
-            except BenchError:
+            except benchutil.BenchError:
                 server.stop()
                 if attempt < 2 and "Address already in use" in server.logTail():
                     continue  # another process took the port meanwhile
@@ -350,7 +319,9 @@ class HttpServer(ServerProcess):
                     self.workers = tuple(workers)
                     return
             time.sleep(0.05)
-        raise BenchError(f"{self.label}: not serving after {STARTUP_TIMEOUT}s")
+        raise benchutil.BenchError(
+            f"{self.label}: not serving after {STARTUP_TIMEOUT}s"
+        )
 
     def _checkPinned(self, setup: Setup) -> None:
         """
@@ -383,42 +354,6 @@ def _spawn(
 # The client --------------------------------------------------------------
 
 
-def _request(path: str) -> bytes:
-    return (f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").encode(
-        "ascii"
-    )
-
-
-def parseHead(data: bytes | bytearray, expected: int) -> int | None:
-    """
-    Check the response head at the start of C{data}: status 200 and a
-    C{Content-Length} of C{expected}, no transfer coding.
-
-    @return: The length of the head, or L{None} if it is not all there yet.
-    @raise BenchError: If the response is not the one expected.
-    """
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        if len(data) > MAX_HEAD:
-            raise BenchError(f"no end of the response head in {MAX_HEAD} bytes")
-        return None
-    statusLine, *lines = bytes(data[:end]).decode("latin-1").split("\r\n")
-    parts = statusLine.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or parts[1] != "200":
-        raise BenchError(f"status line {statusLine!r}, not 200")
-    headers: dict[str, str] = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if "transfer-encoding" in headers:
-        raise BenchError(f"transfer-encoding {headers['transfer-encoding']!r}")
-    if headers.get("content-length") != str(expected):
-        raise BenchError(
-            f"content-length {headers.get('content-length')!r}, not {expected}"
-        )
-    return end + 4
-
-
 @dataclass
 class _Download:
     sock: socket.socket
@@ -442,7 +377,7 @@ def download(
 
     @return: The body bytes read.
     """
-    request = _request(path)
+    request = getRequest(path, host=HOST, close=True)
     size = len(view)
     downloads: list[_Download] = []
     try:
@@ -457,7 +392,7 @@ def download(
             while selector.get_map():
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
-                    raise BenchError("the downloads took too long")
+                    raise benchutil.BenchError("the downloads took too long")
                 for key, _ in selector.select(timeout):
                     item = key.data
                     want = HEAD_READ if not item.headDone else expected - item.body
@@ -466,7 +401,7 @@ def download(
                     except BlockingIOError:
                         continue
                     if not count:
-                        raise BenchError(
+                        raise benchutil.BenchError(
                             f"connection closed after {item.body} of {expected} "
                             "body bytes"
                         )
@@ -479,7 +414,9 @@ def download(
                             item.headDone = True
                             item.body = len(item.head) - headLength
                             if item.body > expected:
-                                raise BenchError("more bytes than Content-Length")
+                                raise benchutil.BenchError(
+                                    "more bytes than Content-Length"
+                                )
                     if item.headDone and item.body == expected:
                         selector.unregister(item.sock)
     finally:
@@ -529,7 +466,7 @@ def _clientProcess(job: ClientJob, go: Event, results: Connection) -> None:
             received += download(
                 job.port, job.path, job.connections, job.expected, view, job.deadline
             )
-    except BenchError as e:
+    except benchutil.BenchError as e:
         error = str(e)
     except Exception as e:
         error = f"{type(e).__name__}: {e}"
@@ -547,7 +484,7 @@ def _shares(total: int, parts: int) -> list[int]:
 
 
 @dataclass(frozen=True)
-class HttpThroughput(Throughput):
+class HttpThroughput(benchresults.Throughput):
     """
     A throughput measurement that also tells the server's CPU time in the
     kernel apart.
@@ -558,6 +495,9 @@ class HttpThroughput(Throughput):
     @property
     def serverSystemShare(self) -> float:
         return self.serverSystemCpu / self.serverCpu if self.serverCpu else 0.0
+
+    def serverNote(self) -> str:
+        return f" ({self.serverSystemShare:4.0%} sys)"
 
 
 def measureThroughput(
@@ -597,11 +537,13 @@ def measureThroughput(
         go.set()
         for _, receiver in clients:
             if not receiver.poll(max(deadline - time.monotonic(), 0)):
-                raise BenchError(f"the downloads took over {plan.timeout:.0f}s")
+                raise benchutil.BenchError(
+                    f"the downloads took over {plan.timeout:.0f}s"
+                )
             try:
                 results.append(receiver.recv())
             except EOFError:
-                raise BenchError("a client process died") from None
+                raise benchutil.BenchError("a client process died") from None
         seconds = time.perf_counter() - started
         userAfter, systemAfter = server.cpuTimes()
     finally:
@@ -613,10 +555,12 @@ def measureThroughput(
                 client.join(5)
     errors = [error for _, _, error in results if error is not None]
     if errors:
-        raise BenchError(f"{server.label}: {errors[0]}")
+        raise benchutil.BenchError(f"{server.label}: {errors[0]}")
     received = sum(count for count, _, _ in results)
     if received != connections * sequential * expected:
-        raise BenchError(f"{server.label}: {received} body bytes read, expected more")
+        raise benchutil.BenchError(
+            f"{server.label}: {received} body bytes read, expected more"
+        )
     clientCpu = sum(cpu for _, cpu, _ in results)
     systemCpu = systemAfter - systemBefore
     serverCpu = userAfter - userBefore + systemCpu
@@ -629,7 +573,7 @@ def _readHead(sock: socket.socket, expected: int, deadline: float) -> None:
     while parseHead(head, expected) is None:
         data = sock.recv(4096)
         if not data:
-            raise BenchError("connection closed before the response head")
+            raise benchutil.BenchError("connection closed before the response head")
         head += data
 
 
@@ -639,13 +583,13 @@ def openStalled(
     """
     Open C{count} downloads of C{path} that read the response head and stop.
     """
-    request = _request(path)
+    request = getRequest(path, host=HOST, close=True)
     socks: list[socket.socket] = []
     try:
         while len(socks) < count:
             batch = [
                 connect(server.port, deadline)
-                for _ in range(min(STALLED_BATCH, count - len(socks)))
+                for _ in range(min(benchutil.STALLED_BATCH, count - len(socks)))
             ]
             socks += batch
             for sock in batch:
@@ -697,20 +641,16 @@ def measureStalled(
 
 
 @dataclass(frozen=True)
-class Plan:
-    rounds: int
+class Plan(benchutil.RunPlan):
     fileSize: int
     singleDownloads: int
     connections: int
     stalledCount: int
     recvSize: int
     clientProcesses: int
-    timeout: float
-    budget: float
-    seed: int
 
 
-Results = RoundResults[str, HttpThroughput]
+Results = benchresults.RoundResults[str, HttpThroughput]
 
 
 def runRounds(plan: Plan, setup: Setup) -> Results:
@@ -718,24 +658,25 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
     rng = random.Random(plan.seed)
     buffer = bytearray(plan.recvSize)
     kinds = setup.kinds()
-    serial = 0
+    serials = itertools.count(1)
     began = time.monotonic()
     with contextlib.ExitStack() as stack:
-        servers: dict[str, HttpServer] = {}
-        for kind in kinds:
-            serial += 1
-            servers[kind] = stack.enter_context(HttpServer.start(kind, setup, serial))
-        for roundIndex in roundIndexes(plan.rounds, plan.budget, began):
-            warmPageCache(setup.dataDir / FILE_NAME, buffer)
+        servers = {
+            kind: stack.enter_context(HttpServer.start(kind, setup, next(serials)))
+            for kind in kinds
+        }
+        for roundIndex in benchresults.roundIndexes(plan.rounds, plan.budget, began):
+            benchutil.warmPageCache(setup.dataDir / FILE_NAME, buffer)
             for connections in rng.sample(
                 [1, plan.connections], 2 if plan.connections > 1 else 1
             ):
                 sequential = plan.singleDownloads if connections == 1 else 1
                 for kind in rng.sample(kinds, len(kinds)):
-                    name = f"{kind} x{connections}"
-                    sample = results.attempt(
+                    results.record(
                         roundIndex,
-                        name,
+                        kind,
+                        connections,
+                        f"{kind} x{connections}",
                         partial(
                             measureThroughput,
                             servers[kind],
@@ -745,39 +686,22 @@ def runRounds(plan: Plan, setup: Setup) -> Results:
                             plan.fileSize,
                             plan,
                         ),
+                        26,
                     )
-                    if sample is not None:
-                        progress(
-                            f"  {name:26} {sample.gbPerSecond:6.2f} GB/s  "
-                            f"{sample.serverCpuPerGb:5.2f} CPU s/GB  "
-                            f"server {sample.serverLoad:4.0%} "
-                            f"({sample.serverSystemShare:4.0%} sys)  "
-                            f"client {sample.clientLoad:4.0%}"
-                        )
-                    results.addThroughput(kind, connections, roundIndex, sample)
-            for kind in rng.sample(kinds, len(kinds)):
-                serial += 1
-                name = f"{kind} stalled x{plan.stalledCount}"
-                perDownload = results.attempt(
-                    roundIndex,
-                    name,
-                    partial(_startAndMeasureStalled, kind, setup, serial, plan, buffer),
-                )
-                if perDownload is not None:
-                    progress(f"  {name:26} {perDownload:7.1f} KiB/download")
-                results.addStalled(kind, roundIndex, perDownload)
-            results.roundsDone = roundIndex + 1
+            names = {kind: f"{kind} stalled x{plan.stalledCount}" for kind in kinds}
+
+            def measureAlone(kind: str) -> float:
+                with HttpServer.start(kind, setup, next(serials)) as server:
+                    return measureStalled(server, setup, plan, buffer)
+
+            results.recordStalledRound(
+                roundIndex,
+                rng,
+                names,
+                measureAlone,
+                "  {name:26} {value:7.1f} KiB/download",
+            )
     return results
-
-
-def _startAndMeasureStalled(
-    kind: str, setup: Setup, serial: int, plan: Plan, buffer: bytearray
-) -> float:
-    """
-    Start a server of C{kind}, L{measureStalled} it and stop it.
-    """
-    with HttpServer.start(kind, setup, serial) as server:
-        return measureStalled(server, setup, plan, buffer)
 
 
 # The report --------------------------------------------------------------
@@ -806,19 +730,12 @@ class Ratio:
 
     def values(self, results: Results) -> list[float | None]:
         if self.stalled:
-            missing: list[float | None] = [None] * results.rounds
-            return roundRatios(
-                results.stalled.get(OURS, missing),
-                results.stalled.get(self.other, missing),
+            return results.stalledRatios(OURS, self.other)
+        if self.cpu:
+            return results.throughputRatios(
+                OURS, self.other, self.connections, lambda s: s.serverCpuPerGb
             )
-
-        def values(kind: str) -> list[float | None]:
-            samples = results.samples(kind, self.connections)
-            if self.cpu:
-                return [None if s is None else s.serverCpuPerGb for s in samples]
-            return [None if s is None else s.gbPerSecond for s in samples]
-
-        return roundRatios(values(OURS), values(self.other))
+        return results.throughputRatios(OURS, self.other, self.connections)
 
 
 def _ratios(plan: Plan, setup: Setup) -> list[Ratio]:
@@ -839,45 +756,32 @@ def _ratios(plan: Plan, setup: Setup) -> list[Ratio]:
     return ratios
 
 
+def systemShare(sample: HttpThroughput) -> float:
+    return sample.serverSystemShare
+
+
 def report(plan: Plan, setup: Setup, results: Results) -> tuple[str, bool]:
     """
     The tables of medians and ratios, and whether the target is met.
     """
-    out: list[str] = []
     rounds = f"median of {results.roundsDone} round(s)"
-    rows: list[list[str]] = []
-    for connections in sorted({1, plan.connections}):
-        for kind in setup.kinds():
-            done = [s for s in results.samples(kind, connections) if s is not None]
-            rows.append(
-                [
-                    f"x{connections}",
-                    kind,
-                    *throughputCells(done),
-                    fmt(median([s.serverSystemShare for s in done]), ".0%"),
-                    fmt(median([sample.clientLoad for sample in done]), ".0%"),
-                    str(len(done)),
-                ]
-            )
-    out.append(f"Throughput ({rounds}; GB = 10^9 bytes of body)")
-    header = ["conns", "server", *THROUGHPUT_COLUMNS, "srv sys", "client CPU", "n"]
-    out.append(table(header, rows))
-    out.append("")
-    out.append(
-        f"Stalled downloads ({plan.stalledCount} clients that read the head "
-        f"and stop; added server RSS, {rounds})"
-    )
-    rows = []
-    for kind in setup.kinds():
-        rows.append([kind, *stalledCells(results.stalled.get(kind, []))])
-    out.append(table(["server", "KiB/download", "min-max", "n"], rows, 1))
-    out.append("")
-    out.append(f"Ratios ours / other ({rounds} of per-round values)")
-    rows = []
+    throughput = [
+        [
+            f"x{connections}",
+            kind,
+            *benchresults.throughputCells(
+                results.done(kind, connections), [systemShare]
+            ),
+        ]
+        for connections in sorted({1, plan.connections})
+        for kind in setup.kinds()
+    ]
+    stalled = [[kind, *results.stalledCells(kind)] for kind in setup.kinds()]
+    ratios = []
     met = True
     for ratio in _ratios(plan, setup):
         values = ratio.values(results)
-        middle = median(values)
+        middle = benchresults.median(values)
         verdict = ""
         if ratio.target:
             ahead = middle is not None and middle > 1.0
@@ -885,22 +789,34 @@ def report(plan: Plan, setup: Setup, results: Results) -> tuple[str, bool]:
             verdict = "PASS" if ahead else "FAIL"
         elif not ratio.cpu and ratio.other != BASELINE:
             verdict = "(reference)"
-        rows.append(
-            [
-                ratio.title,
-                fmt(middle),
-                spread(values),
-                "> 1.00" if ratio.target else "",
-                verdict,
-            ]
-        )
-    out.append(table(["ratio", "median", "min-max", "target", ""], rows, 1))
-    out.append("")
-    out.append(
+        target = "> 1.00" if ratio.target else ""
+        ratios.append(benchresults.ratioCells(ratio.title, values, target, verdict))
+    out = [
+        *benchresults.section(
+            f"Throughput ({rounds}; GB = 10^9 bytes of body)",
+            ["conns", "server", *benchresults.throughputColumns(["srv sys"])],
+            throughput,
+        ),
+        "",
+        *benchresults.section(
+            f"Stalled downloads ({plan.stalledCount} clients that read the head "
+            f"and stop; added server RSS, {rounds})",
+            ["server", *benchresults.stalledColumns("KiB/download")],
+            stalled,
+            1,
+        ),
+        "",
+        *benchresults.section(
+            f"Ratios ours / other ({rounds} of per-round values)",
+            benchresults.RATIO_COLUMNS,
+            ratios,
+            1,
+        ),
+        "",
         f"Target: ours ahead of {' and '.join(TARGETS)} (median per-round GB/s "
         f"ratio > 1 with 1 and {plan.connections} connections): "
-        f"{'PASS' if met else 'FAIL'}"
-    )
+        f"{'PASS' if met else 'FAIL'}",
+    ]
     if setup.nginx is None:
         out.append("nginx: skipped (not installed)")
     out += results.failureLines()
@@ -910,25 +826,36 @@ def report(plan: Plan, setup: Setup, results: Results) -> tuple[str, bool]:
 # Setup and command line --------------------------------------------------
 
 
-def _probe(setup: Setup, kind: str = OURS) -> tuple[str, str, str]:
+def probeVersions(setup: Setup, kind: str = OURS) -> tuple[str, str, str]:
     """
-    Where the daemon's package is imported from, and the versions of Twisted
-    and aiohttp, as the interpreter of the daemon of C{kind} (ours or the
-    baseline) sees them.
+    Where the daemon's package is imported from (checked: see
+    L{ServerSetup.probeDaemon}), and the versions of Twisted and aiohttp, as
+    the interpreter of the daemon of C{kind} (ours or the baseline) sees
+    them.
     """
-    output = runProbe(
+    output = setup.probeDaemon(
+        kind,
         PROBE,
         [],
-        setup.environment(kind),
-        setup.workDir,
         "cannot import the servers' packages (pip install aiohttp?)",
+        3,
     )
-    if len(output) != 3:
-        raise BenchError(f"unexpected output of the probe: {output}")
     return output[0], output[1], output[2]
 
 
-def _findNginx(option: str | None) -> str | None:
+def addNginxOption(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nginx",
+        help="the nginx executable (default: nginx on PATH or /usr/sbin/nginx; "
+        "empty: leave nginx out)",
+    )
+
+
+def findNginx(option: str | None) -> str | None:
+    """
+    The nginx executable to measure, as C{--nginx} says, or L{None} for
+    none.
+    """
     if option is not None:
         return option or None
     found = shutil.which("nginx")
@@ -937,94 +864,61 @@ def _findNginx(option: str | None) -> str | None:
     return found
 
 
-def _nginxVersion(nginx: str) -> str:
+def nginxVersion(nginx: str) -> str:
     completed = subprocess.run(
         [nginx, "-v"], capture_output=True, text=True, timeout=30, check=True
     )
     return completed.stderr.strip().removeprefix("nginx version: ")
 
 
-def parseArguments(
-    argv: Sequence[str] | None,
-) -> tuple[Plan, str | None, Path | None, Pinning | None]:
-    parser = argparse.ArgumentParser(
-        description="Benchmark downloads from twisted-zero's HTTP front end "
-        "against twisted.web.static, aiohttp and nginx on 127.0.0.1 (run by "
-        "hand, not in CI).",
+def parseArguments(argv: Sequence[str] | None) -> tuple[Plan, str | None]:
+    parser = benchutil.BenchParser(
+        "Benchmark downloads from twisted-zero's HTTP front end against "
+        "twisted.web.static, aiohttp and nginx on 127.0.0.1 (run by hand, not "
+        "in CI)."
     )
-    addRoundOptions(parser)
-    parser.add_argument(
-        "--file-size",
-        type=parseSize,
-        help="size of the downloaded file (default 512M; quick 64M)",
-    )
-    parser.add_argument(
+    benchutil.addRoundOptions(parser)
+    benchutil.addFileSizeOption(parser, "the downloaded file", 512 * MiB, 64 * MiB)
+    parser.addNumber(
         "--single-downloads",
-        type=int,
-        help="downloads one after the other in the one-connection test "
-        "(default 2; quick 1)",
+        "downloads one after the other in the one-connection test",
+        default=2,
+        quick=1,
     )
-    parser.add_argument(
+    parser.addNumber(
         "--connections",
-        type=int,
+        "downloads at once in the multi-connection test (default 16)",
         default=16,
-        help="downloads at once in the multi-connection test (default 16)",
     )
-    parser.add_argument(
+    parser.addNumber(
         "--client-processes",
-        type=int,
-        help="client processes the connections are spread over (default: as "
-        "many as the machine has CPUs, so that the client can use whatever CPU "
-        "the server leaves; with --pin, as many as CLIENT_CPUS)",
+        "client processes the connections are spread over (default: as many as "
+        "the machine has CPUs, so that the client can use whatever CPU the "
+        "server leaves; with --pin, as many as CLIENT_CPUS)",
     )
-    addStalledOptions(parser, "downloads")
-    parser.add_argument(
-        "--nginx",
-        help="the nginx executable (default: nginx on PATH or /usr/sbin/nginx; "
-        "empty: leave nginx out)",
-    )
-    addRunOptions(parser, " (the client processes, which download)")
-    args = parser.parse_args(argv)
-    pick = picker(args.quick)
-    pinning: Pinning | None = args.pin
-
+    benchutil.addStalledOptions(parser, "downloads")
+    addNginxOption(parser)
+    benchutil.addRunOptions(parser, " (the client processes, which download)")
+    args = parser.parseArguments(argv)
+    pinning: benchutil.Pinning | None = args.pin
     clientCpus = (os.cpu_count() or 1) if pinning is None else len(pinning.clientCpus)
-    plan = Plan(
-        rounds=pick(args.rounds, 5, 1),
-        fileSize=pick(args.file_size, 512 * MiB, 64 * MiB),
-        singleDownloads=pick(args.single_downloads, 2, 1),
-        connections=args.connections,
+    plan = Plan.fromArguments(
+        args,
         stalledCount=args.stalled,
-        recvSize=args.recv_size,
         clientProcesses=(
             args.client_processes if args.client_processes is not None else clientCpus
         ),
-        timeout=args.timeout,
-        budget=args.budget,
-        seed=seedOf(args.seed),
-    )
-    checkPositive(
-        parser,
-        [
-            ("--rounds", plan.rounds),
-            ("--file-size", plan.fileSize),
-            ("--single-downloads", plan.singleDownloads),
-            ("--connections", plan.connections),
-            ("--client-processes", plan.clientProcesses),
-            ("--stalled", plan.stalledCount),
-            ("--recv-size", plan.recvSize),
-        ],
     )
     if plan.timeout <= 0:
         parser.error("--timeout must be positive")
-    if plan.fileSize > 64 * GiB:
+    if plan.fileSize > 64 * benchutil.GiB:
         parser.error("--file-size is too large")
-    baseline: Path | None = args.baseline
-    return plan, _findNginx(args.nginx), baseline, pinning
+    return plan, findNginx(args.nginx)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    plan, nginx, baseline, pinning = parseArguments(argv)
+    plan, nginx = parseArguments(argv)
+    baseline, pinning = plan.baseline, plan.pinning
     signal.signal(signal.SIGTERM, terminate)
     if pinning is not None:
         pinning.pinClient()  # the client processes are forked from this one
@@ -1032,19 +926,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         workDir = Path(tmp).resolve()
         dataDir = workDir / "data"
         dataDir.mkdir()
-        setup = Setup(workDir, dataDir, nginx, baseline, pinning)
-        ourPackage, twistedVersion, aiohttpVersion = _probe(setup)
-        checkImportedFrom(ourPackage, REPO_ROOT)
+        setup = Setup(
+            dataDir, nginx, workDir=workDir, baseline=baseline, pinning=pinning
+        )
+        ourPackage, twistedVersion, aiohttpVersion = probeVersions(setup)
         baselineNote = ""
         if baseline is not None:
-            basePackage, _, _ = _probe(setup, BASELINE)
-            checkImportedFrom(basePackage, baseline)
+            basePackage, _, _ = probeVersions(setup, BASELINE)
             baselineNote = f"; baseline from {Path(basePackage).parent}"
         if nginx is None:
             nginxNote = "nginx skipped: not installed (apt-get install nginx)"
-            progress(nginxNote)
+            benchutil.progress(nginxNote)
         else:
-            nginxNote = f"nginx {_nginxVersion(nginx)} (sendfile on, 1 worker)"
+            nginxNote = f"nginx {nginxVersion(nginx)} (sendfile on, 1 worker)"
         processes = min(plan.clientProcesses, plan.connections)
         pinNote = "" if pinning is None else f"pinned: {pinning.describe()}\n"
         print(
@@ -1055,16 +949,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"ours from {Path(ourPackage).parent}{baselineNote}; "
             f"rounds {plan.rounds}; seed {plan.seed}\n"
             f"{pinNote}"
-            f"file of {formatSize(plan.fileSize)} (page cache), downloaded "
+            f"file of {benchutil.formatSize(plan.fileSize)} (page cache), downloaded "
             f"{plan.singleDownloads} x on 1 connection and once on each of "
             f"{plan.connections} at once; client: {processes} process(es), "
-            f"recv_into {formatSize(plan.recvSize)}; "
+            f"recv_into {benchutil.formatSize(plan.recvSize)}; "
             f"{plan.stalledCount} stalled downloads\n",
             flush=True,
         )
-        progress(f"writing {formatSize(plan.fileSize)} to {dataDir / FILE_NAME}")
-        writeTestFile(dataDir / FILE_NAME, plan.fileSize)
-        writeTestFile(dataDir / WARM_NAME, WARM_SIZE)
+        benchutil.progress(
+            f"writing {benchutil.formatSize(plan.fileSize)} to {dataDir / FILE_NAME}"
+        )
+        benchutil.writeTestFile(dataDir / FILE_NAME, plan.fileSize)
+        benchutil.writeTestFile(dataDir / WARM_NAME, WARM_SIZE)
         started = time.monotonic()
         results = runRounds(plan, setup)
         text, _ = report(plan, setup, results)

@@ -34,59 +34,54 @@ DEFAULT_CHUNK_SIZE = 256 * 1024
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
+def _handler(send: Callable[[asyncio.StreamWriter], Awaitable[None]]) -> StreamHandler:
+    """
+    A connection's handler: C{send} its stream, then close the connection
+    once all is written; a client that leaves ends it too.
+    """
+
+    async def handle(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            await send(writer)
+            writer.close()
+            await writer.wait_closed()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    return handle
+
+
 def _streamZeros(chunkSize: int) -> StreamHandler:
     chunk = bytes(chunkSize)
 
-    async def handle(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        try:
-            while True:
-                writer.write(chunk)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+    async def send(writer: asyncio.StreamWriter) -> None:
+        while True:
+            writer.write(chunk)
+            await writer.drain()
 
-    return handle
+    return _handler(send)
 
 
 def _streamFile(path: str, chunkSize: int) -> StreamHandler:
-    async def handle(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        try:
-            with open(path, "rb", buffering=0) as file:
-                while data := file.read(chunkSize):
-                    writer.write(data)
-                    await writer.drain()
-            writer.close()
-            await writer.wait_closed()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+    async def send(writer: asyncio.StreamWriter) -> None:
+        with open(path, "rb", buffering=0) as file:
+            while data := file.read(chunkSize):
+                writer.write(data)
+                await writer.drain()
 
-    return handle
+    return _handler(send)
 
 
 def _sendFile(path: str) -> StreamHandler:
-    async def handle(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            with open(path, "rb") as file:
-                await loop.sendfile(writer.transport, file)
-            writer.close()
-            await writer.wait_closed()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+    async def send(writer: asyncio.StreamWriter) -> None:
+        with open(path, "rb") as file:
+            await asyncio.get_running_loop().sendfile(writer.transport, file)
 
-    return handle
+    return _handler(send)
 
 
 async def _serveAsyncio(handler: StreamHandler, port: int) -> None:

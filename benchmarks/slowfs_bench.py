@@ -46,7 +46,6 @@ measured too, as C{baseline}.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import multiprocessing
@@ -66,58 +65,24 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
-import http_bench
-from benchutil import (
-    BASELINE,
-    BENCH_DIR,
-    DAEMONS,
-    HOST,
-    OURS,
-    REPO_ROOT,
-    TWISTD,
-    BenchError,
-    MiB,
-    Pinning,
-    RoundResults,
-    Throughput,
-    addRoundOptions,
-    addRunOptions,
-    checkImportedFrom,
-    checkPositive,
-    connect,
-    dieWithParent,
-    fmt,
-    formatSize,
-    median,
-    parseSize,
-    picker,
-    progress,
-    roundIndexes,
-    runProbe,
-    seedOf,
-    spread,
-    table,
-    terminate,
-    writeTestFile,
-)
+import benchresults
+import benchutil
+from benchclients import HEAD_READ, connect, getRequest, headEnd, parseHead
+from benchservers import TWISTD, runProbe, terminate
+from benchutil import BASELINE, DAEMONS, HOST, OURS, MiB
 from http_bench import (
-    HEAD_READ,
-    MAX_HEAD,
     NGINX,
     NGINX_CONFIG,
-    PORT_LINES,
     TWISTED_STATIC,
     HttpServer,
     Setup,
-    _findNginx,
-    _nginxVersion,
-    _probe,
-    _request,
-    _spawn,
-    parseHead,
+    addNginxOption,
+    findNginx,
+    nginxVersion,
+    probeVersions,
 )
 
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(benchutil.REPO_ROOT))
 from tests.slowfs import mounted, unavailable
 
 SLOW_DIR = "slow"
@@ -141,8 +106,8 @@ the same rounds.
 LISTERS = (OURS, BASELINE, TWISTED_STATIC, NGINX)
 """The servers that list directories; aiohttp's C{FileResponse} does not."""
 
-RESULTS = BENCH_DIR / "results-slowfs-latest.txt"
-COLD_RESULTS = BENCH_DIR / "results-slowfs-cold-disk-latest.txt"
+RESULTS = benchutil.BENCH_DIR / "results-slowfs-latest.txt"
+COLD_RESULTS = benchutil.BENCH_DIR / "results-slowfs-cold-disk-latest.txt"
 
 
 def _derive(template: str, old: str, new: str) -> str:
@@ -152,7 +117,7 @@ def _derive(template: str, old: str, new: str) -> str:
     @raise BenchError: If C{template} does not hold exactly one C{old}.
     """
     if template.count(old) != 1:
-        raise BenchError(f"http_bench's nginx configuration changed: {old!r}")
+        raise benchutil.BenchError(f"http_bench's nginx configuration changed: {old!r}")
     return template.replace(old, new)
 
 
@@ -172,8 +137,7 @@ directory listings (C{autoindex on}).
 
 
 @dataclass(frozen=True)
-class Plan:
-    rounds: int
+class Plan(benchutil.RunPlan):
     coldDisk: bool
     listing: bool
     delay: float
@@ -184,9 +148,6 @@ class Plan:
     duration: float
     probeTimeout: float
     ioThreads: int
-    timeout: float
-    budget: float
-    seed: int
 
     @property
     def bigFiles(self) -> tuple[str, ...]:
@@ -221,6 +182,12 @@ class SlowSetup(Setup):
     def kinds(self) -> tuple[str, ...]:
         return (*super().kinds(), IDLE)
 
+    def daemonOptions(self, kind: str) -> tuple[str, ...]:
+        return self.daemonArguments[kind]
+
+    def nginxConfig(self) -> str:
+        return SLOW_NGINX_CONFIG
+
 
 def daemonArguments(kind: str, setup: Setup, ioThreads: int) -> tuple[str, ...]:
     """
@@ -243,30 +210,6 @@ def daemonArguments(kind: str, setup: Setup, ioThreads: int) -> tuple[str, ...]:
     return arguments
 
 
-def startServer(kind: str, setup: SlowSetup, serial: int) -> HttpServer:
-    """
-    Start a server of C{kind} on the served root: our daemons with their
-    L{SlowSetup.daemonArguments}, the others as C{http_bench} does.
-    """
-    if kind not in DAEMONS:
-        return HttpServer.start(kind, setup, serial)
-    logPath = setup.workDir / f"{serial:03d}-{kind}.log"
-    errPath = logPath.with_suffix(".err")
-    command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zero"]
-    command += ["--http", f"tcp:0:interface={HOST}", "--root", str(setup.dataDir)]
-    command += setup.daemonArguments[kind]
-    server = HttpServer(
-        kind, _spawn(kind, command, setup, logPath, errPath), logPath, (errPath,)
-    )
-    try:
-        server.port = server._waitForPort(PORT_LINES[OURS])
-        server._checkPinned(setup)
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
 # The served directory -----------------------------------------------------
 
 
@@ -275,8 +218,10 @@ def writeData(directory: Path, plan: Plan) -> None:
     Write the large files and C{many/} with its small files to C{directory}.
     """
     for name in plan.bigFiles:
-        progress(f"writing {formatSize(plan.fileSize)} to {directory / name}")
-        writeTestFile(directory / name, plan.fileSize)
+        benchutil.progress(
+            f"writing {benchutil.formatSize(plan.fileSize)} to {directory / name}"
+        )
+        benchutil.writeTestFile(directory / name, plan.fileSize)
     small = directory / SMALL_DIR
     small.mkdir()
     for i in range(plan.smallFiles):
@@ -368,7 +313,7 @@ class _Stream:
         self.body = 0
         self.started = time.perf_counter()
         self.sock = connect(port, deadline)
-        self.sock.sendall(_request(self.path))
+        self.sock.sendall(getRequest(self.path, host=HOST, close=True))
         self.sock.setblocking(False)
         selector.register(self.sock, selectors.EVENT_READ, self)
 
@@ -409,7 +354,7 @@ class _Stream:
         if self.expected is None or self.body < self.expected:
             return False
         if self.body > self.expected:
-            raise BenchError(f"{self.path}: more bytes than Content-Length")
+            raise benchutil.BenchError(f"{self.path}: more bytes than Content-Length")
         return True
 
     def closed(self) -> float:
@@ -421,12 +366,14 @@ class _Stream:
             head did not come.
         """
         if self.expected is not None:
-            raise BenchError(
+            raise benchutil.BenchError(
                 f"{self.path}: connection closed after {self.body} of "
                 f"{self.expected} body bytes"
             )
         if not self.headDone:
-            raise BenchError(f"{self.path}: connection closed before the head")
+            raise benchutil.BenchError(
+                f"{self.path}: connection closed before the head"
+            )
         return time.perf_counter() - self.started
 
 
@@ -437,15 +384,13 @@ def _listingHead(data: bytearray) -> int | None:
 
     @raise BenchError: If the status is another.
     """
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        if len(data) > MAX_HEAD:
-            raise BenchError(f"no end of the response head in {MAX_HEAD} bytes")
+    length = headEnd(data)
+    if length is None:
         return None
     statusLine = bytes(data[: data.find(b"\r\n")]).decode("latin-1")
     if statusLine.split(" ")[1:2] != ["200"]:
-        raise BenchError(f"listing: status line {statusLine!r}, not 200")
-    return end + 4
+        raise benchutil.BenchError(f"listing: status line {statusLine!r}, not 200")
+    return length
 
 
 def _loadProcess(job: LoadJob, stop: Event, results: Connection) -> None:
@@ -453,7 +398,7 @@ def _loadProcess(job: LoadJob, stop: Event, results: Connection) -> None:
     The forked load client: do C{job} until C{stop} is set, then send a
     L{LoadResult} on C{results}.
     """
-    dieWithParent()
+    benchutil.dieWithParent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the benchmark stops it
     view = memoryview(bytearray(RECV_SIZE))
     streams = [_Stream(path, size, drop) for path, size, drop in job.downloads]
@@ -471,7 +416,7 @@ def _loadProcess(job: LoadJob, stop: Event, results: Connection) -> None:
                 stream.begin(job.port, job.deadline, selector)
             while not stop.is_set():
                 if time.monotonic() > job.deadline:
-                    raise BenchError("the load ran past its deadline")
+                    raise benchutil.BenchError("the load ran past its deadline")
                 for key, _ in selector.select(0.1):
                     stream = key.data
                     assert stream.sock is not None
@@ -489,7 +434,7 @@ def _loadProcess(job: LoadJob, stop: Event, results: Connection) -> None:
                         continue
                     stream.end(selector)
                     stream.begin(job.port, job.deadline, selector)
-        except (OSError, BenchError) as e:
+        except (OSError, benchutil.BenchError) as e:
             error = f"{type(e).__name__}: {e}"
         finally:
             for stream in streams:
@@ -530,13 +475,15 @@ class LoadClient:
         """
         self._stop.set()
         if not self._results.poll(STOP_TIMEOUT):
-            raise BenchError(f"the load client did not stop in {STOP_TIMEOUT:.0f}s")
+            raise benchutil.BenchError(
+                f"the load client did not stop in {STOP_TIMEOUT:.0f}s"
+            )
         try:
             result: LoadResult = self._results.recv()
         except EOFError:
-            raise BenchError("the load client died") from None
+            raise benchutil.BenchError("the load client died") from None
         if result.error is not None:
-            raise BenchError(f"load: {result.error}")
+            raise benchutil.BenchError(f"load: {result.error}")
         return result
 
     def __enter__(self) -> LoadClient:
@@ -563,7 +510,7 @@ def probe(port: int, path: str, plan: Plan, deadline: float) -> list[float]:
     @raise BenchError: If a response is not the one expected, or one takes
         over C{plan.probeTimeout} seconds.
     """
-    request = _request(path)
+    request = getRequest(path, host=HOST, close=True)
     latencies: list[float] = []
     end = time.monotonic() + plan.duration
     while time.monotonic() < end:
@@ -578,12 +525,14 @@ def probe(port: int, path: str, plan: Plan, deadline: float) -> list[float]:
                 while headLength is None or len(response) == headLength:
                     data = sock.recv(4096)
                     if not data:
-                        raise BenchError(f"probe: connection closed after {response!r}")
+                        raise benchutil.BenchError(
+                            f"probe: connection closed after {response!r}"
+                        )
                     response += data
                     headLength = parseHead(response, 1)
                 latencies.append(time.perf_counter() - started)
         except TimeoutError:
-            raise BenchError(
+            raise benchutil.BenchError(
                 f"probe: no response in {plan.probeTimeout:.0f}s "
                 f"(after {len(latencies)} probes)"
             ) from None
@@ -591,7 +540,7 @@ def probe(port: int, path: str, plan: Plan, deadline: float) -> list[float]:
 
 
 @dataclass(frozen=True)
-class Sample(Throughput):
+class Sample(benchresults.Throughput):
     """
     One server in one round: the load's downloads as a L{Throughput} (the
     client CPU being the load client's), the probes' latencies, the
@@ -621,6 +570,17 @@ class Sample(Throughput):
         ordered = sorted(self.latencies)
         return 1000 * ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
 
+    def describe(self, name: str, width: int) -> str:
+        return (
+            f"  {name:{width}} p50 {self.latencyMs(0.5):8.1f} ms  "
+            f"p99 {self.latencyMs(0.99):8.1f} ms  "
+            f"max {self.latencyMs(1.0):8.1f} ms  "
+            f"{self.slow:3d} over {SLOW_MS} ms  "
+            f"{len(self.latencies):6d} probes  "
+            f"{self.mbPerSecond:7.1f} MB/s  "
+            f"{len(self.listings):4d} listings"
+        )
+
 
 def measure(kind: str, setup: SlowSetup, plan: Plan, serial: int) -> Sample:
     """
@@ -642,14 +602,14 @@ def measure(kind: str, setup: SlowSetup, plan: Plan, serial: int) -> Sample:
     )
     listing = setup.listingPath(kind) if plan.listing else None
     if kind == IDLE:
-        with startServer(OURS, setup, serial) as server:
+        with HttpServer.start(OURS, setup, serial) as server:
             cpuBefore = sum(server.cpuTimes())
             time.sleep(plan.warmup)
             latencies = probe(server.port, ZERO_PROBE, plan, deadline)
             server.checkAlive()
             serverCpu = sum(server.cpuTimes()) - cpuBefore
         return Sample(plan.duration, 0, serverCpu, 0.0, tuple(latencies), (), 0)
-    with startServer(kind, setup, serial) as server:
+    with HttpServer.start(kind, setup, serial) as server:
         cpuBefore = sum(server.cpuTimes())
         with LoadClient(LoadJob(server.port, downloads, listing, deadline)) as load:
             time.sleep(plan.warmup)
@@ -668,7 +628,7 @@ def measure(kind: str, setup: SlowSetup, plan: Plan, serial: int) -> Sample:
     )
 
 
-Results = RoundResults[str, Sample]
+Results = benchresults.RoundResults[str, Sample]
 
 
 def runRounds(plan: Plan, setup: SlowSetup) -> Results:
@@ -677,23 +637,17 @@ def runRounds(plan: Plan, setup: SlowSetup) -> Results:
     kinds = setup.kinds()
     serial = 0
     began = time.monotonic()
-    for roundIndex in roundIndexes(plan.rounds, plan.budget, began):
+    for roundIndex in benchresults.roundIndexes(plan.rounds, plan.budget, began):
         for kind in rng.sample(kinds, len(kinds)):
             serial += 1
-            sample = results.attempt(
-                roundIndex, kind, partial(measure, kind, setup, plan, serial)
+            results.record(
+                roundIndex,
+                kind,
+                plan.downloads,
+                kind,
+                partial(measure, kind, setup, plan, serial),
+                20,
             )
-            if sample is not None:
-                progress(
-                    f"  {kind:20} p50 {sample.latencyMs(0.5):8.1f} ms  "
-                    f"p99 {sample.latencyMs(0.99):8.1f} ms  "
-                    f"max {sample.latencyMs(1.0):8.1f} ms  "
-                    f"{sample.slow:3d} over {SLOW_MS} ms  "
-                    f"{len(sample.latencies):6d} probes  "
-                    f"{sample.mbPerSecond:7.1f} MB/s  "
-                    f"{len(sample.listings):4d} listings"
-                )
-            results.addThroughput(kind, plan.downloads, roundIndex, sample)
         results.roundsDone = roundIndex + 1
     return results
 
@@ -702,7 +656,7 @@ def runRounds(plan: Plan, setup: SlowSetup) -> Results:
 
 
 def _medianCell(values: Sequence[float | None], spec: str) -> str:
-    return fmt(median(values), spec)
+    return benchresults.fmt(benchresults.median(values), spec)
 
 
 def report(plan: Plan, setup: SlowSetup, results: Results) -> str:
@@ -724,10 +678,10 @@ def report(plan: Plan, setup: SlowSetup, results: Results) -> str:
                 _medianCell([s.slow for s in done], ".0f"),
                 _medianCell([len(s.latencies) for s in done], ".0f"),
                 _medianCell([s.mbPerSecond for s in done], ".1f"),
-                spread([s.mbPerSecond for s in done], ".1f"),
+                benchresults.spread([s.mbPerSecond for s in done], ".1f"),
                 _medianCell([s.downloads for s in done], ".0f"),
                 _medianCell([len(s.listings) for s in done], ".0f") if lister else "-",
-                _medianCell([median(s.listings) for s in done], ".2f")
+                _medianCell([benchresults.median(s.listings) for s in done], ".2f")
                 if lister
                 else "-",
                 _medianCell([s.serverLoad for s in done], ".0%"),
@@ -756,7 +710,7 @@ def report(plan: Plan, setup: SlowSetup, results: Results) -> str:
         f"MB = 10^6 bytes of body; >{SLOW_MS} ms: probes slower than that; "
         f"list s: median seconds per listing; {IDLE}: ours probed with no "
         "load, the machine's own floor)",
-        table(header, rows),
+        benchresults.table(header, rows),
     ]
     if setup.nginx is None:
         out.append("nginx: left out (not installed, or --nginx '')")
@@ -769,8 +723,7 @@ def describe(plan: Plan, setup: SlowSetup, nginxNote: str) -> str:
     The header of the report: versions, where the daemons come from, and
     the scenario.
     """
-    ourPackage, twistedVersion, aiohttpVersion = _probe(setup)
-    checkImportedFrom(ourPackage, REPO_ROOT)
+    ourPackage, twistedVersion, aiohttpVersion = probeVersions(setup)
     lines = [
         f"twisted-zero slowfs bench: {platform.python_implementation()} "
         f"{platform.python_version()}, Twisted {twistedVersion}, aiohttp "
@@ -779,8 +732,7 @@ def describe(plan: Plan, setup: SlowSetup, nginxNote: str) -> str:
         f"ours from {Path(ourPackage).parent}; rounds {plan.rounds}; seed {plan.seed}",
     ]
     if setup.baseline is not None:
-        basePackage, _, _ = _probe(setup, BASELINE)
-        checkImportedFrom(basePackage, setup.baseline)
+        basePackage, _, _ = probeVersions(setup, BASELINE)
         lines.append(f"baseline from {Path(basePackage).parent}")
     if setup.pinning is not None:
         lines.append(f"pinned: {setup.pinning.describe()}")
@@ -799,7 +751,7 @@ def describe(plan: Plan, setup: SlowSetup, nginxNote: str) -> str:
         else "no listing"
     )
     lines += [
-        f"files: {plan.downloads} x {formatSize(plan.fileSize)} (random) and "
+        f"files: {plan.downloads} x {benchutil.formatSize(plan.fileSize)} (random) and "
         f"{plan.smallFiles} small files in {SMALL_DIR}/, {where}",
         "load: each large file downloaded on its own connection again and "
         f"again; {listed}",
@@ -817,13 +769,13 @@ def describe(plan: Plan, setup: SlowSetup, nginxNote: str) -> str:
 
 def parseArguments(
     argv: Sequence[str] | None,
-) -> tuple[Plan, str | None, Path | None, Pinning | None, Path | None]:
-    parser = argparse.ArgumentParser(
-        description="Benchmark the latency of small requests to twisted-zero's "
-        "HTTP front end, twisted.web.static, aiohttp and nginx while large "
-        "files are downloaded from a slow file system (run by hand, not in CI).",
+) -> tuple[Plan, str | None, Path | None]:
+    parser = benchutil.BenchParser(
+        "Benchmark the latency of small requests to twisted-zero's HTTP front "
+        "end, twisted.web.static, aiohttp and nginx while large files are "
+        "downloaded from a slow file system (run by hand, not in CI)."
     )
-    addRoundOptions(parser)
+    benchutil.addRoundOptions(parser)
     parser.add_argument(
         "--cold-disk",
         action="store_true",
@@ -841,22 +793,14 @@ def parseArguments(
         default=0.02,
         help="seconds every read of the FUSE mount sleeps (default 0.02)",
     )
-    parser.add_argument(
+    parser.addNumber(
         "--downloads",
-        type=int,
+        "large files, each downloaded on its own connection (default 4)",
         default=4,
-        help="large files, each downloaded on its own connection (default 4)",
     )
-    parser.add_argument(
-        "--file-size",
-        type=parseSize,
-        help="size of each large file (default 64M; quick 16M)",
-    )
-    parser.add_argument(
-        "--small-files",
-        type=int,
-        default=5000,
-        help="files in the listed directory (default 5000)",
+    benchutil.addFileSizeOption(parser, "each large file", 64 * MiB, 16 * MiB)
+    parser.addNumber(
+        "--small-files", "files in the listed directory (default 5000)", default=5000
     )
     parser.add_argument(
         "--warmup",
@@ -864,8 +808,8 @@ def parseArguments(
         default=1.0,
         help="seconds of load before the probe starts (default 1)",
     )
-    parser.add_argument(
-        "--duration", type=float, help="seconds of probing (default 10; quick 3)"
+    parser.addNumber(
+        "--duration", "seconds of probing", float, default=10.0, quick=3.0, least=None
     )
     parser.add_argument(
         "--probe-timeout",
@@ -873,18 +817,13 @@ def parseArguments(
         default=60.0,
         help="seconds one probe may take (default 60)",
     )
-    parser.add_argument(
+    parser.addNumber(
         "--io-threads",
-        type=int,
+        "--io-threads passed to our daemons, if they have the option (default "
+        "16, the daemon's own default)",
         default=16,
-        help="--io-threads passed to our daemons, if they have the option "
-        "(default 16, the daemon's own default)",
     )
-    parser.add_argument(
-        "--nginx",
-        help="the nginx executable (default: nginx on PATH or /usr/sbin/nginx; "
-        "empty: leave nginx out)",
-    )
+    addNginxOption(parser)
     parser.add_argument(
         "--write",
         nargs="?",
@@ -893,37 +832,9 @@ def parseArguments(
         help=f"also write the report to PATH (default: {RESULTS.name}, or with "
         f"--cold-disk {COLD_RESULTS.name}, in benchmarks/)",
     )
-    addRunOptions(parser, " (the probe and the load client)")
-    args = parser.parse_args(argv)
-    pick = picker(args.quick)
-    plan = Plan(
-        rounds=pick(args.rounds, 5, 1),
-        coldDisk=args.cold_disk,
-        listing=not args.no_listing,
-        delay=args.delay,
-        downloads=args.downloads,
-        fileSize=pick(args.file_size, 64 * MiB, 16 * MiB),
-        smallFiles=args.small_files,
-        warmup=args.warmup,
-        duration=args.duration
-        if args.duration is not None
-        else (3.0 if args.quick else 10.0),
-        probeTimeout=args.probe_timeout,
-        ioThreads=args.io_threads,
-        timeout=args.timeout,
-        budget=args.budget,
-        seed=seedOf(args.seed),
-    )
-    checkPositive(
-        parser,
-        [
-            ("--rounds", plan.rounds),
-            ("--downloads", plan.downloads),
-            ("--file-size", plan.fileSize),
-            ("--small-files", plan.smallFiles),
-            ("--io-threads", plan.ioThreads),
-        ],
-    )
+    benchutil.addRunOptions(parser, " (the probe and the load client)")
+    args = parser.parseArguments(argv)
+    plan = Plan.fromArguments(args, listing=not args.no_listing)
     if min(plan.duration, plan.probeTimeout, plan.timeout) <= 0:
         parser.error("--duration, --probe-timeout and --timeout must be positive")
     if min(plan.delay, plan.warmup) < 0:
@@ -933,27 +844,25 @@ def parseArguments(
     write = None
     if args.write is not None:
         write = Path(args.write or (COLD_RESULTS if plan.coldDisk else RESULTS))
-    baseline: Path | None = args.baseline
-    return plan, _findNginx(args.nginx), baseline, args.pin, write
+    return plan, findNginx(args.nginx), write
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    plan, nginx, baseline, pinning, write = parseArguments(argv)
+    plan, nginx, write = parseArguments(argv)
+    baseline, pinning = plan.baseline, plan.pinning
     if not plan.coldDisk and (reason := unavailable()) is not None:
         raise SystemExit(f"cannot mount the slow file system: {reason}")
     signal.signal(signal.SIGTERM, terminate)
     if pinning is not None:
         pinning.pinClient()  # the load client is forked from this process
-    # http_bench's HttpServer configures nginx from this module global.
-    http_bench.NGINX_CONFIG = SLOW_NGINX_CONFIG
     if nginx is None:
         nginxNote = (
             "nginx left out (not installed: apt-get install nginx; or --nginx '')"
         )
-        progress(nginxNote)
+        benchutil.progress(nginxNote)
     else:
         nginxNote = (
-            f"nginx {_nginxVersion(nginx)} (aio threads, sendfile on, autoindex "
+            f"nginx {nginxVersion(nginx)} (aio threads, sendfile on, autoindex "
             "on, 1 worker)"
         )
     with tempfile.TemporaryDirectory(prefix="twisted-zero-slowfs-bench-") as tmp:
@@ -963,13 +872,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = root / SLOW_DIR if plan.coldDisk else workDir / "source"
         source.mkdir(exist_ok=True)
         writeData(source, plan)
-        base = Setup(workDir, root, nginx, baseline, pinning)
+        base = Setup(root, nginx, workDir=workDir, baseline=baseline, pinning=pinning)
         arguments = {
             kind: daemonArguments(kind, base, plan.ioThreads)
             for kind in base.kinds()
             if kind in DAEMONS
         }
-        setup = SlowSetup(workDir, root, nginx, baseline, pinning, arguments)
+        setup = SlowSetup(
+            root,
+            nginx,
+            arguments,
+            workDir=workDir,
+            baseline=baseline,
+            pinning=pinning,
+        )
         header = describe(plan, setup, nginxNote)
         print(header, flush=True)
         started = time.monotonic()
@@ -981,7 +897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text)
     if write is not None:
         write.write_text(f"{header}\n{text}\n")
-        progress(f"written to {write}")
+        benchutil.progress(f"written to {write}")
     return 1 if results.failures else 0
 
 

@@ -39,26 +39,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchutil import (
-    BASELINE,
-    HOST,
-    OURS,
-    BenchError,
-    MiB,
-    ZeroDaemon,
-    addBaselineOption,
-    checkoutEnvironment,
-    cpuSeconds,
-    fmt,
-    median,
-    progress,
-    rssKiB,
-    table,
-    waitUntilSettled,
-    writeTestFile,
-)
+import benchresults
+import benchutil
+from benchclients import getRequest, readStream, waitUntilSettled
+from benchservers import ZeroDaemon, cpuSeconds, daemonEnvironments, rssKiB
+from benchutil import BASELINE, HOST, OURS, MiB
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(benchutil.REPO_ROOT))
 from tests.helpers import TLSFiles, writeTLSFiles
 from tests.slowfs import mounted, unavailable
 
@@ -81,10 +68,6 @@ class Path_:
     fast: bool = False  # also measure its throughput
 
 
-def _get(target: str, version: str = "1.1") -> bytes:
-    return f"GET {target} HTTP/{version}\r\nHost: bench\r\n\r\n".encode()
-
-
 def paths(file: Path, tls: TLSFiles, slow: Path | None) -> list[Path_]:
     raw = ("--listen", f"tcp:0:interface={HOST}")
     rawTLS = ("--listen", tls.serverEndpoint())
@@ -102,23 +85,29 @@ def paths(file: Path, tls: TLSFiles, slow: Path | None) -> list[Path_]:
         ),
         Path_("raw TLS zero", (*rawTLS, "--source", "zero"), tls=True, fast=True),
         Path_("raw TLS random", (*rawTLS, "--source", "random"), tls=True),
-        Path_("HTTP /zero?bytes=100G", web, _get("/zero?bytes=100G"), http=True),
-        Path_("HTTP /zero (chunked)", web, _get("/zero"), http=True, fast=True),
-        Path_("HTTP /chargen (chunked)", web, _get("/chargen"), http=True, fast=True),
-        Path_("HTTP /random (chunked)", web, _get("/random"), http=True, fast=True),
-        Path_("HTTP /random?bytes=100G", web, _get("/random?bytes=100G"), http=True),
-        Path_("HTTP/1.0 /zero", web, _get("/zero", "1.0"), http=True),
-        Path_(f"HTTP {name}", web, _get(name), http=True),
+        Path_("HTTP /zero?bytes=100G", web, getRequest("/zero?bytes=100G"), http=True),
+        Path_("HTTP /zero (chunked)", web, getRequest("/zero"), http=True, fast=True),
+        Path_(
+            "HTTP /chargen (chunked)", web, getRequest("/chargen"), http=True, fast=True
+        ),
+        Path_(
+            "HTTP /random (chunked)", web, getRequest("/random"), http=True, fast=True
+        ),
+        Path_(
+            "HTTP /random?bytes=100G", web, getRequest("/random?bytes=100G"), http=True
+        ),
+        Path_("HTTP/1.0 /zero", web, getRequest("/zero", "1.0"), http=True),
+        Path_(f"HTTP {name}", web, getRequest(name), http=True),
         Path_(
             f"HTTP {name}, --no-sendfile",
             (*web, "--no-sendfile"),
-            _get(name),
+            getRequest(name),
             http=True,
         ),
         Path_(
             "HTTPS /zero (chunked)",
             webTLS,
-            _get("/zero"),
+            getRequest("/zero"),
             tls=True,
             http=True,
             fast=True,
@@ -128,7 +117,10 @@ def paths(file: Path, tls: TLSFiles, slow: Path | None) -> list[Path_]:
         slowRoot = ("--http", f"tcp:0:interface={HOST}", "--root", str(slow))
         found.append(
             Path_(
-                f"HTTP {name}, FUSE (20 ms per read)", slowRoot, _get(name), http=True
+                f"HTTP {name}, FUSE (20 ms per read)",
+                slowRoot,
+                getRequest(name),
+                http=True,
             )
         )
     return found
@@ -212,17 +204,16 @@ def measureThroughput(
     sock = socket.create_connection((HOST, daemon.port), timeout=30)
     if path.tls:
         sock = context.wrap_socket(sock, server_hostname="bench")
-    buffer = bytearray(MiB)
+    view = memoryview(bytearray(MiB))
     try:
         if path.request:
             sock.sendall(path.request)
         start = time.perf_counter()
-        received = 0
-        while received < size:
-            count = sock.recv_into(buffer)
-            if not count:
-                raise BenchError(f"{path.label}: stream ended after {received} bytes")
-            received += count
+        received = readStream(sock, view, size)
+        if received < size:
+            raise benchutil.BenchError(
+                f"{path.label}: stream ended after {received} bytes"
+            )
         return received / (time.perf_counter() - start) / 1e9
     finally:
         sock.close()
@@ -243,14 +234,8 @@ def fetchSeconds(port: int, size: int) -> float:
     """
     start = time.perf_counter()
     with socket.create_connection((HOST, port), timeout=30) as sock:
-        sock.sendall(_get(f"/zero?bytes={size}"))
-        buffer = bytearray(MiB)
-        received = 0
-        while received < size:
-            count = sock.recv_into(buffer)
-            if not count:
-                break
-            received += count
+        sock.sendall(getRequest(f"/zero?bytes={size}"))
+        readStream(sock, memoryview(bytearray(MiB)), size)
     return time.perf_counter() - start
 
 
@@ -294,7 +279,7 @@ def measureCrowd(daemon: ZeroDaemon, path: Path_, count: int, idle: float) -> Cr
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    addBaselineOption(parser)
+    benchutil.addBaselineOption(parser)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stalled", type=int, default=100)
     parser.add_argument("--idle", type=float, default=3.0, help="seconds stalled")
@@ -314,10 +299,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.stalled, args.idle, args.size = 1, 20, 1.0, 128
-    kinds = [OURS] + ([BASELINE] if args.baseline else [])
-    envs = {OURS: checkoutEnvironment(Path(__file__).resolve().parent.parent)}
-    if args.baseline:
-        envs[BASELINE] = checkoutEnvironment(args.baseline)
+    envs = daemonEnvironments(args.baseline)
+    kinds = list(envs)
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -331,12 +314,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         source = workDir / "files"
         source.mkdir()
         file = source / "big.bin"
-        writeTestFile(file, FILE_SIZE)
+        benchutil.writeTestFile(file, FILE_SIZE)
         slowMount = workDir / "slow"
         slowMount.mkdir()
         missing = unavailable()
         if missing:
-            progress(f"no FUSE path: {missing}")
+            benchutil.progress(f"no FUSE path: {missing}")
         with contextlib.ExitStack() as stack:
             slow = None
             if not missing:
@@ -367,7 +350,7 @@ def measureAll(
     for roundIndex in range(args.rounds):
         for path in allPaths:
             for kind in rng.sample(kinds, len(kinds)):
-                progress(f"round {roundIndex + 1}: {path.label}, {kind}")
+                benchutil.progress(f"round {roundIndex + 1}: {path.label}, {kind}")
                 daemon = ZeroDaemon(kind, path.args, envs[kind], workDir)
                 try:
                     stalled.setdefault((path.label, kind), []).append(
@@ -395,13 +378,15 @@ def crowd(
     with tempfile.TemporaryDirectory(prefix="stalled-bench-") as work:
         workDir = Path(work)
         file = workDir / "big.bin"
-        writeTestFile(file, FILE_SIZE)
+        benchutil.writeTestFile(file, FILE_SIZE)
         web = ("--http", f"tcp:0:interface={HOST}", "--root", str(workDir))
-        path = Path_("crowd", web, _get(f"/files/{file.name}"), http=True)
+        path = Path_("crowd", web, getRequest(f"/files/{file.name}"), http=True)
         for roundIndex in range(args.rounds):
             for kind, extra in rng.sample(variants, len(variants)):
                 label = " ".join([kind, *extra])
-                progress(f"round {roundIndex + 1}: {args.crowd} stalled, {label}")
+                benchutil.progress(
+                    f"round {roundIndex + 1}: {args.crowd} stalled, {label}"
+                )
                 daemon = ZeroDaemon(kind, (*web, *extra), envs[kind], workDir)
                 try:
                     results.setdefault(label, []).append(
@@ -437,7 +422,7 @@ def crowd(
                 cell([float(v.tcpPages) for v in values], ".0f"),
             ]
         )
-    print(table(headers, rows, textColumns=1))
+    print(benchresults.table(headers, rows, textColumns=1))
 
 
 def cell(values: Sequence[float], spec: str = ".2f") -> str:
@@ -446,7 +431,7 @@ def cell(values: Sequence[float], spec: str = ".2f") -> str:
     """
     if not values:
         return "n/a"
-    middle = fmt(median(values), spec)
+    middle = benchresults.fmt(benchresults.median(values), spec)
     if len(values) == 1:
         return middle
     return f"{middle} ({min(values):{spec}}-{max(values):{spec}})"
@@ -473,11 +458,15 @@ def report(
             values = stalled.get((path.label, kind), [])
             row += [
                 cell([v.kiBPerClient for v in values], ".1f"),
-                fmt(median([v.readPerSecond for v in values]), ".0f"),
-                fmt(median([v.cpuPercent for v in values]), ".1f"),
+                benchresults.fmt(
+                    benchresults.median([v.readPerSecond for v in values]), ".0f"
+                ),
+                benchresults.fmt(
+                    benchresults.median([v.cpuPercent for v in values]), ".1f"
+                ),
             ]
         rows.append(row)
-    print(table(headers, rows, textColumns=1))
+    print(benchresults.table(headers, rows, textColumns=1))
     if not fast:
         return
     print(
@@ -496,7 +485,7 @@ def report(
             ratios = [a / b for a, b in zip(ours, base, strict=False) if b]
             row.append(cell(ratios))
         rows.append(row)
-    print(table(headers, rows, textColumns=1))
+    print(benchresults.table(headers, rows, textColumns=1))
 
 
 if __name__ == "__main__":
