@@ -30,8 +30,8 @@ from twisted.web.http import HTTPChannel
 from zope.interface import implementer
 
 from twisted_zero import _paths
-from twisted_zero._limits import ConnectionLimits, Protection
 from twisted_zero._paths import NotFound, listUnderRoot, resolveUnderRoot
+from twisted_zero._protection import ConnectionLimits, Protection
 from twisted_zero._sources import CHARGEN_PERIOD, openRegularFile
 from twisted_zero._web import (
     _CHANNEL_DETAILS,

@@ -12,13 +12,16 @@ import sys
 import pytest
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
 
 from twisted_zero._workers import (
     HEALTHY_SECONDS,
     RESTART_DELAY,
     InheritedSocket,
+    ParentWatch,
     WorkerSupervisor,
+    _Worker,
     parseInherited,
     workerCommand,
 )
@@ -94,6 +97,14 @@ class FakeReactor:
         return FakeProcess(100_000 + len(self.spawned), self.signals)
 
 
+def workerNumbered(reactor: FakeReactor, number: int) -> _Worker:
+    """
+    The last worker of that number the supervisor spawned.
+    """
+    workers = [p for p, _, _ in reactor.spawned if isinstance(p, _Worker)]
+    return [worker for worker in workers if worker.number == number][-1]
+
+
 def supervisor() -> tuple[WorkerSupervisor, FakeReactor, Clock]:
     reactor, clock = FakeReactor(), Clock()
     return (
@@ -150,7 +161,7 @@ class SupervisorTests:
         service.startService()
         delays = []
         for _ in range(7):
-            worker = [p for p, _, _ in reactor.spawned if p.number == 0][-1]  # type: ignore[attr-defined]
+            worker = workerNumbered(reactor, 0)
             before = len(reactor.spawned)
             worker.processEnded(Failure(ProcessTerminated(exitCode=1)))
             waited = 0.0
@@ -160,7 +171,7 @@ class SupervisorTests:
             delays.append(waited)
         assert delays == [1, 2, 4, 8, 16, 30, 30]
         clock.advance(HEALTHY_SECONDS + 1)
-        worker = [p for p, _, _ in reactor.spawned if p.number == 0][-1]  # type: ignore[attr-defined]
+        worker = workerNumbered(reactor, 0)
         before = len(reactor.spawned)
         worker.processEnded(Failure(ProcessTerminated(exitCode=1)))
         clock.advance(RESTART_DELAY)
@@ -192,12 +203,12 @@ class ParentWatchTests:
         The parent's end of the worker's standard input closing stops the
         worker's reactor; data on it (there is none) is ignored.
         """
-        from twisted.internet.testing import MemoryReactor
-
-        from twisted_zero._workers import ParentWatch
 
         class Reactor(MemoryReactor):
             stopped = False
+
+            def __init__(self) -> None:
+                MemoryReactor.__init__(self)
 
             def stop(self) -> None:
                 self.stopped = True
@@ -215,7 +226,7 @@ class ParentWatchTests:
             os.close(write)
             result = watch.doRead()
             assert result is not None
-            watch.connectionLost(Failure(result))  # type: ignore[arg-type]
+            watch.connectionLost(Failure(result))
         finally:
             os.dup2(saved, 0)
             os.close(saved)

@@ -36,12 +36,13 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import classImplementsOnly, implementedBy
 
 from ._iopool import IOPool, reactorPool
-from ._limits import Protection
 from ._metrics import Metrics
 from ._paths import Listing, NotFound, listUnderRoot, resolveUnderRoot
-from ._producer import StreamProducer, StreamStopped
+from ._producer import StreamObserver, StreamProducer, StreamStopped
+from ._protection import Protection
 from ._protocol import LINGER_SECONDS, MetricsObserver, formatAddress
 from ._ranges import UNSATISFIABLE, ByteRange, parseRange
+from ._registry import ConnectionRegistry
 from ._responses import notAllowed, plain
 from ._sizes import parseSize
 from ._sources import (
@@ -234,6 +235,8 @@ class StreamSite(Site):
         larger one gets a 413 and its connection is closed.
     @ivar headerTimeout: Seconds a request head may take to arrive, however
         it trickles; L{None} for no limit.
+    @ivar registry: Where each connection is counted while it is open, to
+        be drained at shutdown; L{None} for nowhere.
     """
 
     requestFactory = StreamRequest
@@ -249,9 +252,11 @@ class StreamSite(Site):
         timeout: float | None = 60 * 60 * 12,
         maxBody: int = MAX_BODY,
         headerTimeout: float | None = HEADER_TIMEOUT,
+        registry: ConnectionRegistry | None = None,
     ) -> None:
         super().__init__(resource, reactor=reactor, timeout=timeout)  # type: ignore[no-untyped-call]
         self.clock = reactor
+        self.registry = registry
         self.protection = Protection(reactor) if protection is None else protection
         self.metrics = Metrics() if metrics is None else metrics
         self.maxBody = maxBody
@@ -387,6 +392,8 @@ class _Channel(HTTPChannel):
         self._site.channels.add(self)
         self._site.metrics.connectionOpened("http")
         self._site.protection.opened(self.transport)
+        if self._site.registry is not None:
+            self._site.registry.opened(self)
         self._startHead()
 
     def _startHead(self) -> None:
@@ -640,6 +647,18 @@ class _Channel(HTTPChannel):
         transport = self.transport
         return "?" if transport is None else formatAddress(transport.getPeer())
 
+    def abort(self, why: str) -> None:
+        """
+        Stop the response's producer, if any, then abort the connection (at
+        shutdown: the L{ConnectionRegistry} gives up waiting for it).
+
+        @param why: Why the connection is aborted.
+        """
+        self.stopProducing()  # type: ignore[no-untyped-call]
+        transport = self.transport
+        assert transport is not None
+        cast(ITCPTransport, transport).abortConnection()
+
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._stopHeadTimer()
         self._cancelLinger()
@@ -657,6 +676,8 @@ class _Channel(HTTPChannel):
             clean = reason.check(ConnectionDone) is not None
             self._site.metrics.connectionClosed("http", "closed" if clean else "reset")
             self._site.protection.closed(self.transport, self.admitted)
+            if self._site.registry is not None:
+                self._site.registry.closed(self)
 
 
 _CHANNEL_DETAILS = (
@@ -734,7 +755,9 @@ def _stream(
     """
     protection: Protection | None = getattr(request.site, "protection", None)
     metrics: Metrics | None = getattr(request.site, "metrics", None)
-    observer = None if metrics is None else MetricsObserver(metrics, source.description)
+    observer: StreamObserver | None = (
+        None if metrics is None else MetricsObserver(metrics, source.description)
+    )
     if protection is not None:
         observer = protection.observe(request.channel.transport, observer)
     producer = StreamProducer(
