@@ -5,6 +5,8 @@ rate-limited streaming, on a task clock.
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -146,7 +148,7 @@ def queued(bucket: SharedBucket, count: int) -> tuple[list[Throttle], list[int]]
     throttles = [Throttle(buckets=[bucket]) for _ in range(count)]
     woken: list[int] = []
     for index, throttle in enumerate(throttles):
-        throttle.wakeWith(lambda index=index: woken.append(index))  # type: ignore[misc]
+        throttle.wakeWith(partial(woken.append, index))
         assert throttle.allowance(10**9) == 0
         assert throttle.delay(10**9) is None
     return throttles, woken

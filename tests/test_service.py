@@ -15,8 +15,13 @@ from twisted.application.service import IService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError, ConnectionAborted
-from twisted.internet.interfaces import IReactorFromThreads
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorFromThreads,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import (
     MemoryReactorClock,
     RaisingMemoryReactor,
@@ -115,21 +120,24 @@ class ListenerTests:
             StartupError,
             match=r"cannot listen on 'tcp:8019:interface=127\.0\.0\.1': .*Address already in use",
         ):
-            makeService(parse(), reactor)  # type: ignore[arg-type]
+            makeService(parse(), reactor)  # type: ignore[arg-type]  # a reactor that only fails to listen
 
     def test_endpointThatDoesNotAnswer(self) -> None:
         """
         An endpoint that cannot say at once whether it listens is refused,
         and its attempt cancelled.
         """
-        attempt: Deferred[object] = Deferred()
+        attempt: Deferred[IListeningPort] = Deferred()
 
+        @implementer(IStreamServerEndpoint)
         class Slow:
-            def listen(self, factory: object) -> Deferred[object]:
+            def listen(
+                self, protocolFactory: IProtocolFactory
+            ) -> Deferred[IListeningPort]:
                 return attempt
 
         with pytest.raises(StartupError, match="did not listen at once"):
-            _listenNow(Slow(), "slow:", None)  # type: ignore[arg-type]
+            _listenNow(Slow(), "slow:", Factory())
         assert attempt.called
 
 

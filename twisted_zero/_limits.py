@@ -32,6 +32,11 @@ class TokenBucket:
     Bytes that may be sent: they accrue at C{rate} per second of the clock,
     up to C{burst}. One stream draws on it; streams that share a rate draw
     on a L{SharedBucket}.
+
+    @param clock: Times the accrual.
+    @param rate: Bytes per second; positive.
+    @param burst: The most bytes it holds; by default L{BURST_SECONDS} of
+        the rate, at least L{MIN_BURST}.
     """
 
     _clock: IReactorTime = field(alias="clock")
@@ -206,6 +211,9 @@ class Throttle:
     its turn only once its own buckets have something to give.
 
     Throttles compare by identity: a bucket's queue holds each once.
+
+    @param buckets: The buckets a write draws on, one shared at most.
+    @param onWait: Told of every wait for tokens, in seconds (for metrics).
     """
 
     _buckets: Sequence[TokenBucket] = field(alias="buckets")

@@ -24,6 +24,11 @@ class ConnectionLimits:
     """
     Counts of open connections, overall and per client address, and whether
     another may be let in.
+
+    @param maxConnections: The most connections at once; L{None} for no
+        limit.
+    @param maxPerAddress: The most connections at once from one address;
+        L{None} for no limit.
     """
 
     maxConnections: int | None = None
@@ -73,6 +78,11 @@ class StallWatch:
     """
     Call C{onStall} once a progress count has not changed for C{timeout}
     seconds of the clock.
+
+    @param clock: Times the watch.
+    @param timeout: Seconds without progress that make a stall.
+    @param progress: Returns the progress so far (anything comparable).
+    @param onStall: Called once, at the stall.
     """
 
     _clock: IReactorTime = field(alias="clock")
@@ -121,17 +131,19 @@ class Protection:
     one for all listeners. (The connections open now are counted, and
     drained at shutdown, by L{twisted_zero._registry.ConnectionRegistry}.)
 
-    @ivar stallTimeout: Abort a connection that has made no write progress
+    @param clock: Times the rates, stall watches and durations.
+    @param stallTimeout: Abort a connection that has made no write progress
         for this many seconds; L{None} for never.
-    @ivar maxDuration: Abort any stream after this many seconds; L{None}
+    @param maxDuration: Abort any stream after this many seconds; L{None}
         for never.
-    @ivar rate: Bytes per second for each connection; L{None} for no limit.
-    @ivar totalRate: Bytes per second for all connections together.
-    @ivar limits: How many connections are let in.
-    @ivar onRateWait: Told of every wait for rate tokens (for metrics).
-    @ivar maxUnsent: The most bytes the kernel holds unsent for one TCP
-        connection until its client has taken L{UNSENT_EARNED} bytes (see
-        L{UnsentLimit}); L{None} for the kernel's default.
+    @param rate: Bytes per second for each connection; L{None} for no limit.
+    @param totalRate: Bytes per second for all connections together.
+    @param limits: How many connections are let in.
+    @param onRateWait: Told of every wait for rate tokens (for metrics).
+    @param maxUnsent: The most bytes the kernel holds unsent for one TCP
+        connection until its client has taken
+        L{twisted_zero._unsent.UNSENT_EARNED} bytes (see L{UnsentLimit});
+        L{None} for the kernel's default.
     """
 
     clock: IReactorTime

@@ -64,10 +64,10 @@ class SystemdNotifier:
     a notification gets through again, and never raised: systemd's view of
     the daemon must not take the daemon down.
 
-    @ivar clock: Times the watchdog pings.
-    @ivar environ: Where to find C{NOTIFY_SOCKET}, C{WATCHDOG_USEC} and
+    @param clock: Times the watchdog pings.
+    @param environ: Where to find C{NOTIFY_SOCKET}, C{WATCHDOG_USEC} and
         C{WATCHDOG_PID}; by default a copy of the process environment.
-    @ivar socketFactory: Makes the socket notifications are sent from, when
+    @param socketFactory: Makes the socket notifications are sent from, when
         the first is sent.
     """
 

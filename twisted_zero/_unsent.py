@@ -102,6 +102,13 @@ class UnsentLimit:
     speed that comes with it), one that reads nothing never pins more than
     C{limit} of the host's TCP memory. Told of what is sent (L{sent}), it
     asks the kernel what the client has taken after every C{limit} bytes.
+
+    @param transport: The connection (a TCP one, perhaps under TLS).
+    @param limit: The most bytes the kernel holds unsent for it.
+    @param earned: How many bytes the client must have taken for the limit
+        to be lifted.
+    @ivar lifted: Whether the limit is lifted (or was never set: not TCP,
+        or no such option).
     """
 
     _transport: object = field(alias="transport")

@@ -55,8 +55,12 @@ _CHILD_ENVIRONMENT_DROPPED = (
 @define(frozen=True)
 class InheritedSocket:
     """
-    A listening socket a worker adopts: which listener it is for, its file
-    descriptor in the worker, and its address family.
+    A listening socket a worker adopts.
+
+    @param kind: Which listener it is for: C{"tcp"} (raw streams) or
+        C{"http"}.
+    @param fd: Its file descriptor in the worker.
+    @param family: Its address family.
     """
 
     kind: str
@@ -264,7 +268,7 @@ def superviseWorkers(
     childFDs: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
     for index, (kind, port) in enumerate(ports):
         if not isinstance(port, tcp.Port):
-            raise ValueError(f"cannot share {port} with workers")
+            raise ValueError(f"cannot hand the listener on {port.getHost()} to workers")
         port.stopReading()
         fd = FIRST_WORKER_FD + index
         sockets.append(InheritedSocket(kind, fd, port.addressFamily))
