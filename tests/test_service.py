@@ -32,6 +32,7 @@ from zope.interface import implementer
 
 from twisted_zero import IOPool, StreamFactory, StreamProtocol
 from twisted_zero._service import _listenNow
+from twisted_zero._web import StreamSite
 from twisted_zero.tap import Options, StartupError, makeService
 
 from .helpers import PausingTransport, assertNoResult, successResultOf
@@ -197,6 +198,39 @@ class ListeningServiceTests:
         ] == [(1, 3.0)]
         [ended] = [e for e in events if "stream to" in e["log_format"]]
         assert ended["reason"] == "server shutdown"
+
+    def test_drainHTTP(self) -> None:
+        """
+        An HTTP response under way at stop is waited for, up to the shutdown
+        timeout; then its stream is stopped and its connection aborted, and
+        the service has stopped once it has closed.
+        """
+        reactor = MemoryReactorClock()
+        service = makeService(
+            parse("--http", "tcp:8080", "--shutdown-timeout", "3"), reactor
+        )
+        service.startService()
+        [(_, site, _, _)] = reactor.tcpServers
+        assert isinstance(site, StreamSite)
+        channel = site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 5))
+        assert channel is not None
+        transport = PausingTransport()
+        Protocol.makeConnection(channel, transport)
+        channel.dataReceived(b"GET /zero HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert transport.producerState == "paused"
+        stopped = service.stopService()
+        assert not transport.disconnecting
+        reactor.advance(2.9)
+        assert transport.calls.count("abortConnection") == 0
+        assertNoResult(stopped)  # type: ignore[no-untyped-call]  # trial's assertNoResult is not annotated
+        reactor.advance(0.1)
+        assert transport.calls.count("abortConnection") == 1
+        # The stream was stopped: resumed, it writes nothing more.
+        transport.drain()
+        assert transport.drain() == b""
+        assertNoResult(stopped)  # type: ignore[no-untyped-call]  # trial's assertNoResult is not annotated
+        channel.connectionLost(Failure(ConnectionAborted()))
+        assert successResultOf(stopped) is None
 
 
 @implementer(IReactorFromThreads)

@@ -1,5 +1,6 @@
 """
-Tests for L{twisted_zero.tap}: options, the service, and the twistd plugin.
+Tests for L{twisted_zero.tap}: options, the service they make, and the
+twistd plugin.
 """
 
 from __future__ import annotations

@@ -654,7 +654,7 @@ class _Channel(HTTPChannel):
 
         @param why: Why the connection is aborted.
         """
-        self.stopProducing()  # type: ignore[no-untyped-call]
+        HTTPChannel.stopProducing(self)
         transport = self.transport
         assert transport is not None
         cast(ITCPTransport, transport).abortConnection()
