@@ -1,19 +1,15 @@
 """
-Tests for L{twisted_zero._limits} and rate-limited streaming, on a task
-clock.
+Tests for L{twisted_zero._limits}: token buckets, shared turns and
+rate-limited streaming, on a task clock.
 """
 
 from __future__ import annotations
 
-import socket
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from functools import partial
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -22,18 +18,11 @@ from twisted_zero import StreamProducer, StreamStopped, ZeroSource
 from twisted_zero._limits import (
     MIN_BURST,
     MIN_QUANTUM,
-    NO_UNSENT_LIMIT,
-    TCP_NOTSENT_LOWAT,
-    ConnectionLimits,
-    Protection,
     SharedBucket,
-    StallWatch,
     Throttle,
     TokenBucket,
-    UnsentLimit,
-    limitUnsent,
-    tcpBytesAcked,
 )
+from twisted_zero._protection import Protection
 
 from .helpers import PausingTransport
 
@@ -44,11 +33,19 @@ class Counter(StringTransport):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        StringTransport.__init__(self)
         self.count = 0
 
     def write(self, data: bytes) -> None:
         self.count += len(data)
+
+
+def written(transport: StringTransport) -> bytes:
+    """
+    What C{transport} holds of what was written to it.
+    """
+    data: bytes = StringTransport.value(transport)
+    return data
 
 
 def streamShared(
@@ -151,7 +148,7 @@ def queued(bucket: SharedBucket, count: int) -> tuple[list[Throttle], list[int]]
     throttles = [Throttle(buckets=[bucket]) for _ in range(count)]
     woken: list[int] = []
     for index, throttle in enumerate(throttles):
-        throttle.wakeWith(lambda index=index: woken.append(index))  # type: ignore[misc]
+        throttle.wakeWith(partial(woken.append, index))
         assert throttle.allowance(10**9) == 0
         assert throttle.delay(10**9) is None
     return throttles, woken
@@ -377,6 +374,9 @@ class RateLimitedStreamTests:
         writes: list[int] = []
 
         class Recorder(StringTransport):
+            def __init__(self) -> None:
+                StringTransport.__init__(self)
+
             def write(self, data: bytes) -> None:
                 writes.append(len(data))
 
@@ -409,120 +409,15 @@ class RateLimitedStreamTests:
         transport = PausingTransport(bufferSize=10**9)
         producer = StreamProducer(source=ZeroSource(), clock=clock, throttle=throttle)
         producer.startStreaming(transport)
-        assert len(transport.value()) == 1000
+        assert len(written(transport)) == 1000
         producer.pauseProducing()
         clock.advance(5)
-        assert len(transport.value()) == 1000
+        assert len(written(transport)) == 1000
         producer.resumeProducing()
-        assert len(transport.value()) == 2000
+        assert len(written(transport)) == 2000
         producer.stopProducing()
         clock.advance(5)
-        assert len(transport.value()) == 2000
-
-
-class ConnectionLimitsTests:
-    def test_total(self) -> None:
-        """
-        At most C{maxConnections} are admitted at once.
-        """
-        limits = ConnectionLimits(maxConnections=2)
-        assert [limits.admit(a) for a in ("a", "b", "c")] == [
-            None,
-            None,
-            "max-connections",
-        ]
-        limits.release("a")
-        assert limits.admit("c") is None
-        assert limits.total == 2
-
-    def test_perAddress(self) -> None:
-        """
-        At most C{maxPerAddress} from one address; others still get in.
-        """
-        limits = ConnectionLimits(maxPerAddress=1)
-        assert [limits.admit(a) for a in ("a", "a", "b")] == [None, "max-per-ip", None]
-        limits.release("a")
-        limits.release("b")
-        assert limits.total == 0
-        assert limits.admit("a") is None
-
-    def test_unlimited(self) -> None:
-        """
-        Without limits everyone gets in.
-        """
-        limits = ConnectionLimits()
-        assert {limits.admit("a") for _ in range(1000)} == {None}
-
-
-class StallWatchTests:
-    def test_stall(self) -> None:
-        """
-        No change in progress for the timeout calls C{onStall}, once.
-        """
-        clock = Clock()
-        stalls: list[float] = []
-        progress = [0]
-        watch = StallWatch(
-            clock=clock,
-            timeout=10,
-            progress=lambda: progress[0],
-            onStall=lambda: stalls.append(clock.seconds()),
-        )
-        watch.start()
-        for _ in range(8):
-            clock.advance(2.5)
-            progress[0] += 1
-        assert stalls == []
-        for _ in range(12):
-            clock.advance(2.5)
-        assert stalls == [32.5]
-        assert clock.getDelayedCalls() == []
-
-    def test_stop(self) -> None:
-        """
-        A stopped watch leaves nothing scheduled and never fires.
-        """
-        clock = Clock()
-        watch = StallWatch(
-            clock=clock, timeout=1, progress=lambda: 0, onStall=pytest.fail
-        )
-        watch.start()
-        watch.stop()
-        watch.stop()
-        assert clock.getDelayedCalls() == []
-
-
-class TCPBytesAckedTests:
-    def test_socket(self) -> None:
-        """
-        For a TCP socket (through wrappers with C{getHandle} or a
-        C{transport}), the kernel's count of acknowledged bytes grows as the
-        peer takes data.
-        """
-        with tcpConnection() as (accepted, client):
-
-            class Wrapper:
-                transport = Handle(accepted)
-
-            before = tcpBytesAcked(Wrapper())
-            assert before is not None
-            accepted.sendall(b"x" * 1000)
-            client.recv(1000)
-            for _ in range(100):
-                if tcpBytesAcked(Wrapper()) == before + 1000:
-                    break
-                time.sleep(0.01)
-            assert tcpBytesAcked(Wrapper()) == before + 1000
-
-    def test_notTCP(self) -> None:
-        """
-        Anything else says nothing.
-        """
-        assert tcpBytesAcked(StringTransport()) is None
-        assert tcpBytesAcked(object()) is None
-        left, right = socket.socketpair()
-        with left, right:
-            assert tcpBytesAcked(Handle(left)) is None
+        assert len(written(transport)) == 2000
 
 
 def startShared(
@@ -537,193 +432,6 @@ def startShared(
     )
     producer.startStreaming(consumer).addErrback(lambda f: f.trap(StreamStopped))
     return producer
-
-
-class Handle:
-    """
-    What the limits look for in a transport: the socket under it.
-    """
-
-    def __init__(self, socket: socket.socket) -> None:
-        self._socket = socket
-
-    def getHandle(self) -> socket.socket:
-        return self._socket
-
-
-@contextmanager
-def tcpConnection() -> Iterator[tuple[socket.socket, socket.socket]]:
-    """
-    Both ends of a loopback TCP connection, the accepted one first, closed
-    on the way out.
-    """
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        client = socket.create_connection(server.getsockname())
-        accepted, _ = server.accept()
-    with client, accepted:
-        yield accepted, client
-
-
-def lowat(connection: socket.socket) -> int:
-    return connection.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT)
-
-
-class LimitUnsentTests:
-    def test_socket(self) -> None:
-        """
-        On a TCP socket (through wrappers), the kernel is told the most
-        bytes to hold unsent; a connection opened with a protection that
-        says so gets it; anything else is left alone.
-        """
-        with tcpConnection() as (accepted, _):
-
-            class Wrapper:
-                transport = Handle(accepted)
-
-            assert limitUnsent(Wrapper(), 128 * 1024)
-            assert lowat(accepted) == 128 * 1024
-            Protection(Clock(), maxUnsent=4096).opened(Handle(accepted))
-            assert lowat(accepted) == 4096
-        assert not limitUnsent(StringTransport(), 4096)
-        left, right = socket.socketpair()
-        with left, right:
-            assert not limitUnsent(Handle(left), 4096)
-
-
-class UnsentLimitTests:
-    def test_liftedOnceEarned(self) -> None:
-        """
-        A connection's unsent bytes are limited until its client has taken
-        (acknowledged) the bytes it must earn; then the limit is lifted.
-        Until then, the kernel is asked only after every limit's worth sent.
-        """
-        with tcpConnection() as (accepted, client):
-            transport = Handle(accepted)
-            limit = UnsentLimit(transport=transport, limit=16384, earned=65536)
-            assert lowat(accepted) == 16384 and not limit.lifted
-            limit.sent(100_000)  # sent, not taken
-            assert lowat(accepted) == 16384 and not limit.lifted
-            accepted.sendall(b"x" * 70_000)
-            taken = 0
-            while taken < 70_000:
-                taken += len(client.recv(70_000))
-            for _ in range(100):
-                if (tcpBytesAcked(transport) or 0) >= 70_000:
-                    break
-                time.sleep(0.01)
-            limit.sent(1000)  # within a limit's worth of the last look
-            assert not limit.lifted
-            limit.sent(16384)
-            assert limit.lifted and lowat(accepted) == NO_UNSENT_LIMIT
-
-    def test_observe(self) -> None:
-        """
-        With C{maxUnsent}, a stream's observer also tells its connection's
-        limit what is sent; without, or for a connection that is not TCP,
-        it is the observer given.
-        """
-        clock = Clock()
-        observer = object()
-        assert Protection(clock).observe(StringTransport(), observer) is observer
-        protection = Protection(clock, maxUnsent=4096)
-        transport = StringTransport()
-        protection.opened(transport)
-        assert protection.observe(transport, observer) is observer
-        with tcpConnection() as (accepted, _):
-            tcp = Handle(accepted)
-            protection.opened(tcp)
-            seen: list[object] = []
-
-            class Observer:
-                def chunkWritten(self, count: int) -> None:
-                    seen.append(count)
-
-                def pauseChanged(self, paused: bool) -> None:
-                    seen.append(paused)
-
-            lifting = protection.observe(tcp, Observer())
-            lifting.chunkWritten(10)
-            lifting.pauseChanged(True)
-            assert seen == [10, True]
-            protection.closed(tcp, None)
-            assert protection.observe(tcp, observer) is observer
-
-
-class ProtectionTests:
-    def test_throttle(self) -> None:
-        """
-        A stream's throttle has the lower of the server's and the client's
-        rate, and the shared total; with no rates there is none.
-        """
-        clock = Clock()
-        assert Protection(clock).throttle() is None
-        protection = Protection(clock, rate=1000, totalRate=5000)
-        throttle = protection.throttle(requested=100_000)
-        assert throttle is not None
-        assert [b.rate for b in throttle._buckets] == [1000, 5000]
-        throttle = protection.throttle(requested=10)
-        assert throttle is not None
-        assert [b.rate for b in throttle._buckets] == [10, 5000]
-        assert Protection(clock).throttle(requested=10) is not None
-
-    def test_admission(self) -> None:
-        """
-        Connections are admitted by address and released when closed.
-        """
-        protection = Protection(Clock(), limits=ConnectionLimits(maxPerAddress=1))
-        address = IPv4Address("TCP", "10.0.0.1", 1)
-        assert protection.admit(address) is None
-        assert protection.admit(IPv4Address("TCP", "10.0.0.1", 2)) == "max-per-ip"
-        transport = StringTransport()
-        protection.opened(transport)
-        assert protection.openConnections == 1
-        protection.closed(transport, address)
-        assert protection.openConnections == 0
-        assert protection.admit(address) is None
-
-    def test_drain(self) -> None:
-        """
-        Draining waits for open connections to close, and aborts those still
-        open after the timeout.
-        """
-        clock = Clock()
-        protection = Protection(clock)
-        assert protection.drain(5).called
-        aborted: list[str] = []
-
-        class Transport:
-            def __init__(self, name: str) -> None:
-                self.name = name
-
-            def abortConnection(self) -> None:
-                aborted.append(self.name)
-
-        first, second = Transport("first"), Transport("second")
-        protection.opened(first)
-        protection.opened(second)
-        drained = protection.drain(5)
-        protection.closed(first, None)
-        clock.advance(4.9)
-        assert not drained.called and aborted == []
-        clock.advance(0.1)
-        assert aborted == ["second"]
-        protection.closed(second, None)
-        assert drained.called
-        assert clock.getDelayedCalls() == []
-
-    def test_watch(self) -> None:
-        """
-        With a stall timeout, a watch starts; without, none.
-        """
-        clock = Clock()
-        assert Protection(clock).watch(object(), lambda: 0, pytest.fail) is None
-        stalled: list[bool] = []
-        watch = Protection(clock, stallTimeout=1).watch(
-            object(), lambda: 0, lambda: stalled.append(True)
-        )
-        assert watch is not None
-        clock.advance(2)
-        assert stalled == [True]
 
 
 class FairShareTests:
@@ -767,21 +475,21 @@ class FairShareTests:
             source=ZeroSource(), chunkSize=10_000, clock=clock, throttle=throttle
         )
         producer.startStreaming(transport)
-        assert len(transport.value()) == 0
+        assert len(written(transport)) == 0
         assert bucket.waiting == 1
         clock.advance(0)
         assert bucket.quantum() > 20_000
         assert producer.state == "paused"
-        assert len(transport.value()) == 20_000
+        assert len(written(transport)) == 20_000
         assert bucket.available() == bucket.burst - 20_000
         assert bucket.waiting == 0
         assert clock.getDelayedCalls() == []
         transport.drain()
         assert producer.state == "producing"
-        assert len(transport.value()) == 0
+        assert len(written(transport)) == 0
         assert bucket.waiting == 1
         clock.advance(bucket.quantum() / 10_000_000)
-        assert len(transport.value()) == 20_000
+        assert len(written(transport)) == 20_000
         producer.stopProducing()
         assert clock.getDelayedCalls() == []
 
@@ -800,8 +508,11 @@ class FairShareTests:
         )
 
         class Stopping(StringTransport):
+            def __init__(self) -> None:
+                StringTransport.__init__(self)
+
             def write(self, data: bytes) -> None:
-                super().write(data)
+                StringTransport.write(self, data)
                 assert self.producer is not None
                 self.producer.stopProducing()
 
@@ -858,7 +569,7 @@ class FairShareTests:
         bucket.take(1000)
         throttle.granted(1000)
         assert bucket.available() == before
-        assert transport.value() == b""
+        assert written(transport) == b""
         producer.stopProducing()
 
     def test_stalledCostOthersNothing(self) -> None:
@@ -945,7 +656,7 @@ class FairShareTests:
 
         class Erratic(StringTransport):
             def __init__(self, every: int, pause: float) -> None:
-                super().__init__()
+                StringTransport.__init__(self)
                 self.writes = 0
                 self.every, self.pause = every, pause
 

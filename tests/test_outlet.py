@@ -24,7 +24,7 @@ from twisted.web.http import HTTPChannel, Request
 from zope.interface import implementer
 
 from twisted_zero import _outlet, _producer
-from twisted_zero._limits import Throttle, TokenBucket, limitUnsent
+from twisted_zero._limits import Throttle, TokenBucket
 from twisted_zero._outlet import SocketOutlet, socketOutlet
 from twisted_zero._producer import (
     CONSUMER_WRITE_SIZE,
@@ -48,6 +48,7 @@ from twisted_zero._sources import (
     ZeroSource,
     openFile,
 )
+from twisted_zero._unsent import limitUnsent
 
 from .helpers import ManualThreads, SlowSource, manualPool, parseResponses
 from .sockets import BUFFER, Pair, countSendfiles, getFile

@@ -33,7 +33,7 @@ from twisted_zero import (
     StreamProtocol,
     ZeroSource,
 )
-from twisted_zero._limits import ConnectionLimits, Protection
+from twisted_zero._protection import ConnectionLimits, Protection
 from twisted_zero._protocol import (
     LINGER_SECONDS,
     formatAddress,

@@ -19,7 +19,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import LogEvent, capturedLogs
 from twisted.python.failure import Failure
 
-from twisted_zero._limits import ConnectionLimits, Protection
+from twisted_zero._protection import ConnectionLimits, Protection
 from twisted_zero._resources import makeResource
 from twisted_zero._site import StreamSite
 

@@ -21,11 +21,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, LogLevel, capturedLogs
 
 import twisted_zero
-from twisted_zero._systemd import SystemdNotifier, _datagramSocket, notifyAddress
+from twisted_zero._systemd import (
+    STATUS_INTERVAL,
+    SystemdNotifier,
+    SystemdService,
+    _datagramSocket,
+    notifyAddress,
+)
+
+from .helpers import assertNoResult, successResultOf
 
 WATCHDOG_USEC = "30000000"
 HALF_INTERVAL = 15.0
@@ -518,6 +528,117 @@ DEADLINE = 30.0
 #: where systemd puts the first one (a POSIX shell only names descriptors 0-9,
 #: so the socket comes in as stdin rather than by its number).
 ACTIVATE = 'LISTEN_PID=$$ exec "$0" "$@" 3<&0 0</dev/null'
+
+
+class Child(Service):
+    """
+    A service that records when it starts and stops, in the same list as
+    the notifications the test reads, and stops when the test says.
+    """
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+        self.stopped: Deferred[None] = Deferred()
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.events.append("child started")
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        self.events.append("child stopping")
+        return self.stopped
+
+
+def systemdService(
+    receiver: Receiver | None,
+    factory: CountingFactory,
+    clock: Clock,
+    connections: list[int],
+    **environ: str,
+) -> tuple[SystemdService, Child, list[str]]:
+    """
+    A L{SystemdService} over one L{Child}, reporting the last of
+    C{connections} as the open connections.
+    """
+    events: list[str] = []
+    service = SystemdService(
+        notifier=notifier(receiver, factory, clock, **environ),
+        connections=lambda: connections[-1],
+    )
+    child = Child(events)
+    Service.setServiceParent(child, service)
+    return service, child, events
+
+
+class SystemdServiceTests:
+    def test_readyAfterChildren(
+        self, receiver: Receiver, factory: CountingFactory
+    ) -> None:
+        """
+        L{SystemdService} starts the services under it, then says READY=1,
+        then the open connections at once and every L{STATUS_INTERVAL}
+        seconds ("1 connection", "2 connections").
+        """
+        clock = Clock()
+        connections = [1]
+        service, child, events = systemdService(receiver, factory, clock, connections)
+        service.startService()
+        assert events == ["child started"]
+        assert child.running
+        assert receiver.messages() == [b"READY=1", b"STATUS=1 connection open"]
+        connections.append(2)
+        clock.advance(STATUS_INTERVAL - 0.1)
+        assert receiver.messages() == []
+        clock.advance(0.1)
+        assert receiver.messages() == [b"STATUS=2 connections open"]
+        service.stopService()
+        child.stopped.callback(None)
+
+    def test_stoppingThenCloseAfterChildren(
+        self, receiver: Receiver, factory: CountingFactory
+    ) -> None:
+        """
+        Stopping says STOPPING=1 before the services under it stop, sends no
+        more status, keeps pinging the watchdog while they stop, and closes
+        the socket (and stops the pings) only once they have all stopped.
+        """
+        clock = Clock()
+        service, child, events = systemdService(
+            receiver, factory, clock, [0], WATCHDOG_USEC=WATCHDOG_USEC
+        )
+        service.startService()
+        assert receiver.messages() == [
+            b"READY=1",
+            b"WATCHDOG=1",
+            b"STATUS=0 connections open",
+        ]
+        stopped = service.stopService()
+        assert receiver.messages() == [b"STOPPING=1"]
+        assert events == ["child started", "child stopping"]
+        assertNoResult(stopped)  # type: ignore[no-untyped-call]  # trial's assertNoResult is not annotated
+        clock.advance(HALF_INTERVAL)
+        assert receiver.messages() == [b"WATCHDOG=1"]
+        assert factory.sockets[0].fileno() != -1
+        child.stopped.callback(None)
+        assert successResultOf(stopped) is None
+        assert factory.sockets[0].fileno() == -1
+        assert clock.getDelayedCalls() == []
+
+    def test_disabled(self, factory: CountingFactory) -> None:
+        """
+        Without C{NOTIFY_SOCKET}, the services under it start and stop, and
+        nothing is scheduled or sent.
+        """
+        clock = Clock()
+        service, child, events = systemdService(None, factory, clock, [3])
+        service.startService()
+        assert clock.getDelayedCalls() == []
+        stopped = service.stopService()
+        child.stopped.callback(None)
+        assert successResultOf(stopped) is None
+        assert events == ["child started", "child stopping"]
+        assert factory.sockets == []
 
 
 class SocketActivationTests:

@@ -14,7 +14,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
-from twisted_zero._limits import Protection
+from twisted_zero._protection import Protection
 
 from .webserver import (
     Server,

@@ -8,18 +8,27 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from typing import cast
 
 import pytest
+from twisted.internet import tcp
 from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IReactorProcess
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.python.failure import Failure
 
 from twisted_zero._workers import (
+    FIRST_WORKER_FD,
     HEALTHY_SECONDS,
     RESTART_DELAY,
     InheritedSocket,
+    ParentWatch,
     WorkerSupervisor,
+    _Worker,
     parseInherited,
+    superviseWorkers,
     workerCommand,
 )
 
@@ -94,11 +103,19 @@ class FakeReactor:
         return FakeProcess(100_000 + len(self.spawned), self.signals)
 
 
+def workerNumbered(reactor: FakeReactor, number: int) -> _Worker:
+    """
+    The last worker of that number the supervisor spawned.
+    """
+    workers = [p for p, _, _ in reactor.spawned if isinstance(p, _Worker)]
+    return [worker for worker in workers if worker.number == number][-1]
+
+
 def supervisor() -> tuple[WorkerSupervisor, FakeReactor, Clock]:
     reactor, clock = FakeReactor(), Clock()
     return (
         WorkerSupervisor(
-            reactor=reactor,  # type: ignore[arg-type]
+            reactor=cast(IReactorProcess, reactor),
             clock=clock,
             command=["python", "-c", "pass"],
             childFDs={0: "w", 1: 1, 2: 2, 3: 7},
@@ -133,8 +150,8 @@ class SupervisorTests:
         """
         service, reactor, clock = supervisor()
         service.startService()
-        first = reactor.spawned[0][0]
-        first.processEnded(Failure(ProcessTerminated(signal=9)))  # type: ignore[attr-defined]
+        first = workerNumbered(reactor, 0)
+        first.processEnded(Failure(ProcessTerminated(signal=9)))
         assert service.pids == [100_002]
         clock.advance(RESTART_DELAY)
         assert len(reactor.spawned) == 3
@@ -150,7 +167,7 @@ class SupervisorTests:
         service.startService()
         delays = []
         for _ in range(7):
-            worker = [p for p, _, _ in reactor.spawned if p.number == 0][-1]  # type: ignore[attr-defined]
+            worker = workerNumbered(reactor, 0)
             before = len(reactor.spawned)
             worker.processEnded(Failure(ProcessTerminated(exitCode=1)))
             waited = 0.0
@@ -160,7 +177,7 @@ class SupervisorTests:
             delays.append(waited)
         assert delays == [1, 2, 4, 8, 16, 30, 30]
         clock.advance(HEALTHY_SECONDS + 1)
-        worker = [p for p, _, _ in reactor.spawned if p.number == 0][-1]  # type: ignore[attr-defined]
+        worker = workerNumbered(reactor, 0)
         before = len(reactor.spawned)
         worker.processEnded(Failure(ProcessTerminated(exitCode=1)))
         clock.advance(RESTART_DELAY)
@@ -175,15 +192,78 @@ class SupervisorTests:
         service.startService()
         stopped = service.stopService()
         assert reactor.signals == [(100_001, "TERM"), (100_002, "TERM")]
-        reactor.spawned[0][0].processEnded(Failure(ProcessDone(0)))  # type: ignore[attr-defined]
+        workerNumbered(reactor, 0).processEnded(Failure(ProcessDone(0)))
         assert not stopped.called
         clock.advance(5)
         assert reactor.signals[2:] == [(100_002, "KILL")]  # not the one that ended
-        reactor.spawned[1][0].processEnded(Failure(ProcessTerminated(signal=9)))  # type: ignore[attr-defined]
+        workerNumbered(reactor, 1).processEnded(Failure(ProcessTerminated(signal=9)))
         assert stopped.called
         clock.advance(RESTART_DELAY)
         assert len(reactor.spawned) == 2
         assert clock.getDelayedCalls() == []
+
+
+class SuperviseWorkersTests:
+    def test_handsPortsToWorkers(self) -> None:
+        """
+        L{superviseWorkers} stops this process reading its listening ports
+        and has each worker get them as file descriptors from
+        L{FIRST_WORKER_FD} on, named on its command line with their kind
+        and address family.
+        """
+        reactor = MemoryReactor()
+        ports = [
+            tcp.Port(0, Factory(), interface="127.0.0.1", reactor=reactor)
+            for _ in range(2)
+        ]
+        for port in ports:
+            port.startListening()
+        try:
+            assert reactor.readers == set(ports)
+            supervisor = superviseWorkers(
+                reactor=cast(IReactorProcess, FakeReactor()),
+                clock=Clock(),
+                ports=[("tcp", ports[0]), ("http", ports[1])],
+                argv=["twistd", "zero", "--workers", "2"],
+                count=2,
+                stopTimeout=5,
+            )
+            assert reactor.readers == set()
+            assert supervisor._childFDs == {
+                0: "w",
+                1: 1,
+                2: 2,
+                FIRST_WORKER_FD: ports[0].fileno(),
+                FIRST_WORKER_FD + 1: ports[1].fileno(),
+            }
+            family = int(socket.AF_INET)
+            assert supervisor._command[-2:] == [
+                "--worker-sockets",
+                f"tcp:{FIRST_WORKER_FD}:{family},http:{FIRST_WORKER_FD + 1}:{family}",
+            ]
+            assert supervisor._count == 2
+        finally:
+            for port in ports:
+                port.socket.close()
+
+    def test_notASocket(self) -> None:
+        """
+        A listening port that is not a socket this process listens on
+        cannot be handed to workers: L{ValueError}, naming its address.
+        """
+        reactor = MemoryReactorClock()
+        port = reactor.listenTCP(8019, Factory())
+        with pytest.raises(
+            ValueError, match=r"cannot hand the listener on .* to workers"
+        ):
+            superviseWorkers(
+                reactor=cast(IReactorProcess, FakeReactor()),
+                clock=Clock(),
+                ports=[("tcp", port)],
+                argv=["twistd", "zero"],
+                count=2,
+                stopTimeout=5,
+            )
 
 
 class ParentWatchTests:
@@ -192,12 +272,12 @@ class ParentWatchTests:
         The parent's end of the worker's standard input closing stops the
         worker's reactor; data on it (there is none) is ignored.
         """
-        from twisted.internet.testing import MemoryReactor
-
-        from twisted_zero._workers import ParentWatch
 
         class Reactor(MemoryReactor):
             stopped = False
+
+            def __init__(self) -> None:
+                MemoryReactor.__init__(self)
 
             def stop(self) -> None:
                 self.stopped = True
@@ -215,7 +295,7 @@ class ParentWatchTests:
             os.close(write)
             result = watch.doRead()
             assert result is not None
-            watch.connectionLost(Failure(result))  # type: ignore[arg-type]
+            watch.connectionLost(Failure(result))
         finally:
             os.dup2(saved, 0)
             os.close(saved)

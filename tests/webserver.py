@@ -19,8 +19,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from twisted_zero._channel import Channel
-from twisted_zero._limits import Protection
 from twisted_zero._metrics import Metrics
+from twisted_zero._protection import Protection
 from twisted_zero._resources import makeResource
 from twisted_zero._site import StreamSite
 from twisted_zero._sources import openRegularFile

@@ -26,7 +26,7 @@ from twisted.internet.tcp import Connection
 from twisted.web import http, server
 from twisted.web.http import NO_BODY_CODES, HTTPChannel, Request
 
-from ._limits import TCP_NOTSENT_LOWAT
+from ._unsent import TCP_NOTSENT_LOWAT
 
 _CONNECTION_ERRNOS = frozenset(
     {

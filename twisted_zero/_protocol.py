@@ -24,9 +24,10 @@ from zope.interface import implementer
 
 from ._connections import LINGER_SECONDS, formatAddress
 from ._iopool import IOPool
-from ._limits import Protection, StallWatch
 from ._metrics import Metrics, MetricsObserver
 from ._producer import StreamProducer, StreamStopped
+from ._protection import Protection, StallWatch
+from ._registry import ConnectionRegistry
 from ._sources import ISource, SourceError
 
 
@@ -115,6 +116,20 @@ class StreamProtocol(Protocol):
         self._expiry = None
         if self._ending in (None, "complete"):
             self._ending = why
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def abort(self, why: str) -> None:
+        """
+        Stop the stream's producer, then abort the connection (at shutdown:
+        the L{ConnectionRegistry} gives up waiting for it).
+
+        @param why: Why, for the log, unless the stream has ended already.
+        """
+        if self._ending is None:
+            self._ending = why
+        producer = self._producer
+        if producer is not None:
+            producer.stopProducing()
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     def _streamComplete(self, bytesSent: int) -> None:
@@ -245,6 +260,8 @@ class StreamFactory(_Factory):
         L{None} for the reactor's own thread pool.
     @ivar shuttingDown: Set when the server is stopping, so streams it ends
         are logged as such.
+    @ivar registry: Where each connection is counted while it is open, to
+        be drained at shutdown; L{None} for nowhere.
     """
 
     noisy = False
@@ -260,8 +277,10 @@ class StreamFactory(_Factory):
         metrics: Metrics | None = None,
         sendfile: bool = True,
         ioPool: IOPool | None = None,
+        registry: ConnectionRegistry | None = None,
     ) -> None:
         self.sourceFactory = sourceFactory
+        self.registry = registry
         self.ioPool = ioPool
         self.clock = clock
         self.chunkSize = chunkSize
@@ -294,7 +313,11 @@ class StreamFactory(_Factory):
     def connectionOpened(self, protocol: StreamProtocol) -> None:
         self.metrics.connectionOpened("tcp")
         self.protection.opened(protocol.transport)
+        if self.registry is not None:
+            self.registry.opened(protocol)
 
     def connectionClosed(self, protocol: StreamProtocol, reason: str) -> None:
         self.metrics.connectionClosed("tcp", reason)
         self.protection.closed(protocol.transport, protocol.admitted)
+        if self.registry is not None:
+            self.registry.closed(protocol)

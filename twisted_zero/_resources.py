@@ -18,8 +18,8 @@ from twisted.web.server import Request
 
 from ._files import Files
 from ._iopool import IOPool, reactorPool
-from ._limits import Protection
 from ._metrics import Metrics
+from ._protection import Protection
 from ._responses import MAX_CONTENT_LENGTH, BaseResource, notAllowed, plain
 from ._sizes import parseSize
 from ._sources import (

@@ -5,8 +5,6 @@ the limits refuse, L{StreamRequest}s that each log their own end.
 
 from __future__ import annotations
 
-from typing import Protocol as _Protocol
-
 from twisted.internet.interfaces import (
     IAddress,
     IProtocolNegotiationFactory,
@@ -22,8 +20,9 @@ from zope.interface import classImplementsOnly, implementedBy
 
 from ._channel import Channel
 from ._connections import formatAddress
-from ._limits import Protection
 from ._metrics import Metrics
+from ._protection import Protection
+from ._registry import ConnectionRegistry
 from ._request import StreamRequest
 
 MAX_BODY = 2**20
@@ -38,23 +37,6 @@ By default, how many seconds a whole request head (request line and header
 fields) may take to arrive, from the connection's start or, on a keep-alive
 connection, from the first byte of the request.
 """
-
-
-class Registry(_Protocol):
-    """
-    Where the service keeps the open connections, to abort those left when
-    it stops (see L{Channel.abort}).
-    """
-
-    def opened(self, connection: Channel) -> None:
-        """
-        C{connection} is open.
-        """
-
-    def closed(self, connection: Channel) -> None:
-        """
-        C{connection}, L{opened} before, is closed.
-        """
 
 
 class StreamSite(Site):
@@ -89,7 +71,7 @@ class StreamSite(Site):
         timeout: float | None = 60 * 60 * 12,
         maxBody: int = MAX_BODY,
         headerTimeout: float | None = HEADER_TIMEOUT,
-        registry: Registry | None = None,
+        registry: ConnectionRegistry | None = None,
     ) -> None:
         """
         @param resource: The root resource (see L{makeResource}).

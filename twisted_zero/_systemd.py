@@ -13,9 +13,16 @@ from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 from attrs import define, field
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+STATUS_INTERVAL = 5.0
+"""
+How often systemd is told how many connections are open, in seconds.
+"""
 
 
 def _datagramSocket() -> socket.socket:
@@ -57,10 +64,10 @@ class SystemdNotifier:
     a notification gets through again, and never raised: systemd's view of
     the daemon must not take the daemon down.
 
-    @ivar clock: Times the watchdog pings.
-    @ivar environ: Where to find C{NOTIFY_SOCKET}, C{WATCHDOG_USEC} and
+    @param clock: Times the watchdog pings.
+    @param environ: Where to find C{NOTIFY_SOCKET}, C{WATCHDOG_USEC} and
         C{WATCHDOG_PID}; by default a copy of the process environment.
-    @ivar socketFactory: Makes the socket notifications are sent from, when
+    @param socketFactory: Makes the socket notifications are sent from, when
         the first is sent.
     """
 
@@ -205,3 +212,50 @@ class SystemdNotifier:
         sock, self._socket = self._socket, None
         if sock is not None:
             sock.close()
+
+
+@define(eq=False)
+class SystemdService(MultiService):
+    """
+    Run the services under it, and tell systemd how they do: ready once
+    they have all started (every listener is bound by then), the open
+    connections every L{STATUS_INTERVAL} seconds, watchdog pings while they
+    run, stopping when they begin to stop; and close the notification
+    socket once they have all stopped.
+
+    @param notifier: Tells systemd; its clock times the status reports.
+    @param connections: How many connections are open now.
+    @param interval: Seconds between two status reports.
+    """
+
+    _notifier: SystemdNotifier = field(alias="notifier")
+    _connections: Callable[[], int] = field(alias="connections")
+    _interval: float = field(default=STATUS_INTERVAL, alias="interval")
+    _status: LoopingCall = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        MultiService.__init__(self)
+        self._status = LoopingCall(self._reportStatus)
+        self._status.clock = self._notifier.clock
+
+    def startService(self) -> None:
+        MultiService.startService(self)
+        self._notifier.ready()
+        self._notifier.startWatchdog()
+        if self._notifier.enabled:
+            self._status.start(self._interval)
+
+    def _reportStatus(self) -> None:
+        count = self._connections()
+        self._notifier.status(f"{count} connection{'' if count == 1 else 's'} open")
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Tell systemd the daemon is stopping, stop the services under this
+        one, and then the watchdog pings.
+        """
+        self._notifier.stopping()
+        if self._status.running:
+            self._status.stop()
+        stopped: Deferred[object] = MultiService.stopService(self)
+        return stopped.addBoth(lambda _: self._notifier.close())

@@ -15,9 +15,9 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
 from ._iopool import IOPool
-from ._limits import Protection
 from ._metrics import Metrics, MetricsObserver
 from ._producer import StreamProducer, StreamStopped
+from ._protection import Protection
 from ._request import StreamRequest, abortTransport, peer
 from ._sizes import parseSize
 from ._sources import ISource, SourceError

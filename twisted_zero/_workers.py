@@ -11,13 +11,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-from attrs import define
+from attrs import define, field
 from twisted.application.service import Service
+from twisted.internet import tcp
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import (
+    IListeningPort,
     IProcessTransport,
+    IReactorCore,
+    IReactorFDSet,
     IReactorProcess,
     IReactorTime,
 )
@@ -51,8 +55,12 @@ _CHILD_ENVIRONMENT_DROPPED = (
 @define(frozen=True)
 class InheritedSocket:
     """
-    A listening socket a worker adopts: which listener it is for, its file
-    descriptor in the worker, and its address family.
+    A listening socket a worker adopts.
+
+    @param kind: Which listener it is for: C{"tcp"} (raw streams) or
+        C{"http"}.
+    @param fd: Its file descriptor in the worker.
+    @param family: Its address family.
     """
 
     kind: str
@@ -100,51 +108,58 @@ def workerCommand(argv: Sequence[str], sockets: Sequence[InheritedSocket]) -> li
     ]
 
 
+@define(eq=False)
 class _Worker(ProcessProtocol):
-    def __init__(self, supervisor: WorkerSupervisor, number: int) -> None:
-        self.supervisor = supervisor
-        self.number = number
-        self.ended: Deferred[None] = Deferred()
+    """
+    One worker process: tells its supervisor when it has ended.
+    """
+
+    supervisor: WorkerSupervisor
+    number: int
+    ended: Deferred[None] = field(factory=Deferred, init=False)
 
     def processEnded(self, reason: Failure) -> None:
         self.ended.callback(None)
         self.supervisor.workerEnded(self, reason)
 
 
+@define(eq=False)
 class WorkerSupervisor(Service):
     """
     Start C{count} workers, restart those that die, stop them all (SIGTERM,
     then SIGKILL after C{stopTimeout}) when stopped.
+
+    @param reactor: Spawns the workers.
+    @param clock: Times the restarts and the stop timeout.
+    @param command: A worker's command line (L{workerCommand}).
+    @param childFDs: A worker's file descriptors: the listening sockets it
+        adopts, and standard input as a pipe from this process (see
+        L{ParentWatch}).
+    @param count: How many workers run at once.
+    @param stopTimeout: Seconds a worker may take to stop on SIGTERM
+        before it gets SIGKILL.
+    @ivar restarts: How many times a worker that died was restarted.
     """
+
+    _reactor: IReactorProcess = field(alias="reactor")
+    _clock: IReactorTime = field(alias="clock")
+    _command: list[str] = field(alias="command")
+    _childFDs: dict[int, int | str] = field(alias="childFDs")
+    _count: int = field(alias="count")
+    _stopTimeout: float = field(alias="stopTimeout")
+    restarts: int = field(default=0, init=False)
+    _workers: dict[int, _Worker] = field(factory=dict, init=False)
+    _pids: dict[int, int] = field(factory=dict, init=False)
+    _processes: dict[int, IProcessTransport] = field(factory=dict, init=False)
+    _started: dict[int, float] = field(factory=dict, init=False)
+    _delays: dict[int, float] = field(factory=dict, init=False)
+    _stopping: bool = field(default=False, init=False)
 
     _log = Logger()
 
-    def __init__(
-        self,
-        reactor: IReactorProcess,
-        clock: IReactorTime,
-        command: list[str],
-        childFDs: dict[int, object],
-        count: int,
-        stopTimeout: float,
-    ) -> None:
-        self.reactor = reactor
-        self.clock = clock
-        self.command = command
-        self.childFDs = childFDs
-        self.count = count
-        self.stopTimeout = stopTimeout
-        self.restarts = 0
-        self._workers: dict[int, _Worker] = {}
-        self._pids: dict[int, int] = {}
-        self._processes: dict[int, IProcessTransport] = {}
-        self._started: dict[int, float] = {}
-        self._delays: dict[int, float] = {}
-        self._stopping = False
-
     def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        for number in range(self.count):
+        Service.startService(self)
+        for number in range(self._count):
             self._spawn(number)
 
     def _spawn(self, number: int) -> None:
@@ -156,22 +171,25 @@ class WorkerSupervisor(Service):
             if key not in _CHILD_ENVIRONMENT_DROPPED
         }
         worker = _Worker(self, number)
-        process = self.reactor.spawnProcess(
+        process = self._reactor.spawnProcess(
             worker,
-            self.command[0],
-            self.command,
+            self._command[0],
+            self._command,
             env=environment,
-            childFDs=self.childFDs,  # type: ignore[arg-type]
+            childFDs=self._childFDs,
         )
         self._workers[number] = worker
         self._pids[number] = process.pid
         self._processes[number] = process
-        self._started[number] = self.clock.seconds()
+        self._started[number] = self._clock.seconds()
         self._log.info(
             "started worker {number}, pid {pid}", number=number, pid=process.pid
         )
 
     def workerEnded(self, worker: _Worker, reason: Failure) -> None:
+        """
+        C{worker} has ended: restart it, unless this is stopping.
+        """
         self._workers.pop(worker.number, None)
         pid = self._pids.pop(worker.number, None)
         self._processes.pop(worker.number, None)
@@ -180,7 +198,7 @@ class WorkerSupervisor(Service):
         self.restarts += 1
         # A worker that dies young is restarted later and later (up to
         # MAX_RESTART_DELAY), so one that cannot start does not spin.
-        lived = self.clock.seconds() - self._started.get(worker.number, 0.0)
+        lived = self._clock.seconds() - self._started.get(worker.number, 0.0)
         delay = self._delays.get(worker.number, RESTART_DELAY)
         delay = RESTART_DELAY if lived > HEALTHY_SECONDS else delay
         self._delays[worker.number] = min(delay * 2, MAX_RESTART_DELAY)
@@ -193,7 +211,7 @@ class WorkerSupervisor(Service):
             else reason,
             delay=delay,
         )
-        self.clock.callLater(delay, self._spawn, worker.number)
+        self._clock.callLater(delay, self._spawn, worker.number)
 
     @property
     def pids(self) -> list[int]:
@@ -211,15 +229,58 @@ class WorkerSupervisor(Service):
             with contextlib.suppress(ProcessExitedAlready, OSError):
                 process.signalProcess(name)
 
-    def stopService(self) -> Deferred[object]:
-        super().stopService()  # type: ignore[no-untyped-call]
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop the workers: SIGTERM, then SIGKILL to those still running
+        after the stop timeout.
+
+        @return: A L{Deferred} that fires once all have ended.
+        """
+        Service.stopService(self)
         self._stopping = True
         ended = [worker.ended for worker in self._workers.values()]
         self._signalRunning("TERM")
-        kill = self.clock.callLater(self.stopTimeout, self._signalRunning, "KILL")
+        kill = self._clock.callLater(self._stopTimeout, self._signalRunning, "KILL")
         done = gatherResults(ended, consumeErrors=True)
-        done.addBoth(lambda result: kill.cancel() if kill.active() else None)
-        return done  # type: ignore[return-value]
+        return done.addBoth(lambda result: kill.cancel() if kill.active() else None)
+
+
+def superviseWorkers(
+    reactor: IReactorProcess,
+    clock: IReactorTime,
+    ports: Sequence[tuple[str, IListeningPort]],
+    argv: Sequence[str],
+    count: int,
+    stopTimeout: float,
+) -> WorkerSupervisor:
+    """
+    Hand the listening C{ports} of this process (the parent, which only
+    binds) to C{count} workers, which accept: this process stops reading
+    them, and each worker gets them as file descriptors from
+    L{FIRST_WORKER_FD} on, and is told so on its command line.
+
+    @param ports: Each port with the kind of listener it is (C{"tcp"} for
+        raw streams, C{"http"}).
+    @param argv: This process's C{sys.argv}, which the workers repeat.
+    @raise ValueError: If a port is not a socket this process listens on.
+    """
+    sockets = []
+    childFDs: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
+    for index, (kind, port) in enumerate(ports):
+        if not isinstance(port, tcp.Port):
+            raise ValueError(f"cannot hand the listener on {port.getHost()} to workers")
+        port.stopReading()
+        fd = FIRST_WORKER_FD + index
+        sockets.append(InheritedSocket(kind, fd, port.addressFamily))
+        childFDs[fd] = port.fileno()
+    return WorkerSupervisor(
+        reactor=reactor,
+        clock=clock,
+        command=workerCommand(argv, sockets),
+        childFDs=childFDs,
+        count=count,
+        stopTimeout=stopTimeout,
+    )
 
 
 class ParentWatch(FileDescriptor):
@@ -244,7 +305,17 @@ class ParentWatch(FileDescriptor):
         return None if data else CONNECTION_DONE
 
     def connectionLost(self, reason: Failure) -> None:
-        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        FileDescriptor.connectionLost(self, reason)
         self._log.warn("the parent process is gone: stopping this worker")
-        if self.reactor.running:  # type: ignore[attr-defined]
-            self.reactor.stop()  # type: ignore[attr-defined]
+        reactor = IReactorCore(self.reactor)
+        if reactor.running:
+            reactor.stop()
+
+
+def watchParent(reactor: IReactorFDSet) -> ParentWatch:
+    """
+    In a worker: stop once the parent is gone (see L{ParentWatch}).
+    """
+    watch = ParentWatch(reactor=reactor)
+    FileDescriptor.startReading(watch)
+    return watch

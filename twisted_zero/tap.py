@@ -6,66 +6,50 @@ pieces are put together.
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
+from twisted.application.service import IService, Service
 from twisted.internet.interfaces import (
     IListeningPort,
-    IProtocolFactory,
     IReactorCore,
+    IReactorFDSet,
     IReactorFromThreads,
+    IReactorProcess,
     IReactorTime,
-    IStreamServerEndpoint,
 )
-from twisted.internet.task import LoopingCall
-from twisted.logger import ILogObserver, Logger, jsonFileLogObserver
 from twisted.python import usage
-from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
-from ._connections import formatAddress
 from ._iopool import IOPool
-from ._limits import ConnectionLimits, Protection
+from ._logging import jsonLogObserver
 from ._metrics import Metrics, MetricsResource
+from ._protection import ConnectionLimits, Protection
 from ._protocol import StreamFactory
+from ._registry import ConnectionRegistry
 from ._resources import makeResource
 from ._responses import MAX_CONTENT_LENGTH
+from ._service import IOThreads, ListeningService, StartupError, bindListeners
 from ._site import HEADER_TIMEOUT, MAX_BODY, StreamSite
 from ._sizes import parseSize
 from ._sources import SOURCE_NAMES, SourceError, sourceFactory
-from ._systemd import SystemdNotifier
-from ._workers import (
-    FIRST_WORKER_FD,
-    InheritedSocket,
-    ParentWatch,
-    WorkerSupervisor,
-    parseInherited,
-    workerCommand,
-)
+from ._systemd import SystemdNotifier, SystemdService
+from ._workers import parseInherited, superviseWorkers, watchParent
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "Options",
+    "StartupError",
+    "jsonLogObserver",
+    "makeService",
+]
 
 DEFAULT_LISTEN = "tcp:8019:interface=127.0.0.1"
 MAX_WORKERS = 64
-STATUS_INTERVAL = 5.0
-"""
-How often systemd is told how many connections are open, in seconds.
-"""
 MAX_CHUNK_SIZE = 16 * 2**20
 MAX_IO_THREADS = 1024
 MAX_UNSENT = 2**30
-
-
-class StartupError(Exception):
-    """
-    The service cannot start (an endpoint is malformed or cannot be bound);
-    the message is one line, fit to show to a person.
-    """
 
 
 def _exitUnderTwistd(options: usage.Options, message: str) -> None:
@@ -189,7 +173,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        usage.Options.__init__(self)
         self["listen"] = []
         self["http"] = []
 
@@ -203,7 +187,7 @@ class Options(usage.Options):
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         try:
-            super().parseOptions(options)  # type: ignore[no-untyped-call]
+            usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
             _exitUnderTwistd(self, str(e))
             raise
@@ -317,185 +301,24 @@ def _size(text: str | None, option: str, minimum: int) -> int | None:
     return size
 
 
-class ListeningService(Service):
-    """
-    Own the listening ports that L{makeService} bound; stop listening when
-    stopped.
-    """
-
-    _log = Logger()
-
-    def __init__(
-        self,
-        factory: StreamFactory,
-        ports: list[IListeningPort],
-        source: str,
-        httpPorts: list[IListeningPort],
-        metricsPorts: list[IListeningPort],
-        shutdownTimeout: float,
-        reactor: IReactorCore,
-        notifier: SystemdNotifier,
-        site: StreamSite,
-        threads: ThreadPool,
-        ioPool: IOPool | None,
-    ) -> None:
-        self.factory = factory
-        self.ports = ports + httpPorts + metricsPorts
-        self._streamPorts = ports
-        self._httpPorts = httpPorts
-        self._metricsPorts = metricsPorts
-        self.source = source
-        self._shutdownTimeout = shutdownTimeout
-        self._reactor = reactor
-        self._notifier = notifier
-        self._site = site
-        self._threads = threads
-        self._ioPool = ioPool
-        self._status = LoopingCall(self._reportStatus)
-        self._status.clock = notifier.clock
-
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        self._threads.start()
-        for port in self._streamPorts:
-            self._log.info(
-                "streaming {source} on {address}",
-                source=self.source,
-                address=formatAddress(port.getHost()),
-            )
-        for port in self._httpPorts:
-            self._log.info(
-                "serving HTTP on {address}", address=formatAddress(port.getHost())
-            )
-        for port in self._metricsPorts:
-            self._log.info(
-                "serving metrics on {address}", address=formatAddress(port.getHost())
-            )
-        # Every listener is bound (makeService did it): tell systemd.
-        self._notifier.ready()
-        self._notifier.startWatchdog()
-        if self._notifier.enabled:
-            self._status.start(STATUS_INTERVAL)
-        self._reactor.callWhenRunning(self._handleSIGTERM)
-
-    def _handleSIGTERM(self) -> None:
-        """
-        Stop on SIGTERM like the reactor does, but exit with status 0 once
-        the graceful shutdown is done: twistd otherwise ends the process by
-        the signal again, which a supervisor may count as a failure.
-        """
-        reactor = self._reactor
-        stopping: list[bool] = []
-
-        def stop(signum: int, frame: object) -> None:
-            if not stopping:  # a second SIGTERM (from systemd, say) changes nothing
-                stopping.append(True)
-                reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
-
-        signal.signal(signal.SIGTERM, stop)
-
-    def _reportStatus(self) -> None:
-        count = self.factory.protection.openConnections
-        self._notifier.status(f"{count} connection{'' if count == 1 else 's'} open")
-
-    def stopService(self) -> Deferred[None]:
-        """
-        Stop accepting connections, let the open ones finish for the
-        shutdown timeout, then abort those left; then wait, for what is left
-        of the timeout, for the file-system calls in flight, and stop their
-        threads.
-        """
-        super().stopService()  # type: ignore[no-untyped-call]
-        clock: IReactorTime = self._notifier.clock
-        deadline = clock.seconds() + self._shutdownTimeout
-        self.factory.shuttingDown = True
-        self._notifier.stopping()
-        if self._status.running:
-            self._status.stop()
-        stopping: list[Deferred[object]] = [
-            maybeDeferred(port.stopListening) for port in self.ports
-        ]
-        self._site.closeIdle()
-        protection = self.factory.protection
-        if protection.openConnections:
-            self._log.info(
-                "stopping: waiting up to {timeout}s for {count} connections",
-                timeout=self._shutdownTimeout,
-                count=protection.openConnections,
-            )
-        stopping.append(protection.drain(self._shutdownTimeout))  # type: ignore[arg-type]
-        done = gatherResults(stopping, consumeErrors=True)
-        done.addBoth(lambda _: self._stopThreads(clock, deadline))
-        return done.addBoth(lambda _: self._notifier.close())
-
-    def _stopThreads(self, clock: IReactorTime, deadline: float) -> Deferred[None]:
-        """
-        Wait until no thread uses a file, until C{deadline} at the latest,
-        then stop the threads. Threads still blocked then (a dead mount) do
-        not hold up the shutdown: they are daemon threads, which end with
-        the process (or are stopped once their calls return).
-        """
-        pool = self._ioPool
-        if pool is None:
-            return succeed(None)
-        idle = pool.whenIdle()
-        if not idle.called:
-            remaining = max(deadline - clock.seconds(), 0.0)
-            self._log.info(
-                "stopping: waiting up to {timeout}s for {count} file-system calls",
-                timeout=round(remaining, 3),
-                count=pool.inFlight,
-            )
-            idle.addTimeout(remaining, clock)
-
-        def stop(result: object) -> None:
-            if isinstance(result, Failure):
-                self._log.warn(
-                    "stopping with {count} file-system calls still running",
-                    count=pool.inFlight,
-                )
-                # Should they end while the process lives on.
-                pool.whenIdle().addCallback(lambda _: self._threads.stop())
-            else:
-                self._threads.stop()
-
-        return idle.addBoth(stop)
-
-
-class _DaemonThread(threading.Thread):
-    """
-    A thread that does not keep the process alive: one blocked for good on a
-    dead mount must not keep the daemon from exiting.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.daemon = True
-
-
-class _IOThreads(ThreadPool):
-    """
-    The threads that make the file-system calls for clients.
-    """
-
-    threadFactory = _DaemonThread
-
-
 def makeService(options: Options, reactor: IReactorCore | None = None) -> IService:
     """
     Bind every listener now, so that a bad endpoint or a port in use stops
     the daemon before it starts, and return the service that serves them.
 
+    @param options: The parsed options.
+    @param reactor: The reactor to serve on; by default the global one.
     @raise StartupError: If an endpoint cannot be parsed or bound (under
         C{twistd}: exit with that message as one line on stderr).
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
-        reactor = globalReactor
-    clock: IReactorTime = reactor  # type: ignore[assignment]
+        reactor = cast(IReactorCore, globalReactor)
+    # Every reactor is a clock (a test's may be given as one it is not).
+    clock = cast(IReactorTime, reactor)
     metrics = Metrics()
-    threads = _IOThreads(
+    threads = IOThreads(
         minthreads=0, maxthreads=options["io-threads"], name="twisted-zero-io"
     )
     # A reactor with no threads (a test's) has file-system calls made at once.
@@ -504,6 +327,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         if IReactorFromThreads.providedBy(reactor)
         else None
     )
+    registry = ConnectionRegistry(clock=clock)
     protection = Protection(
         clock=clock,
         stallTimeout=options["stall-timeout"],
@@ -526,10 +350,11 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         metrics=metrics,
         sendfile=not options["no-sendfile"],
         ioPool=ioPool,
+        registry=registry,
     )
     site = StreamSite(
         makeResource(
-            clock=reactor,  # type: ignore[arg-type]
+            clock=clock,
             root=options["root"],
             listing=bool(options["listing"]),
             dotfiles=bool(options["dotfiles"]),
@@ -546,142 +371,61 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         timeout=options["stall-timeout"],
         maxBody=options["max-body"],
         headerTimeout=options["header-timeout"],
+        registry=registry,
     )
     metricsSite = Site(MetricsResource(metrics), reactor=clock)
     metricsSite.noisy = False
-    metricsPorts: list[IListeningPort] = []
-    ports: list[IListeningPort] = []
-    httpPorts: list[IListeningPort] = []
     try:
-        if options["worker-sockets"] is not None:
-            for inherited in options["worker-sockets"]:
-                adopted = _adopt(reactor, inherited, factory, site)
-                (ports if inherited.kind == "tcp" else httpPorts).append(adopted)
-            watch = ParentWatch(reactor=reactor)  # type: ignore[arg-type]
-            watch.startReading()  # type: ignore[no-untyped-call]
-        else:
-            for description in options["listen"]:
-                ports.append(_listen(reactor, description, factory))
-            for description in options["http"]:
-                httpPorts.append(_listen(reactor, description, site))
-        if options["metrics"] is not None:
-            metricsPorts.append(_listen(reactor, options["metrics"], metricsSite))
+        listeners = bindListeners(
+            reactor,
+            streams=options["listen"],
+            http=options["http"],
+            metrics=options["metrics"],
+            factory=factory,
+            site=site,
+            metricsSite=metricsSite,
+            inherited=options["worker-sockets"],
+        )
     except StartupError as e:
-        for port in ports + httpPorts + metricsPorts:
-            port.stopListening()
         _exitUnderTwistd(options, str(e))
         raise
-    service = MultiService()
-    listening = ListeningService(
-        factory,
-        ports,
-        options["source"],
-        httpPorts,
-        metricsPorts,
-        options["shutdown-timeout"] or 0.0,
-        reactor,
-        SystemdNotifier(clock=clock),
-        site,
-        threads,
-        ioPool,
+    if options["worker-sockets"] is not None:
+        watchParent(IReactorFDSet(reactor))
+    shutdownTimeout = options["shutdown-timeout"] or 0.0
+    service = SystemdService(
+        notifier=SystemdNotifier(clock=clock), connections=lambda: registry.count
     )
-    listening.setServiceParent(service)  # type: ignore[no-untyped-call]
+    listening = ListeningService(
+        listeners=listeners,
+        source=options["source"],
+        registry=registry,
+        factory=factory,
+        site=site,
+        shutdownTimeout=shutdownTimeout,
+        reactor=reactor,
+        clock=clock,
+        threads=threads,
+        ioPool=ioPool,
+    )
+    Service.setServiceParent(listening, service)
     if options["workers"] > 1 and options["worker-sockets"] is None:
-        # The parent only binds; its workers accept.
-        inherited = []
-        for kind, kindPorts in (("tcp", ports), ("http", httpPorts)):
-            for port in kindPorts:
-                port.stopReading()  # type: ignore[attr-defined]
-                inherited.append((kind, port))
-        sockets = [
-            InheritedSocket(kind, FIRST_WORKER_FD + index, port.addressFamily)
-            for index, (kind, port) in enumerate(inherited)
+        ports: list[tuple[str, IListeningPort]] = [
+            *(("tcp", port) for port in listeners.streams),
+            *(("http", port) for port in listeners.http),
         ]
-        childFDs: dict[int, object] = {0: "w", 1: 1, 2: 2}
-        for index, (_, port) in enumerate(inherited):
-            childFDs[FIRST_WORKER_FD + index] = port.fileno()
-        supervisor = WorkerSupervisor(
-            reactor=reactor,  # type: ignore[arg-type]
-            clock=clock,
-            command=workerCommand(sys.argv, sockets),
-            childFDs=childFDs,
-            count=options["workers"],
-            stopTimeout=(options["shutdown-timeout"] or 0.0) + 5,
-        )
-        supervisor.setServiceParent(service)  # type: ignore[no-untyped-call]
+        try:
+            supervisor = superviseWorkers(
+                reactor=IReactorProcess(reactor),
+                clock=clock,
+                ports=ports,
+                argv=sys.argv,
+                count=options["workers"],
+                stopTimeout=shutdownTimeout + 5,
+            )
+        except ValueError as e:
+            for port in listeners.all():
+                port.stopListening()
+            _exitUnderTwistd(options, str(e))
+            raise StartupError(str(e)) from None
+        Service.setServiceParent(supervisor, service)
     return service
-
-
-def _adopt(
-    reactor: Any, inherited: InheritedSocket, factory: StreamFactory, site: StreamSite
-) -> IListeningPort:
-    """
-    Serve a listening socket inherited from the parent (a worker).
-    """
-    try:
-        port: IListeningPort = reactor.adoptStreamPort(
-            inherited.fd, inherited.family, factory if inherited.kind == "tcp" else site
-        )
-    except Exception as e:
-        raise StartupError(f"cannot adopt socket {inherited.fd}: {e}") from None
-    os.close(inherited.fd)
-    return port
-
-
-LISTEN_BACKLOG = 511
-"""
-The listen backlog unless an endpoint says otherwise (C{backlog=}): nginx's.
-Twisted's default of 50 makes a burst of connections wait a second for the
-client's SYN to be sent again.
-"""
-
-
-def _withBacklog(description: str) -> str:
-    """
-    C{description} with C{backlog=LISTEN_BACKLOG} added, for the endpoint
-    types that take one and where it is not given.
-    """
-    kind = description.partition(":")[0].lower()
-    if kind not in ("tcp", "tcp6", "ssl", "unix") or "backlog=" in description:
-        return description
-    return f"{description}:backlog={LISTEN_BACKLOG}"
-
-
-def _listen(
-    reactor: Any, description: str, factory: IProtocolFactory
-) -> IListeningPort:
-    try:
-        endpoint = serverFromString(reactor, _withBacklog(description))
-    except Exception as e:
-        raise StartupError(f"bad endpoint {description!r}: {e}") from None
-    return _listenNow(endpoint, description, factory)
-
-
-def _listenNow(
-    endpoint: IStreamServerEndpoint, description: str, factory: IProtocolFactory
-) -> IListeningPort:
-    """
-    Listen on C{endpoint}, which must answer at once, as Twisted's own
-    endpoints do.
-    """
-    results: list[IListeningPort | Failure] = []
-    listening = endpoint.listen(factory)
-    listening.addBoth(results.append)
-    if not results:
-        listening.cancel()
-        raise StartupError(f"endpoint {description!r} did not listen at once")
-    [result] = results
-    if isinstance(result, Failure):
-        raise StartupError(
-            f"cannot listen on {description!r}: {result.getErrorMessage()}"
-        )
-    return result
-
-
-def jsonLogObserver() -> ILogObserver:
-    """
-    One JSON object per line on standard output, every field of every event
-    kept (for journald and log shippers): C{twistd --logger
-    twisted_zero.tap.jsonLogObserver -n zero ...}.
-    """
-    return jsonFileLogObserver(sys.stdout, recordSeparator="")

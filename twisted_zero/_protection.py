@@ -1,0 +1,237 @@
+"""
+What the daemon does against slow, stuck, greedy or too many clients:
+admission (connections overall and per address), the stall watch, the
+maximum duration, and the rates and unsent limit of each connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from attrs import define, field
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from ._limits import SharedBucket, Throttle, TokenBucket
+from ._unsent import UnsentLimit, _LiftingObserver, tcpBytesAcked
+
+if TYPE_CHECKING:
+    from ._producer import StreamObserver
+
+
+@define
+class ConnectionLimits:
+    """
+    Counts of open connections, overall and per client address, and whether
+    another may be let in.
+
+    @param maxConnections: The most connections at once; L{None} for no
+        limit.
+    @param maxPerAddress: The most connections at once from one address;
+        L{None} for no limit.
+    """
+
+    maxConnections: int | None = None
+    maxPerAddress: int | None = None
+    total: int = field(default=0, init=False)
+    _perAddress: dict[str, int] = field(factory=dict, init=False)
+
+    def admit(self, address: str) -> str | None:
+        """
+        Count a new connection from C{address} in, if the limits allow.
+
+        @return: L{None} if admitted (then L{release} it when it ends), or
+            why not: C{"max-connections"} or C{"max-per-ip"}.
+        """
+        if self.maxConnections is not None and self.total >= self.maxConnections:
+            return "max-connections"
+        current = self._perAddress.get(address, 0)
+        if self.maxPerAddress is not None and current >= self.maxPerAddress:
+            return "max-per-ip"
+        self.total += 1
+        self._perAddress[address] = current + 1
+        return None
+
+    def release(self, address: str) -> None:
+        """
+        Count an admitted connection from C{address} out.
+        """
+        self.total -= 1
+        remaining = self._perAddress[address] - 1
+        if remaining:
+            self._perAddress[address] = remaining
+        else:
+            del self._perAddress[address]
+
+
+def _addressKey(address: object) -> str:
+    """
+    The client address that per-address limits count: the IP address, or
+    the kind of address where there is none (UNIX sockets).
+    """
+    host = getattr(address, "host", None)
+    return host if isinstance(host, str) else type(address).__name__
+
+
+@define
+class StallWatch:
+    """
+    Call C{onStall} once a progress count has not changed for C{timeout}
+    seconds of the clock.
+
+    @param clock: Times the watch.
+    @param timeout: Seconds without progress that make a stall.
+    @param progress: Returns the progress so far (anything comparable).
+    @param onStall: Called once, at the stall.
+    """
+
+    _clock: IReactorTime = field(alias="clock")
+    _timeout: float = field(alias="timeout")
+    _progress: Callable[[], object] = field(alias="progress")
+    _onStall: Callable[[], None] = field(alias="onStall")
+    _last: object = field(default=None, init=False)
+    _since: float = field(default=0.0, init=False)
+    _check: IDelayedCall | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        """
+        Start watching.
+        """
+        self._last = self._progress()
+        self._since = self._clock.seconds()
+        self._schedule()
+
+    def stop(self) -> None:
+        """
+        Stop watching. Idempotent.
+        """
+        check, self._check = self._check, None
+        if check is not None and check.active():
+            check.cancel()
+
+    def _schedule(self) -> None:
+        self._check = self._clock.callLater(max(self._timeout / 4, 0.1), self._look)
+
+    def _look(self) -> None:
+        self._check = None
+        now = self._clock.seconds()
+        current = self._progress()
+        if current != self._last:
+            self._last, self._since = current, now
+        elif now - self._since >= self._timeout:
+            self._onStall()
+            return
+        self._schedule()
+
+
+@define
+class Protection:
+    """
+    What the daemon does against slow, stuck, greedy or too many clients;
+    one for all listeners. (The connections open now are counted, and
+    drained at shutdown, by L{twisted_zero._registry.ConnectionRegistry}.)
+
+    @param clock: Times the rates, stall watches and durations.
+    @param stallTimeout: Abort a connection that has made no write progress
+        for this many seconds; L{None} for never.
+    @param maxDuration: Abort any stream after this many seconds; L{None}
+        for never.
+    @param rate: Bytes per second for each connection; L{None} for no limit.
+    @param totalRate: Bytes per second for all connections together.
+    @param limits: How many connections are let in.
+    @param onRateWait: Told of every wait for rate tokens (for metrics).
+    @param maxUnsent: The most bytes the kernel holds unsent for one TCP
+        connection until its client has taken
+        L{twisted_zero._unsent.UNSENT_EARNED} bytes (see L{UnsentLimit});
+        L{None} for the kernel's default.
+    """
+
+    clock: IReactorTime
+    stallTimeout: float | None = None
+    maxDuration: float | None = None
+    rate: float | None = None
+    totalRate: float | None = None
+    limits: ConnectionLimits = field(factory=ConnectionLimits)
+    onRateWait: Callable[[float], None] | None = None
+    maxUnsent: int | None = None
+    _total: SharedBucket | None = field(default=None, init=False)
+    _unsent: dict[object, UnsentLimit] = field(factory=dict, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.totalRate is not None:
+            self._total = SharedBucket(clock=self.clock, rate=self.totalRate)
+
+    def admit(self, address: object) -> str | None:
+        """
+        Let a new connection from C{address} in, or say why not (see
+        L{ConnectionLimits.admit}). A connection without an address is let
+        in uncounted (and not released).
+        """
+        if address is None:
+            return None
+        return self.limits.admit(_addressKey(address))
+
+    def opened(self, transport: object) -> None:
+        """
+        A connection is open: limit what the kernel holds unsent for it,
+        until it is L{closed}.
+        """
+        if self.maxUnsent is not None:
+            limit = UnsentLimit(transport=transport, limit=self.maxUnsent)
+            if not limit.lifted:
+                self._unsent[transport] = limit
+
+    def closed(self, transport: object, admitted: object) -> None:
+        """
+        A connection L{opened} (and admitted from the address C{admitted},
+        unless L{None}) is closed.
+        """
+        self._unsent.pop(transport, None)
+        if admitted is not None:
+            self.limits.release(_addressKey(admitted))
+
+    def observe(
+        self, transport: object, observer: StreamObserver | None
+    ) -> StreamObserver | None:
+        """
+        The observer for a stream on the connection C{transport}: C{observer}
+        (which may be L{None}), told too of what is sent, if the
+        connection's unsent bytes are limited until its client earns more.
+        """
+        limit = self._unsent.get(transport)
+        if limit is None:
+            return observer
+        return _LiftingObserver(limit, observer)
+
+    def throttle(self, requested: float | None = None) -> Throttle | None:
+        """
+        The throttle for a new stream: its own rate (the lower of the
+        server's and C{requested}, which may only lower it) and the shared
+        total.
+        """
+        rates = [rate for rate in (self.rate, requested) if rate is not None]
+        buckets = [TokenBucket(clock=self.clock, rate=min(rates))] if rates else []
+        if self._total is not None:
+            buckets.append(self._total)
+        if not buckets:
+            return None
+        return Throttle(buckets=buckets, onWait=self.onRateWait)
+
+    def watch(
+        self, transport: object, sent: Callable[[], object], onStall: Callable[[], None]
+    ) -> StallWatch | None:
+        """
+        Start watching a connection for stalls, if a stall timeout is set.
+        Progress is what the peer acknowledged (TCP) or what the producer
+        could write.
+        """
+        if not self.stallTimeout:
+            return None
+        watch = StallWatch(
+            clock=self.clock,
+            timeout=self.stallTimeout,
+            progress=lambda: (tcpBytesAcked(transport), sent()),
+            onStall=onStall,
+        )
+        watch.start()
+        return watch
