@@ -84,7 +84,7 @@ class PausingTransport(StringTransport):
         Take everything written so far, then resume the producer as a real
         transport does once its buffer is empty.
         """
-        data = self.value()
+        data: bytes = self.value()
         self.clear()
         if self.producer is not None and self.producerState == "paused":
             self.producerState = "producing"

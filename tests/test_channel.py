@@ -86,7 +86,7 @@ class ClientTransport(PausingTransport):
         its producer, as a real one does once its buffer is empty.
         """
         data = written(self)
-        self.clear()  # type: ignore[no-untyped-call]  # StringTransport is not annotated
+        self.clear()
         if self.producer is not None and self.producerPaused:
             self.producerPaused = False
             self.producer.resumeProducing()

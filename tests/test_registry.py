@@ -56,7 +56,7 @@ class ConnectionRegistryTests:
         drained = registry.drain(5)
         registry.closed(Connection())
         assert registry.count == 1
-        assertNoResult(drained)  # type: ignore[no-untyped-call]  # trial's assertNoResult is not annotated
+        assertNoResult(drained)
         registry.closed(known)
         assert successResultOf(drained) is None
 
@@ -83,7 +83,7 @@ class ConnectionRegistryTests:
         drained = registry.drain(5)
         registry.closed(first)
         clock.advance(4)
-        assertNoResult(drained)  # type: ignore[no-untyped-call]  # trial's assertNoResult is not annotated
+        assertNoResult(drained)
         registry.closed(second)
         assert successResultOf(drained) is None
         assert clock.getDelayedCalls() == []
@@ -105,7 +105,7 @@ class ConnectionRegistryTests:
         drained = registry.drain(5)
         registry.closed(closed)
         clock.advance(4.9)
-        assertNoResult(drained)  # type: ignore[no-untyped-call]  # trial's assertNoResult is not annotated
+        assertNoResult(drained)
         assert [c.aborted for c in stuck] == [[], [], []]
         clock.advance(0.1)
         assert [c.aborted for c in stuck] == [["server shutdown"]] * 3
@@ -126,6 +126,6 @@ class ConnectionRegistryTests:
         drained = registry.drain(1)
         clock.advance(1)
         assert connection.aborted == ["server shutdown"]
-        assertNoResult(drained)  # type: ignore[no-untyped-call]  # trial's assertNoResult is not annotated
+        assertNoResult(drained)
         registry.closed(connection)
         assert successResultOf(drained) is None

@@ -182,13 +182,13 @@ class ListeningServiceTests:
             stopped = service.stopService()
             reactor.advance(2.9)
             assert transport.calls.count("abortConnection") == 0
-            assertNoResult(stopped)  # type: ignore[no-untyped-call]  # trial's assertNoResult is not annotated
+            assertNoResult(stopped)
             reactor.advance(0.1)
             assert transport.calls.count("abortConnection") == 1
             # The stream was stopped: resumed, it writes nothing more.
             transport.drain()
             assert transport.drain() == b""
-            assertNoResult(stopped)  # type: ignore[no-untyped-call]  # trial's assertNoResult is not annotated
+            assertNoResult(stopped)
             protocol.connectionLost(Failure(ConnectionAborted()))
         assert successResultOf(stopped) is None
         assert [
@@ -222,13 +222,13 @@ class ListeningServiceTests:
         assert not transport.disconnecting
         reactor.advance(2.9)
         assert transport.calls.count("abortConnection") == 0
-        assertNoResult(stopped)  # type: ignore[no-untyped-call]  # trial's assertNoResult is not annotated
+        assertNoResult(stopped)
         reactor.advance(0.1)
         assert transport.calls.count("abortConnection") == 1
         # The stream was stopped: resumed, it writes nothing more.
         transport.drain()
         assert transport.drain() == b""
-        assertNoResult(stopped)  # type: ignore[no-untyped-call]  # trial's assertNoResult is not annotated
+        assertNoResult(stopped)
         channel.connectionLost(Failure(ConnectionAborted()))
         assert successResultOf(stopped) is None
 

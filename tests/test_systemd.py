@@ -616,7 +616,7 @@ class SystemdServiceTests:
         stopped = service.stopService()
         assert receiver.messages() == [b"STOPPING=1"]
         assert events == ["child started", "child stopping"]
-        assertNoResult(stopped)  # type: ignore[no-untyped-call]  # trial's assertNoResult is not annotated
+        assertNoResult(stopped)
         clock.advance(HALF_INTERVAL)
         assert receiver.messages() == [b"WATCHDOG=1"]
         assert factory.sockets[0].fileno() != -1

@@ -241,7 +241,7 @@ class Server:
         channel = self.site.buildProtocol(PEER)
         assert isinstance(channel, Channel)
         self.channel = channel
-        self.channel.makeConnection(self.transport)  # type: ignore[no-untyped-call]  # HTTPChannel is not annotated
+        self.channel.makeConnection(self.transport)
 
     def send(self, request: bytes) -> None:
         self.channel.dataReceived(request)
