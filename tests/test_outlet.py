@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
@@ -20,19 +21,18 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
+from twisted.web import server
 from twisted.web.http import HTTPChannel, Request
+from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from twisted_zero import _outlet, _producer
+from twisted_zero import _outlet
+from twisted_zero._httpoutlet import requestOutlet
 from twisted_zero._limits import Throttle, TokenBucket, limitUnsent
-from twisted_zero._outlet import SocketOutlet, socketOutlet
-from twisted_zero._producer import (
-    CONSUMER_WRITE_SIZE,
-    MAX_HELD,
-    StreamProducer,
-    StreamStopped,
-)
+from twisted_zero._outlet import SocketOutlet, transportOutlet
+from twisted_zero._producer import ConnectionBroken, StreamProducer, StreamStopped
 from twisted_zero._protocol import StreamFactory
+from twisted_zero._send import CONSUMER_WRITE_SIZE, MAX_HELD
 from twisted_zero._sources import (
     CHARGEN_PERIOD,
     ChargenSource,
@@ -125,7 +125,9 @@ class FileSendsTests:
         path, content = writeFile(tmp_path, 3 * 2**20 + 7)
         source = CountingSource(openFile(path))
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert producer.state == "paused"  # the socket pair holds far less
         received = pair.pump()
         assert received == content
@@ -144,7 +146,7 @@ class FileSendsTests:
         path, content = writeFile(tmp_path, 2**20)
         source = CountingSource(openFile(path))
         producer = StreamProducer(source=source, clock=pair.reactor)
-        producer.startStreaming(pair.transport)
+        producer.startStreaming(pair.transport, transportOutlet(pair.transport))
         assert producer.state == "paused"
         sends, reads = source.sends, len(source.reads)
         for _ in range(5):  # the client reads nothing
@@ -169,7 +171,9 @@ class FileSendsTests:
         path, _ = writeFile(tmp_path, 2**20)
         source = CountingSource(openFile(path))
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         pair.receive()
         pair.transport.connectionLost(Failure(ConnectionError()))
         assert source.closed
@@ -188,7 +192,9 @@ class FileSendsTests:
         path, _ = writeFile(tmp_path, 4 * 2**20)
         source = CountingSource(openFile(path))
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         pair.receive()
         sends, reads = source.sends, len(source.reads)
         pair.client.close()
@@ -202,20 +208,23 @@ class FileSendsTests:
     def test_clientGoneFirst(self, pair: Pair, tmp_path: Path) -> None:
         """
         A direct send that finds the connection gone, before the transport
-        does, has the transport drop it at once: the stream stops with
-        nothing read.
+        does, stops the stream at once with nothing read: the result is
+        L{ConnectionBroken}, the file is closed, and the connection is left
+        to the producer's owner to drop.
         """
         path, _ = writeFile(tmp_path, 2**20)
         source = CountingSource(openFile(path))
         producer = StreamProducer(source=source, clock=pair.reactor)
         pair.client.close()
-        outcome = results(producer.startStreaming(pair.transport))
-        assert producer.state == "paused"
-        assert source.sends == 1 and not source.reads
-        pair.reactor.advance(0)
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
+        assert producer.state == "stopped"
         [failure] = outcome
-        assert isinstance(failure, Failure) and failure.check(StreamStopped)
-        assert source.closed and not pair.transport.connected
+        assert isinstance(failure, Failure) and failure.check(ConnectionBroken)
+        assert source.closed and source.sends == 1 and not source.reads
+        assert pair.transport.connected and not pair.transport._aborting
+        pair.reactor.advance(0)
         assert source.sends == 1 and not source.reads
 
     def test_noBuffers(self, pair: Pair, tmp_path: Path) -> None:
@@ -226,7 +235,9 @@ class FileSendsTests:
         path, content = writeFile(tmp_path, 2**20)
         source = CountingSource(openFile(path), error=errno.ENOBUFS)
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert producer.state == "paused" and source.reads == [1]
         source.fail(None)
         assert pair.pump() == content
@@ -240,7 +251,9 @@ class FileSendsTests:
         path, content = writeFile(tmp_path, 3 * 2**20)
         source = FileSource(file=open(path, "rb"), length=len(content))  # noqa: SIM115
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert pair.pump() == content
         assert outcome == [len(content)]
 
@@ -253,7 +266,9 @@ class FileSendsTests:
         source = CountingSource(openFile(path))
         pair.transport.connectionLost(Failure(ConnectionDone()))
         producer = StreamProducer(source=source, clock=pair.reactor)
-        [failure] = results(producer.startStreaming(pair.transport))
+        [failure] = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert isinstance(failure, Failure) and failure.check(StreamStopped)
         assert source.closed and source.sends == 0 and not source.reads
 
@@ -265,7 +280,9 @@ class FileSendsTests:
         path, content = writeFile(tmp_path, 2**20 + 3)
         source = CountingSource(openFile(path), error=errno.EINVAL)
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert pair.pump() == content
         assert outcome == [len(content)]
         assert source.sends == 1 and len(source.reads) > 1
@@ -277,7 +294,9 @@ class FileSendsTests:
         path, _ = writeFile(tmp_path, 2**20)
         source = CountingSource(openFile(path), error=errno.EIO)
         producer = StreamProducer(source=source, clock=pair.reactor)
-        [failure] = results(producer.startStreaming(pair.transport))
+        [failure] = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert isinstance(failure, Failure) and failure.check(OSError)
         assert failure.value.errno == errno.EIO
         assert source.closed and not source.reads
@@ -289,7 +308,9 @@ class FileSendsTests:
         """
         path, content = writeFile(tmp_path, 2**20)
         producer = StreamProducer(source=openFile(path), clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         os.truncate(path, producer.bytesSent + 10)
         received = pair.pump()
         assert received == content[: len(received)]
@@ -304,7 +325,9 @@ class FileSendsTests:
         path, content = writeFile(tmp_path, 2**20 + 5)
         source = CountingSource(openFile(path))
         producer = StreamProducer(source=source, clock=pair.reactor, sendfile=False)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert pair.pump() == content
         assert outcome == [len(content)]
         assert source.sends == 0
@@ -316,7 +339,9 @@ class FileSendsTests:
         path, content = writeFile(tmp_path, 2**20)
         source = openFile(path, offset=1000, length=500_000)
         producer = StreamProducer(source=source, clock=pair.reactor, limit=400_001)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert pair.pump() == content[1000:401_001]
         assert outcome == [400_001]
 
@@ -332,7 +357,9 @@ class FileSendsTests:
             clock=pair.reactor,
             throttle=Throttle(buckets=[bucket]),
         )
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         received = pair.pump()
         assert received == content[:100_000]
         for _ in range(3):
@@ -349,7 +376,9 @@ class FileSendsTests:
         source = CountingSource(openFile(path), error=errno.EAGAIN)
         source.read = lambda maxBytes: 1 / 0  # type: ignore[assignment,method-assign,misc,return-value]
         producer = StreamProducer(source=source, clock=pair.reactor)
-        [failure] = results(producer.startStreaming(pair.transport))
+        [failure] = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert isinstance(failure, Failure) and failure.check(ZeroDivisionError)
         assert source.closed
 
@@ -364,7 +393,9 @@ class ChunkSendsTests:
         producer = StreamProducer(
             source=ChargenSource(), clock=pair.reactor, limit=size
         )
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         received = pair.pump()
         periods = size // len(CHARGEN_PERIOD) + 1
         assert received == (CHARGEN_PERIOD * periods)[:size]
@@ -372,17 +403,19 @@ class ChunkSendsTests:
 
     def test_clientGoneFirst(self, pair: Pair) -> None:
         """
-        A direct send of a chunk that finds the connection gone has the
-        transport drop it at once.
+        A direct send of a chunk that finds the connection gone stops the
+        stream at once, with L{ConnectionBroken}; dropping the connection is
+        left to the producer's owner.
         """
         producer = StreamProducer(source=ChargenSource(), clock=pair.reactor)
         pair.client.close()
-        outcome = results(producer.startStreaming(pair.transport))
-        assert producer.state == "paused" and producer.bytesSent == 0
-        pair.reactor.advance(0)
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
+        assert producer.state == "stopped" and producer.bytesSent == 0
         [failure] = outcome
-        assert isinstance(failure, Failure) and failure.check(StreamStopped)
-        assert not pair.transport.connected
+        assert isinstance(failure, Failure) and failure.check(ConnectionBroken)
+        assert pair.transport.connected and not pair.transport._aborting
 
     def test_closingWithChunkInHand(self, pair: Pair) -> None:
         """
@@ -393,7 +426,9 @@ class ChunkSendsTests:
         producer = StreamProducer(
             source=ChargenSource(), clock=pair.reactor, limit=size
         )
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert producer.state == "paused"
         pair.transport.loseConnection()
         received = pair.pump()
@@ -411,7 +446,9 @@ class ChunkSendsTests:
         producer = StreamProducer(
             source=ChargenSource(), clock=pair.reactor, limit=size
         )
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         received = pair.pump()
         assert received == (CHARGEN_PERIOD * 150)[:size]
         assert outcome == [size]
@@ -423,7 +460,7 @@ class ChunkSendsTests:
         producer = StreamProducer(
             source=ChargenSource(), clock=pair.reactor, limit=300_000, directSends=False
         )
-        producer.startStreaming(pair.transport)
+        producer.startStreaming(pair.transport, transportOutlet(pair.transport))
         assert pair.receive() == b""  # nothing sent before the transport's turn
         received = pair.pump()
         assert received == (CHARGEN_PERIOD * 50)[:300_000]
@@ -435,7 +472,9 @@ class ChunkSendsTests:
         """
         source = TimedSource(source=ZeroSource(), clock=pair.reactor, seconds=1)
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         received = pair.pump(turns=20)
         assert len(received) > 2**20 and received == bytes(len(received))
         assert not outcome
@@ -454,7 +493,9 @@ class ChunkSendsTests:
             throttle=Throttle(buckets=[bucket]),
             limit=350_000,
         )
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         received = len(pair.pump())
         assert received == 100_000
         for second in range(1, 4):
@@ -494,7 +535,7 @@ class ThreadedSendsTests:
         request = chunkedRequest(pair)
         request.setHeader(b"content-length", b"%d" % len(content))
         producer = StreamProducer(source=source, clock=pair.reactor, ioPool=pool)
-        done = producer.startStreaming(request)
+        done = producer.startStreaming(request, requestOutlet(request))
         outcome = results(done)
         done.addCallback(lambda sent: request.finish())
         [response] = parseResponses(pumpWithThreads(pair, threads, outcome))
@@ -512,7 +553,9 @@ class ThreadedSendsTests:
         source = SlowSource(os.urandom(5000))
         producer = StreamProducer(source=source, clock=pair.reactor, ioPool=pool)
         pair.transport.write(b"head")
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         threads.runAll()
         assert source.asked == [1]
         pumpWithThreads(pair, threads, outcome)
@@ -524,21 +567,21 @@ class OutletTests:
         """
         An in-memory transport has no socket to send to.
         """
-        assert socketOutlet(StringTransport()) is None
+        assert transportOutlet(StringTransport()) is None
 
     def test_tls(self, pair: Pair) -> None:
         """
         A transport that has started TLS gets no direct sends.
         """
         pair.transport.TLS = True
-        assert socketOutlet(pair.transport) is None
+        assert transportOutlet(pair.transport) is None
 
     def test_buffered(self, pair: Pair) -> None:
         """
         Nothing is sent directly past bytes in the transport's buffer, nor
         once the connection is closing.
         """
-        outlet = socketOutlet(pair.transport)
+        outlet = transportOutlet(pair.transport)
         assert outlet is not None and outlet.usable() and outlet.ready()
         pair.transport.write(b"x")
         assert outlet.usable() and not outlet.ready()
@@ -565,7 +608,7 @@ class OutletTests:
             request.method, request.clientproto = b"GET", version
             if length:
                 request.setHeader(b"content-length", b"10")
-            outlet = socketOutlet(request)
+            outlet = requestOutlet(request)
             assert outlet is not None and outlet.usable() and not outlet.ready()
             request.write(b"")
             assert not outlet.ready()  # the headers wait in the transport
@@ -594,13 +637,14 @@ class OutletTests:
         encoding, its framing or its C{write}.
         """
         channel = HTTPChannel()
+        channel.site = server.Site(Resource())  # type: ignore[attr-defined]
         channel.makeConnection(pair.transport)
-        request = Request(channel)
+        request = server.Request(channel)
         request.method, request.clientproto = b"GET", b"HTTP/1.1"
         request.setHeader(b"content-length", b"10")
-        assert socketOutlet(request) is not None
+        assert requestOutlet(request) is not None
         prepare(request)
-        assert socketOutlet(request) is None
+        assert requestOutlet(request) is None
 
 
 class RewritingRequest(Request):
@@ -609,6 +653,29 @@ class RewritingRequest(Request):
 
 
 class ProtocolTests:
+    def test_clientGoneFirst(self) -> None:
+        """
+        When a direct send finds the connection gone before the transport
+        does, the raw protocol drops the connection at once, and logs the
+        stream as reset by the client.
+        """
+        reactor = MemoryReactorClock()
+        factory = StreamFactory(sourceFactory=ChargenSource, clock=reactor)
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
+        pair = Pair(reactor=reactor)
+        pair.client.close()
+        try:
+            with capturedLogs() as events:
+                pair.protocol = pair.transport.protocol = protocol
+                protocol.makeConnection(pair.transport)
+                assert pair.transport._aborting
+                reactor.advance(0)
+            assert not pair.transport.connected
+        finally:
+            pair.close()
+        [ended] = [e for e in events if "reason" in e]
+        assert ended["reason"] == "client reset" and ended["bytes"] == 0
+
     def test_sendfile(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """
         The raw protocol sends a file with C{sendfile()} unless its factory
@@ -741,7 +808,7 @@ def streamChunked(
         clock=pair.reactor,
         limit=size,
     )
-    done = producer.startStreaming(request)
+    done = producer.startStreaming(request, requestOutlet(request))
     outcome = results(done)
     done.addCallback(lambda sent: request.finish())
     [response] = parseResponses(pair.pump())
@@ -792,16 +859,12 @@ class ChunkedSendsTests:
             return realSendmsg([wire[: max(cut, 1)]])
 
         outlets: list[SocketOutlet] = []
-        made = _outlet.socketOutlet
 
-        def madeOutlet(consumer: object) -> SocketOutlet | None:
-            outlet = made(consumer)  # type: ignore[arg-type]
-            if outlet is not None:
-                outlet._sendmsg = sendmsg  # type: ignore[method-assign]
-                outlets.append(outlet)
-            return outlet
+        def wrap(outlet: SocketOutlet, real: SendMsg) -> SendMsg:
+            outlets.append(outlet)
+            return sendmsg
 
-        monkeypatch.setattr(_producer, "socketOutlet", madeOutlet)
+        patchSendmsg(monkeypatch, wrap)
         size = 40_000 + seed
         expected = (CHARGEN_PERIOD * 7)[:size]
         source: ISource = ChargenSource()
@@ -821,7 +884,7 @@ class ChunkedSendsTests:
         """
         request = chunkedRequest(pair)
         producer = StreamProducer(source=ZeroSource(), clock=pair.reactor)
-        outcome = results(producer.startStreaming(request))
+        outcome = results(producer.startStreaming(request, requestOutlet(request)))
         for _ in range(20):
             pair.turn()
         assert producer.state == "paused" and producer.bytesSent > BUFFER
@@ -841,7 +904,7 @@ class ChunkedSendsTests:
         producer = StreamProducer(
             source=ChargenSource(), clock=pair.reactor, limit=size
         )
-        done = producer.startStreaming(request)
+        done = producer.startStreaming(request, requestOutlet(request))
         outcome = results(done)
         done.addCallback(lambda sent: request.finish())
         assert producer.state == "paused"
@@ -934,7 +997,9 @@ class FreshChunkTests:
         try:
             source = RecordingSource()
             producer = StreamProducer(source=source, clock=pair.reactor)
-            outcome = results(producer.startStreaming(pair.transport))
+            outcome = results(
+                producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+            )
             for _ in range(20):
                 pair.turn()
             assert producer.state == "paused"
@@ -958,13 +1023,15 @@ class FreshChunkTests:
         try:
             limit = 32 * 1024
             assert limitUnsent(pair.transport, limit)
-            outlet = socketOutlet(pair.transport)
+            outlet = transportOutlet(pair.transport)
             assert outlet is not None
             room = outlet.room()
             assert room is not None and 0 < room <= limit
             source = RecordingSource()
             producer = StreamProducer(source=source, clock=pair.reactor)
-            outcome = results(producer.startStreaming(pair.transport))
+            outcome = results(
+                producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+            )
             for _ in range(20):
                 pair.turn()
             assert source.reads and max(source.reads) <= limit
@@ -981,7 +1048,7 @@ class FreshChunkTests:
         """
         source = RecordingSource()
         producer = StreamProducer(source=source, clock=pair.reactor, limit=300_000)
-        producer.startStreaming(pair.transport)
+        producer.startStreaming(pair.transport, transportOutlet(pair.transport))
         received = pair.pump()
         assert len(received) == 300_000
         assert max(source.reads) <= CONSUMER_WRITE_SIZE
@@ -1023,7 +1090,9 @@ class RewindTests:
         producer = StreamProducer(
             source=source, clock=pair.reactor, sendfile=False, chunkSize=256 * 1024
         )
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         for _ in range(5):
             pair.turn()
         assert producer.state == "paused"
@@ -1049,7 +1118,9 @@ class RewindTests:
             raising=False,
         )
         producer = StreamProducer(source=ZeroSource(), clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert producer.state == "paused"
         assert producer._pending is not None and len(producer._pending) > MAX_HELD
         assert rewound == []
@@ -1065,7 +1136,9 @@ class RewindTests:
         monkeypatch.setattr(SocketOutlet, "send", lambda outlet, data: len(data) - 1000)
         source = RecordingSource()
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert producer.state == "paused"
         assert source.reads == [source.chunkSize]
         pending = producer._pending
@@ -1089,7 +1162,9 @@ class HandOverTests:
         pool, threads = manualPool()
         source = SlowSource(os.urandom(5000))
         producer = StreamProducer(source=source, clock=pair.reactor, ioPool=pool)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         threads.runAll()
         assert source.asked == [1]
         assert producer.state == "paused"
@@ -1100,18 +1175,32 @@ class HandOverTests:
         assert len(outcome) == 1
 
 
+SendMsg = Callable[[list[bytes | memoryview]], int]
+
+
+def patchSendmsg(
+    monkeypatch: pytest.MonkeyPatch, wrap: Callable[[SocketOutlet, SendMsg], SendMsg]
+) -> None:
+    """
+    Have every outlet made from now on send with what C{wrap} makes of it
+    and its real C{sendmsg}.
+    """
+    init = SocketOutlet.__init__
+
+    def patched(outlet: SocketOutlet, *args: Any, **kwargs: Any) -> None:
+        init(outlet, *args, **kwargs)
+        outlet._sendmsg = wrap(outlet, outlet._sendmsg)  # type: ignore[method-assign]
+
+    monkeypatch.setattr(SocketOutlet, "__init__", patched)
+
+
 def cutFirstSend(monkeypatch: pytest.MonkeyPatch, extra: int = 1000) -> None:
     """
     Have the first C{sendmsg()} of every chunked outlet take only its first
     buffer and C{extra} bytes more: a frame cut in its data.
     """
-    made = _outlet.socketOutlet
 
-    def madeOutlet(consumer: object) -> SocketOutlet | None:
-        outlet = made(consumer)  # type: ignore[arg-type]
-        if outlet is None:
-            return None
-        real = outlet._sendmsg
+    def wrap(outlet: SocketOutlet, real: SendMsg) -> SendMsg:
         cut = [True]
 
         def sendmsg(buffers: list[bytes | memoryview]) -> int:
@@ -1121,10 +1210,9 @@ def cutFirstSend(monkeypatch: pytest.MonkeyPatch, extra: int = 1000) -> None:
                 return real([wire[: len(buffers[0]) + extra]])
             return real([wire])
 
-        outlet._sendmsg = sendmsg  # type: ignore[method-assign]
-        return outlet
+        return sendmsg
 
-    monkeypatch.setattr(_producer, "socketOutlet", madeOutlet)
+    patchSendmsg(monkeypatch, wrap)
 
 
 def startCut(
@@ -1136,7 +1224,7 @@ def startCut(
     """
     request = chunkedRequest(pair)
     producer = StreamProducer(source=source, clock=pair.reactor, limit=limit)
-    done = producer.startStreaming(request)
+    done = producer.startStreaming(request, requestOutlet(request))
     outcome = results(done)
     done.addCallback(lambda sent: request.finish())
     for _ in range(10):
@@ -1217,7 +1305,7 @@ class OwedChunkTests:
             producer = StreamProducer(
                 source=RandomSource(), clock=pair.reactor, limit=3 * 2**20
             )
-            done = producer.startStreaming(request)
+            done = producer.startStreaming(request, requestOutlet(request))
             done.addCallback(lambda sent: request.finish())
             received = pair.pump()
         finally:
@@ -1240,7 +1328,7 @@ class OwedChunkTests:
         path, content = writeFile(tmp_path, 300_000)
         request = chunkedRequest(pair)
         producer = StreamProducer(source=openFile(path), clock=pair.reactor)
-        done = producer.startStreaming(request)
+        done = producer.startStreaming(request, requestOutlet(request))
         outcome = results(done)
         done.addCallback(lambda sent: request.finish())
         [response] = parseResponses(pair.pump())
@@ -1270,7 +1358,7 @@ class HostUnsentLimitTests:
         assert _outlet.hostUnsentLimit() == limit
         pair = Pair(tcp=True)
         try:
-            outlet = socketOutlet(pair.transport)
+            outlet = transportOutlet(pair.transport)
             assert outlet is not None and outlet._unsentLimit == limit
             room = outlet.room()
             assert room is not None and (not limit or room <= limit)

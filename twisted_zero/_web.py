@@ -35,11 +35,12 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import classImplementsOnly, implementedBy
 
+from ._httpoutlet import requestOutlet
 from ._iopool import IOPool, reactorPool
 from ._limits import Protection
 from ._metrics import Metrics
 from ._paths import Listing, NotFound, listUnderRoot, resolveUnderRoot
-from ._producer import StreamProducer, StreamStopped
+from ._producer import ConnectionBroken, StreamProducer, StreamStopped
 from ._protocol import LINGER_SECONDS, MetricsObserver, formatAddress
 from ._ranges import UNSATISFIABLE, ByteRange, parseRange
 from ._responses import notAllowed, plain
@@ -780,6 +781,11 @@ def _stream(
     def failed(failure: Failure) -> None:
         if failure.check(StreamStopped):
             return  # the client went away; the request logs it
+        if failure.check(ConnectionBroken):
+            # A send found the connection gone: drop it (the request logs
+            # how it ended).
+            cast(ITCPTransport, request.channel.transport).abortConnection()
+            return
         if isinstance(request, StreamRequest):
             request.ending = "aborted: source failed"
         if failure.check(SourceError):
@@ -802,7 +808,9 @@ def _stream(
     request.notifyFinish().addBoth(ended).addErrback(
         lambda reason: producer.stopProducing()
     )
-    producer.startStreaming(request).addCallbacks(finished, failed)
+    producer.startStreaming(request, requestOutlet(request)).addCallbacks(
+        finished, failed
+    )
     return NOT_DONE_YET
 
 
