@@ -14,6 +14,7 @@ import twisted_zero
 
 PUBLIC = {
     "ChargenSource",
+    "ConnectionBroken",
     "FileSource",
     "IBlockingSource",
     "IOPool",
@@ -35,7 +36,9 @@ PUBLIC = {
     "makeResource",
     "openFile",
     "parseSize",
+    "requestOutlet",
     "sourceFactory",
+    "transportOutlet",
 }
 
 

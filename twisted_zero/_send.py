@@ -71,13 +71,6 @@ class Sent(enum.Enum):
     READ = "read"
 
 
-def _size(buffer: object) -> int:
-    """
-    The size of the object a memory view is of.
-    """
-    return memoryview(buffer).nbytes  # type: ignore[arg-type]
-
-
 class SendEngine(ReadEngine):
     """
     The steps that send and write a stream's bytes, for
@@ -196,7 +189,7 @@ class SendEngine(ReadEngine):
                     return Sent.DONE
                 self._refund(len(rest))
                 rest = None
-            elif len(rest) < _size(rest.obj) // 2:
+            elif len(rest) < memoryview(rest.obj).nbytes // 2:
                 # A view keeps its whole chunk alive: keep a copy of the rest.
                 rest = memoryview(bytes(rest))
         self._pending = rest
