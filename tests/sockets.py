@@ -39,7 +39,19 @@ class Pair:
         protocol: Protocol | None = None,
         reactor: MemoryReactorClock | None = None,
         tcp: bool = False,
+        transportType: type[Server] = Server,
     ) -> None:
+        """
+        @param protocol: The server's protocol; by default one that does
+            nothing.
+        @param reactor: The reactor the transport is on; by default a new
+            L{MemoryReactorClock}.
+        @param tcp: Whether the sockets are a TCP connection on the loopback
+            interface rather than a UNIX socket pair.
+        @param transportType: The class of the server's transport:
+            L{Server}, or one that takes the same arguments (to try direct
+            sends on a transport not allowed them).
+        """
         self.reactor = MemoryReactorClock() if reactor is None else reactor
         if tcp:
             self.server, self.client = _tcpPair()
@@ -50,8 +62,13 @@ class Pair:
             end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
         self.client.setblocking(False)
         self.protocol = Protocol() if protocol is None else protocol
-        self.transport = Server(
-            self.server, self.protocol, ("127.0.0.1", 4321), None, 1, self.reactor
+        self.transport = transportType(
+            self.server,
+            self.protocol,
+            ("127.0.0.1", 4321),
+            None,  # type: ignore[arg-type]  # no listening port
+            1,
+            self.reactor,
         )
         self.transport.repstr = f"<{type(self.protocol).__name__} on a Pair>"
         if not tcp:  # the addresses of a TCP connection, on a UNIX socket
