@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import pytest_twisted  # type: ignore[import-untyped]  # ships no type hints
 from attrs import define
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -404,3 +405,24 @@ def assertNoResult(deferred: Deferred[Any]) -> None:
     Check that a L{Deferred} has no result yet.
     """
     _trial.assertNoResult(deferred)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def ensureDeferred(test: F) -> F:
+    """
+    C{pytest_twisted.ensureDeferred}, typed: run an C{async} test in the
+    reactor.
+    """
+    wrapped: F = pytest_twisted.ensureDeferred(test)
+    return wrapped
+
+
+def asyncYieldFixture(fixture: F) -> F:
+    """
+    C{pytest_twisted.async_yield_fixture}, typed: an C{async} fixture that
+    yields.
+    """
+    wrapped: F = pytest_twisted.async_yield_fixture(fixture)
+    return wrapped

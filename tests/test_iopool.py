@@ -6,17 +6,24 @@ real thread pool.
 from __future__ import annotations
 
 import threading
+from typing import cast
 
 import pytest
-import pytest_twisted
 from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from twisted_zero import IOPool
 
-from .helpers import assertNoResult, failureResultOf, manualPool, successResultOf
+from .helpers import (
+    assertNoResult,
+    ensureDeferred,
+    failureResultOf,
+    manualPool,
+    successResultOf,
+)
 
 
 class Closeable:
@@ -60,7 +67,9 @@ class IOPoolTests:
         """
         pool, threads = manualPool()
         ran: list[str] = []
-        operation = pool.submit(lambda: ran.append("work"), ran.append)
+        operation = pool.submit(
+            lambda: ran.append("work"), lambda result: ran.append("completed")
+        )
         assert operation.cancel()
         assert pool.inFlight == 0
         threads.runAll()
@@ -164,7 +173,7 @@ class IOPoolTests:
         successResultOf(idle)
 
 
-@pytest_twisted.ensureDeferred
+@ensureDeferred
 async def test_realThreads() -> None:
     """
     With Twisted's L{ThreadPool}, the call runs in another thread and its
@@ -175,7 +184,7 @@ async def test_realThreads() -> None:
     threads = ThreadPool(minthreads=0, maxthreads=2, name="test-io")
     threads.start()
     try:
-        pool = IOPool(reactor=reactor, threads=threads)
+        pool = IOPool(reactor=cast(IReactorFromThreads, reactor), threads=threads)
         where = await pool.run(threading.get_ident)
         assert where != threading.get_ident()
         with pytest.raises(ZeroDivisionError):

@@ -5,15 +5,20 @@ deterministic transports and a counting file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import pytest
 from twisted.internet.interfaces import (
     IPushProducer,
     IReactorFromThreads,
     IReactorThreads,
+    IReactorTime,
 )
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
+from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -50,9 +55,13 @@ def fileProducer(
 ) -> tuple[StreamProducer, CountingFile]:
     file = CountingFile(content)
     source = FileSource(file=file, length=len(content))
-    return StreamProducer(
-        source=source, chunkSize=chunkSize, clock=Clock(), **kwargs
-    ), file  # type: ignore[arg-type]
+    producer = StreamProducer(
+        source=source,
+        chunkSize=chunkSize,
+        clock=Clock(),
+        **kwargs,  # type: ignore[arg-type]  # the tests' own keyword arguments
+    )
+    return producer, file
 
 
 class StreamProducerTests:
@@ -124,9 +133,9 @@ class StreamProducerTests:
         """
         producer: StreamProducer
 
-        class ResumingTransport(StringTransport):
+        class ResumingTransport(PausingTransport):
             def write(self, data: bytes) -> None:
-                super().write(data)
+                StringTransport.write(self, data)
                 producer.resumeProducing()
                 if len(self.value()) >= 30:
                     producer.pauseProducing()
@@ -170,6 +179,7 @@ class StreamProducerTests:
         assert file.closeCount == 1
         assert producer.state == "stopped"
         failure = failureResultOf(done, StreamStopped)
+        assert isinstance(failure.value, StreamStopped)
         assert failure.value.bytesSent == 30_000
         reads, written = file.reads, transport.value()
         producer.resumeProducing()
@@ -200,9 +210,9 @@ class StreamProducerTests:
         """
         producer: StreamProducer
 
-        class DyingTransport(StringTransport):
+        class DyingTransport(PausingTransport):
             def write(self, data: bytes) -> None:
-                super().write(data)
+                StringTransport.write(self, data)
                 producer.stopProducing()
 
         producer, file = fileProducer()
@@ -257,7 +267,7 @@ class StreamProducerTests:
         registers; nothing is read and the L{Deferred} fails.
         """
 
-        class GoneTransport(StringTransport):
+        class GoneTransport(PausingTransport):
             def registerProducer(
                 self, producer: IPushProducer, streaming: bool
             ) -> None:
@@ -284,11 +294,11 @@ class StreamProducerTests:
         until it resumes it.
         """
 
-        class Busy(StringTransport):
+        class Busy(PausingTransport):
             def registerProducer(
                 self, producer: IPushProducer, streaming: bool
             ) -> None:
-                super().registerProducer(producer, streaming)
+                StringTransport.registerProducer(self, producer, streaming)
                 producer.pauseProducing()
 
         transport = Busy()
@@ -466,7 +476,11 @@ class TurnTests:
         assert producer._clock is reactor
         producer.stopProducing()
         failureResultOf(done, StreamStopped)
-        assert not ([c for c in reactor.getDelayedCalls() if c.active()])  # type: ignore[attr-defined]
+        assert not [
+            call
+            for call in cast(IReactorTime, reactor).getDelayedCalls()
+            if call.active()
+        ]
 
 
 @pytest.mark.parametrize("chunkSize", [1, 10, 4096])
@@ -476,9 +490,10 @@ def test_noCopiesOfSharedChunks(chunkSize: int) -> None:
     """
     chunks: list[bytes] = []
 
-    class Recorder(StringTransport):
+    class Recorder(PausingTransport):
         def write(self, data: bytes) -> None:
             chunks.append(data)
+            assert self.producer is not None
             self.producer.pauseProducing()
 
     StreamProducer(
@@ -753,10 +768,21 @@ class ThreadedReadTests:
 
         @implementer(IReactorThreads, IReactorFromThreads)
         class ThreadedClock(Clock):
-            def getThreadPool(self) -> ManualThreads:
-                return threads
+            def getThreadPool(self) -> ThreadPool:
+                return cast(ThreadPool, threads)  # runs its threads by hand
 
-            callFromThread = threads.callFromThread
+            def callInThread(
+                self, callable: Callable[..., Any], *args: object, **kwargs: object
+            ) -> None:
+                threads.callInThread(callable, *args, **kwargs)
+
+            def callFromThread(
+                self, callable: Callable[..., Any], *args: object, **kwargs: object
+            ) -> None:
+                threads.callFromThread(callable, *args, **kwargs)
+
+            def suggestThreadPoolSize(self, size: int) -> None:
+                pass
 
         source = SlowSource(CONTENT)
         producer = StreamProducer(

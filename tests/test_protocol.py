@@ -5,7 +5,7 @@ over in-memory transports and a task clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
@@ -20,7 +20,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, capturedLogs
 from twisted.python.failure import Failure
 from twisted.test import iosim
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 from zope.interface.verify import verifyObject
 
 from twisted_zero import (
@@ -53,14 +53,24 @@ class HalfCloseableTransport(PausingTransport):
     def loseWriteConnection(self) -> None:
         self.calls.append("loseWriteConnection")
 
+    def writeConnectionLost(self, reason: Failure) -> None:
+        self.calls.append("writeConnectionLost")
 
-@implementer(INegotiated)
+    def readConnectionLost(self, reason: Failure) -> None:
+        self.calls.append("readConnectionLost")
+
+
 class TLSLikeTransport(PausingTransport):
     """
-    A transport that looks like Twisted's TLS one.
+    A transport that looks like Twisted's TLS one to the protocol, which
+    asks only whether it provides L{INegotiated}.
     """
 
     negotiatedProtocol = None
+
+    def __init__(self, bufferSize: int = 64 * 1024) -> None:
+        super().__init__(bufferSize)
+        alsoProvides(self, INegotiated)
 
 
 def connect(
@@ -78,11 +88,11 @@ def connect(
     if transport is None:
         transport = PausingTransport(bufferSize=5000)
     transport.peerAddr = PEER
-    protocol.makeConnection(transport)
+    protocol.makeConnection(transport)  # type: ignore[no-untyped-call]  # Protocol is not annotated
     return protocol, transport, clock
 
 
-def streamEnded(events: list[LogEvent]) -> LogEvent:
+def streamEnded(events: Sequence[LogEvent]) -> LogEvent:
     [event] = [e for e in events if "reason" in e and "bytes" in e]
     return event
 
@@ -143,7 +153,7 @@ class StreamProtocolTests:
         sending side, then closes when the peer does, so input still in
         flight cannot make the kernel reset the connection.
         """
-        transport = HalfCloseableTransport()
+        transport: PausingTransport = HalfCloseableTransport()
         protocol, transport, clock = connect(limit=10, transport=transport)
         assert transport.calls[-2:] == ["unregisterProducer", "loseWriteConnection"]
         protocol.writeConnectionLost()
@@ -158,7 +168,7 @@ class StreamProtocolTests:
         A peer that does not close after the stream is closed on after
         L{LINGER_SECONDS}.
         """
-        transport = HalfCloseableTransport()
+        transport: PausingTransport = HalfCloseableTransport()
         protocol, transport, clock = connect(limit=10, transport=transport)
         protocol.writeConnectionLost()
         clock.advance(LINGER_SECONDS - 0.1)
@@ -171,7 +181,7 @@ class StreamProtocolTests:
         If the peer has already shut down its sending side, the connection
         is closed as soon as the stream ends.
         """
-        transport = HalfCloseableTransport(bufferSize=5)
+        transport: PausingTransport = HalfCloseableTransport(bufferSize=5)
         protocol, transport, clock = connect(limit=10, transport=transport, chunkSize=5)
         protocol.readConnectionLost()
         transport.drain()
@@ -181,7 +191,7 @@ class StreamProtocolTests:
         """
         A connection lost while lingering leaves no timer behind.
         """
-        transport = HalfCloseableTransport()
+        transport: PausingTransport = HalfCloseableTransport()
         protocol, transport, clock = connect(limit=10, transport=transport)
         protocol.writeConnectionLost()
         protocol.connectionLost(Failure(ConnectionDone()))
@@ -221,6 +231,7 @@ class StreamProtocolTests:
         )
         reads = file.reads
         producer = transport.producer
+        assert producer is not None
         protocol.connectionLost(Failure(ConnectionLost()))
         assert file.closeCount == 1
         producer.resumeProducing()
@@ -471,7 +482,7 @@ def connectRecorded(
     )
     protocol = factory.buildProtocol(PEER)
     assert isinstance(protocol, StreamProtocol)
-    protocol.makeConnection(transport)
+    protocol.makeConnection(transport)  # type: ignore[no-untyped-call]  # Protocol is not annotated
     [source] = sources
     return protocol, transport, clock, source
 

@@ -82,7 +82,7 @@ class ParseSizeTests:
 
 def readAll(source: object, sizes: list[int]) -> bytes:
     assert ISource.providedBy(source)
-    return b"".join(source.read(size) for size in sizes)  # type: ignore[attr-defined]
+    return b"".join(source.read(size) for size in sizes)
 
 
 class ZeroSourceTests:
