@@ -26,7 +26,7 @@ from twisted.web.http import HTTPChannel, Request
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from twisted_zero import _outlet
+from twisted_zero import _kernel
 from twisted_zero._httpoutlet import requestOutlet
 from twisted_zero._limits import Throttle, TokenBucket, limitUnsent
 from twisted_zero._outlet import SocketOutlet, transportOutlet
@@ -1352,11 +1352,11 @@ class HostUnsentLimitTests:
         """
         sysctl = tmp_path / "tcp_notsent_lowat"
         sysctl.write_text(text)
-        monkeypatch.setattr(_outlet, "_NOTSENT_LOWAT_SYSCTL", str(sysctl))
-        monkeypatch.setattr(_outlet, "_hostUnsentLimit", None)
-        assert _outlet.hostUnsentLimit() == limit
+        monkeypatch.setattr(_kernel, "_NOTSENT_LOWAT_SYSCTL", str(sysctl))
+        monkeypatch.setattr(_kernel, "_hostUnsentLimit", None)
+        assert _kernel.hostUnsentLimit() == limit
         sysctl.write_text("1")
-        assert _outlet.hostUnsentLimit() == limit
+        assert _kernel.hostUnsentLimit() == limit
         pair = Pair(tcp=True)
         try:
             outlet = transportOutlet(pair.transport)

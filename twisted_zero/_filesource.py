@@ -58,7 +58,14 @@ class FileSource:
     Where the file system cannot answer (FUSE, NFS, tmpfs, or no
     C{RWF_NOWAIT}: C{EOPNOTSUPP}), every read is taken to block.
 
-    @ivar description: For logs, normally C{"file:" + path}.
+    @param file: The open file, at the run's first byte (the source closes
+        it).
+    @param length: How many bytes the run has.
+    @param description: For logs, normally C{"file:" + path}.
+    @param chunkSize: The most bytes to read at once, by default.
+    @param offset: Where the run starts in the file; L{None} to read on
+        from where the file object is.
+    @ivar description: As given.
     """
 
     _file: BinaryIO | None = field(alias="file")
@@ -249,6 +256,9 @@ class PathSource:
     The read that opens the file returns only its first byte if what follows
     is in the page cache: the rest can then be sent with C{sendfile()}
     rather than held in memory (a stalled client would hold that chunk).
+
+    @param path: The file's path.
+    @param chunkSize: The most bytes to read at once, by default.
     """
 
     _path: str = field(alias="path")

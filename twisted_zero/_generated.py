@@ -163,6 +163,10 @@ class RandomSource:
 class BytesSource:
     """
     A few literal bytes, such as the headers of a part of a multipart body.
+
+    @param data: The bytes.
+    @param description: How the stream is named in logs and metrics.
+    @param chunkSize: The most bytes to read at once, by default.
     """
 
     _data: bytes = field(alias="data")
@@ -189,6 +193,10 @@ class ConcatenatedSource:
     """
     Several sources, one after the other. Parts may share a file (the ranges
     of a multipart response), so none is closed before the whole is.
+
+    @param parts: The sources, in order.
+    @param description: How the stream is named in logs and metrics.
+    @param chunkSize: The most bytes to read at once, by default.
     """
 
     _parts: list[ISource] = field(alias="parts")
@@ -241,6 +249,10 @@ class TimedSource:
     Another source, until a deadline: it ends at the first read after it.
     It provides L{ISendfileSource}, L{IBlockingSource},
     L{ISharedChunkSource} and L{IRewindableSource} if the other source does.
+
+    @param source: The other source.
+    @param clock: What tells the time.
+    @param seconds: How long from now the deadline is.
     """
 
     _source: ISource = field(alias="source")

@@ -19,97 +19,24 @@ waiting in the transport, so the stream stays in order.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import socket as _socket
 import struct
 import sys
-import termios
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IConsumer
 
-from ._limits import TCP_NOTSENT_LOWAT
-
-_CONNECTION_ERRNOS = frozenset(
-    {
-        errno.EPIPE,
-        errno.ECONNRESET,
-        errno.ECONNABORTED,
-        errno.ENOTCONN,
-        errno.ETIMEDOUT,
-        errno.EHOSTUNREACH,
-        errno.ENETUNREACH,
-        errno.ENETDOWN,
-        errno.ENETRESET,
-        errno.EHOSTDOWN,
-    }
+from ._kernel import (
+    MEMINFO,
+    SIOCOUTQNSD,
+    SNDBUF,
+    SO_MEMINFO,
+    TIOCOUTQ,
+    WMEM_QUEUED,
+    isNoRoom,
+    queuedBytes,
+    unsentLimit,
 )
-
-_UNSUPPORTED_ERRNOS = frozenset(
-    {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", -1)}
-)
-
-
-_SO_MEMINFO = 55
-"""
-C{SO_MEMINFO} (Linux 4.6): a socket's memory accounting, as C{ss -m} shows.
-"""
-
-_MEMINFO = struct.Struct("9I")
-_SNDBUF = 3
-_WMEM_QUEUED = 5
-_TIOCOUTQ: int = termios.TIOCOUTQ
-"""
-C{SIOCOUTQ}: the bytes queued in a socket's send buffer, not yet acknowledged.
-"""
-_SIOCOUTQNSD = 0x894B
-"""
-The bytes queued in a TCP socket's send buffer and not sent yet.
-"""
-_NOTSENT_LOWAT_SYSCTL = "/proc/sys/net/ipv4/tcp_notsent_lowat"
-_NO_LIMIT = 2**31 - 1
-_hostUnsentLimit: int | None = None
-
-
-def hostUnsentLimit() -> int:
-    """
-    The host's limit on a TCP socket's unsent bytes (the sysctl
-    C{net.ipv4.tcp_notsent_lowat}), which applies to every socket without
-    one of its own; 0 for none (its default). Read once.
-    """
-    global _hostUnsentLimit
-    if _hostUnsentLimit is None:
-        try:
-            with open(_NOTSENT_LOWAT_SYSCTL) as f:
-                limit = int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            limit = 0
-        _hostUnsentLimit = limit if 0 < limit < _NO_LIMIT else 0
-    return _hostUnsentLimit
-
-
-def isNoRoom(error: OSError) -> bool:
-    """
-    Whether a send failed only because the socket has no room now: as
-    Twisted's own transports do, C{ENOBUFS} counts as C{EAGAIN}.
-    """
-    return isinstance(error, BlockingIOError) or error.errno == errno.ENOBUFS
-
-
-def isConnectionError(error: OSError) -> bool:
-    """
-    Whether a send failed because the connection is gone.
-    """
-    return isinstance(error, ConnectionError) or error.errno in _CONNECTION_ERRNOS
-
-
-def isUnsupported(error: OSError) -> bool:
-    """
-    Whether C{sendfile()} failed because it cannot send from that file to
-    that socket (a file system without it, a kernel without it).
-    """
-    return error.errno in _UNSUPPORTED_ERRNOS
 
 
 class SocketOutlet:
@@ -158,7 +85,7 @@ class SocketOutlet:
             _socket.AF_INET,
             _socket.AF_INET6,
         )
-        self._unsentLimit = self._currentUnsentLimit() if self._measurable else 0
+        self._unsentLimit = unsentLimit(socket) if self._measurable else 0
         # Only used while usable(): once the connection is closed the number
         # may name another file.
         self.fileno: int = socket.fileno()
@@ -312,29 +239,6 @@ class SocketOutlet:
         self._transport.write(wire)
         self.countSent(count)
 
-    def _currentUnsentLimit(self) -> int:
-        """
-        The socket's limit on its unsent bytes, its own or else the host's;
-        0 for none.
-        """
-        try:
-            limit = self._socket.getsockopt(_socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT)
-        except OSError:
-            return 0
-        if 0 < limit < _NO_LIMIT:
-            return limit
-        if limit == 0:  # none of its own: the host's applies
-            return hostUnsentLimit()
-        return 0  # lifted (read as -1)
-
-    def _queued(self, request: int) -> int:
-        """
-        A count of the socket's queued bytes, as the C{ioctl} C{request}
-        (C{SIOCOUTQ}, C{SIOCOUTQNSD}) tells it.
-        """
-        count: int = struct.unpack("i", fcntl.ioctl(self.fileno, request, bytes(4)))[0]
-        return count
-
     def room(self) -> int | None:
         """
         How many bytes the socket would take now, as the kernel counts them:
@@ -359,20 +263,20 @@ class SocketOutlet:
         if not self._measurable:
             return None
         try:
-            info = _MEMINFO.unpack(
-                self._socket.getsockopt(_socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO.size)
+            info = MEMINFO.unpack(
+                self._socket.getsockopt(_socket.SOL_SOCKET, SO_MEMINFO, MEMINFO.size)
             )
-            queued = self._queued(_TIOCOUTQ)
+            queued = queuedBytes(self.fileno, TIOCOUTQ)
             unsent = 0
             if self._unsentLimit:
-                self._unsentLimit = self._currentUnsentLimit()  # may be lifted
+                self._unsentLimit = unsentLimit(self._socket)  # may be lifted
             if self._unsentLimit:
-                unsent = self._queued(_SIOCOUTQNSD)
+                unsent = queuedBytes(self.fileno, SIOCOUTQNSD)
         except (OSError, struct.error):
             self._measurable = False
             return None
-        accounted: int = info[_WMEM_QUEUED]
-        free: int = info[_SNDBUF] - accounted
+        accounted: int = info[WMEM_QUEUED]
+        free: int = info[SNDBUF] - accounted
         if free <= 0 or free < accounted // 2:
             return 0
         if accounted:

@@ -4,8 +4,6 @@ The push producer that streams a source to any L{IConsumer}.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -21,7 +19,7 @@ from zope.interface import implementer
 from ._iopool import IOPool, Operation, reactorPool
 from ._limits import Throttle
 from ._outlet import SocketOutlet
-from ._read import State
+from ._read import State, StreamObserver
 from ._send import SendEngine, Sent
 from ._sources import (
     IBlockingSource,
@@ -60,23 +58,6 @@ class StreamStopped(Exception):
     def __init__(self, bytesSent: int) -> None:
         super().__init__(f"stream stopped after {bytesSent} bytes")
         self.bytesSent = bytesSent
-
-
-class StreamObserver(Protocol):
-    """
-    What a producer tells about itself as it goes, for metrics.
-    """
-
-    def chunkWritten(self, count: int) -> None:
-        """
-        C{count} more bytes were written to the consumer.
-        """
-
-    def pauseChanged(self, paused: bool) -> None:
-        """
-        The consumer paused the producer, or it is producing again (or has
-        ended) after a pause.
-        """
 
 
 class ConnectionBroken(Exception):
@@ -134,6 +115,20 @@ class StreamProducer(SendEngine):
     thread uses it: if the producer is stopped during a read, the read's
     bytes are dropped and the source closed as soon as it returns.
 
+    @param source: What is streamed.
+    @param chunkSize: The most bytes read at once; L{None} for the source's
+        own L{ISource.chunkSize}.
+    @param limit: End the stream after this many bytes; L{None} for none.
+    @param clock: Schedules the next turns and throttle waits; L{None} for
+        the global reactor.
+    @param throttle: Paces the stream (a rate); L{None} for no pacing.
+    @param observer: Told of the bytes written and of pauses (metrics).
+    @param directSends: Whether bytes may go straight to the socket under
+        the consumer, given an outlet.
+    @param sendfile: Whether a file's bytes may go to the socket with
+        C{sendfile()}.
+    @param ioPool: Where a blocking source is read; L{None} for the
+        reactor's own thread pool.
     @ivar bytesSent: How many bytes have been written (or sent) so far.
     @ivar rateWaits: How many times it has waited for its throttle: a
         stream held back by its rate is not stalled.

@@ -329,20 +329,21 @@ def _defaultProtection(factory: StreamFactory) -> Protection:
 class StreamFactory(_Factory):
     """
     Make a L{StreamProtocol} per connection, each streaming a fresh source.
+    Each constructor argument is kept as the attribute of its name.
 
-    @ivar sourceFactory: Called once per connection for its L{ISource}.
-    @ivar clock: Times the streams for the log, and their limits.
-    @ivar chunkSize: Bytes asked of the source per write; L{None} for the
+    @param sourceFactory: Called once per connection for its L{ISource}.
+    @param clock: Times the streams for the log, and their limits.
+    @param chunkSize: Bytes asked of the source per write; L{None} for the
         source's own L{ISource.chunkSize}.
-    @ivar limit: End each stream after this many bytes; L{None} for no limit.
-    @ivar protection: Limits on connections, rates, stalls and durations,
-        shared with the other listeners; by default, none but the stall
-        watch's.
-    @ivar metrics: Where the streams are counted; by default, a registry of
-        its own.
-    @ivar sendfile: Whether a file's bytes may go to the socket with
+    @param limit: End each stream after this many bytes; L{None} for no
+        limit.
+    @param protection: Limits on connections, rates, stalls and durations,
+        shared with the other listeners; by default, none.
+    @param metrics: Where the streams are counted; by default, a registry
+        of its own.
+    @param sendfile: Whether a file's bytes may go to the socket with
         C{sendfile()}; if not, they are read and sent.
-    @ivar ioPool: Where a file is opened and read when that may block;
+    @param ioPool: Where a file is opened and read when that may block;
         L{None} for the reactor's own thread pool.
     @ivar shuttingDown: Set when the server is stopping, so streams it ends
         are logged as such.

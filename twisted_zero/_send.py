@@ -17,7 +17,8 @@ from collections.abc import Callable
 from twisted.internet.interfaces import IConsumer
 from twisted.python.failure import Failure
 
-from ._outlet import SocketOutlet, isConnectionError, isNoRoom, isUnsupported
+from ._kernel import isConnectionError, isNoRoom, isUnsupported
+from ._outlet import SocketOutlet
 from ._read import ReadEngine, State
 from ._sources import IRewindableSource, ISendfileSource
 
