@@ -32,7 +32,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from twisted_zero._iopool import IOPool
-from twisted_zero._sources import IBlockingSource
+from twisted_zero._sources import IBlockingSource, ISource
 
 
 class CountingFile(io.BytesIO):
@@ -426,3 +426,11 @@ def asyncYieldFixture(fixture: F) -> F:
     """
     wrapped: F = pytest_twisted.async_yield_fixture(fixture)
     return wrapped
+
+
+def readAll(source: object, sizes: list[int]) -> bytes:
+    """
+    What C{source} hands out for reads of the given sizes, one after another.
+    """
+    assert ISource.providedBy(source)
+    return b"".join(source.read(size) for size in sizes)
