@@ -236,8 +236,7 @@ class StreamProtocol(Protocol):
             )
         else:
             self._log.failure("aborting stream to {peer}", failure, peer=self._peer())
-        self._ending = "aborted: source failed"
-        self.abort(self._ending)
+        self.abort("aborted: source failed")
 
     def dataReceived(self, data: bytes) -> None:
         """
