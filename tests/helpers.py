@@ -13,23 +13,26 @@ import os
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import Any, TypeVar, cast
 
+import pytest_twisted  # type: ignore[import-untyped]  # ships no type hints
 from attrs import define
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.ssl import Certificate
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from twisted_zero._iopool import IOPool
-from twisted_zero._sources import IBlockingSource
+from twisted_zero._sources import IBlockingSource, ISource
 
 
 class CountingFile(io.BytesIO):
@@ -53,6 +56,9 @@ class CountingFile(io.BytesIO):
         super().close()
 
 
+T = TypeVar("T")
+
+
 class PausingTransport(StringTransport):
     """
     A transport that, like a real one, pauses its streaming producer inside
@@ -61,12 +67,12 @@ class PausingTransport(StringTransport):
     """
 
     def __init__(self, bufferSize: int = 64 * 1024, lenient: bool = False) -> None:
-        super().__init__(lenient=lenient)
+        StringTransport.__init__(self, lenient=lenient)
         self.bufferSize = bufferSize
         self.calls: list[str] = []
 
     def write(self, data: bytes) -> None:
-        super().write(data)
+        StringTransport.write(self, data)
         self.calls.append("write")
         if (
             self.producer is not None
@@ -79,13 +85,19 @@ class PausingTransport(StringTransport):
     def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
 
+    def value(self) -> bytes:
+        """
+        What was written and not cleared.
+        """
+        return cast(bytes, StringTransport.value(self))
+
     def drain(self) -> bytes:
         """
         Take everything written so far, then resume the producer as a real
         transport does once its buffer is empty.
         """
-        data: bytes = self.value()
-        self.clear()
+        data = self.value()
+        StringTransport.clear(self)
         if self.producer is not None and self.producerState == "paused":
             self.producerState = "producing"
             self.producer.resumeProducing()
@@ -93,15 +105,15 @@ class PausingTransport(StringTransport):
 
     def unregisterProducer(self) -> None:
         self.calls.append("unregisterProducer")
-        super().unregisterProducer()
+        StringTransport.unregisterProducer(self)
 
     def loseConnection(self) -> None:
         self.calls.append("loseConnection")
-        super().loseConnection()
+        StringTransport.loseConnection(self)
 
     def abortConnection(self) -> None:
         self.calls.append("abortConnection")
-        super().loseConnection()
+        StringTransport.loseConnection(self)
 
 
 class TurnClock(Clock):
@@ -373,17 +385,52 @@ def parseResponses(data: bytes, head: bool = False) -> list[Response]:
 
 _trial = SynchronousTestCase()
 
-successResultOf = _trial.successResultOf
-"""
-The result a L{Deferred} already has (trial's check, for pytest classes).
-"""
 
-failureResultOf = _trial.failureResultOf
-"""
-The L{Failure} a L{Deferred} already has, optionally of the given types.
-"""
+def successResultOf(deferred: Deferred[T]) -> T:
+    """
+    The result a L{Deferred} already has (trial's check, for pytest classes).
+    """
+    return _trial.successResultOf(deferred)
 
-assertNoResult = _trial.assertNoResult
-"""
-Check that a L{Deferred} has no result yet.
-"""
+
+def failureResultOf(deferred: Deferred[Any], *expected: type[BaseException]) -> Failure:
+    """
+    The L{Failure} a L{Deferred} already has, optionally of the given types.
+    """
+    return cast(Failure, _trial.failureResultOf(deferred, *expected))
+
+
+def assertNoResult(deferred: Deferred[Any]) -> None:
+    """
+    Check that a L{Deferred} has no result yet.
+    """
+    _trial.assertNoResult(deferred)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def ensureDeferred(test: F) -> F:
+    """
+    C{pytest_twisted.ensureDeferred}, typed: run an C{async} test in the
+    reactor.
+    """
+    wrapped: F = pytest_twisted.ensureDeferred(test)
+    return wrapped
+
+
+def asyncYieldFixture(fixture: F) -> F:
+    """
+    C{pytest_twisted.async_yield_fixture}, typed: an C{async} fixture that
+    yields.
+    """
+    wrapped: F = pytest_twisted.async_yield_fixture(fixture)
+    return wrapped
+
+
+def readAll(source: object, sizes: list[int]) -> bytes:
+    """
+    What C{source} hands out for reads of the given sizes, one after another.
+    """
+    assert ISource.providedBy(source)
+    return b"".join(source.read(size) for size in sizes)

@@ -12,7 +12,7 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
-from twisted.internet.tcp import Connection
+from twisted.internet.tcp import Server
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
@@ -26,23 +26,12 @@ The socket pair's buffer sizes: the tests stream several times as much.
 """
 
 
-class _Connection(Connection):
-    """
-    Twisted's socket transport, with the addresses of a TCP connection.
-    """
-
-    def getPeer(self) -> IPv4Address:
-        return IPv4Address("TCP", "127.0.0.1", 4321)
-
-    def getHost(self) -> IPv4Address:
-        return IPv4Address("TCP", "127.0.0.1", 8080)
-
-
 class Pair:
     """
-    A connected pair of UNIX stream sockets: the server's end in Twisted's
-    L{Connection} on a L{MemoryReactorClock}, the client's end read by
-    hand, without blocking.
+    A connected pair of stream sockets (UNIX, or with C{tcp} a TCP
+    connection on the loopback interface): the server's end in Twisted's
+    own TCP transport (L{Server}, a type direct sends are allowed on) on a
+    L{MemoryReactorClock}, the client's end read by hand, without blocking.
     """
 
     def __init__(
@@ -50,7 +39,19 @@ class Pair:
         protocol: Protocol | None = None,
         reactor: MemoryReactorClock | None = None,
         tcp: bool = False,
+        transportType: type[Server] = Server,
     ) -> None:
+        """
+        @param protocol: The server's protocol; by default one that does
+            nothing.
+        @param reactor: The reactor the transport is on; by default a new
+            L{MemoryReactorClock}.
+        @param tcp: Whether the sockets are a TCP connection on the loopback
+            interface rather than a UNIX socket pair.
+        @param transportType: The class of the server's transport:
+            L{Server}, or one that takes the same arguments (to try direct
+            sends on a transport not allowed them).
+        """
         self.reactor = MemoryReactorClock() if reactor is None else reactor
         if tcp:
             self.server, self.client = _tcpPair()
@@ -61,8 +62,19 @@ class Pair:
             end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
         self.client.setblocking(False)
         self.protocol = Protocol() if protocol is None else protocol
-        self.transport = _Connection(self.server, self.protocol, reactor=self.reactor)
-        self.transport.connected = 1
+        self.transport = transportType(
+            self.server,
+            self.protocol,
+            ("127.0.0.1", 4321),
+            None,  # type: ignore[arg-type]  # no listening port
+            1,
+            self.reactor,
+        )
+        self.transport.repstr = f"<{type(self.protocol).__name__} on a Pair>"
+        if not tcp:  # the addresses of a TCP connection, on a UNIX socket
+            self.transport.getHost = lambda: IPv4Address(  # type: ignore[method-assign]
+                "TCP", "127.0.0.1", 8080
+            )
         self.protocol.makeConnection(self.transport)
 
     def receive(self) -> bytes:

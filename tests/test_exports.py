@@ -15,6 +15,7 @@ from twisted_zero import _resources, _site
 
 PUBLIC = {
     "ChargenSource",
+    "ConnectionBroken",
     "FileSource",
     "IBlockingSource",
     "IOPool",
@@ -36,7 +37,9 @@ PUBLIC = {
     "makeResource",
     "openFile",
     "parseSize",
+    "requestOutlet",
     "sourceFactory",
+    "transportOutlet",
 }
 
 

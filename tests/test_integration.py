@@ -16,11 +16,11 @@ import struct
 import termios
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
-import pytest_twisted
 from attrs import define, field
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
@@ -35,7 +35,7 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
@@ -51,10 +51,10 @@ from twisted_zero import (
     ZeroSource,
     openFile,
 )
-from twisted_zero._protocol import LINGER_SECONDS
+from twisted_zero._connections import LINGER_SECONDS
 from twisted_zero._sources import CHARGEN_PERIOD, ISharedChunkSource
 
-from .helpers import TLSFiles, writeTLSFiles
+from .helpers import TLSFiles, asyncYieldFixture, ensureDeferred, writeTLSFiles
 
 DEADLINE = 5.0
 """
@@ -221,8 +221,9 @@ class ServerConnection:
             connectionMade()
             self.producer = protocol._producer
 
-        def spyConnectionLost(reason: Failure) -> None:
+        def spyConnectionLost(reason: Failure = connectionDone) -> None:
             connectionLost(reason)
+            assert reason.value is not None
             self.lost.callback(reason.value)
 
         protocol.connectionMade = spyConnectionMade  # type: ignore[method-assign]
@@ -256,7 +257,7 @@ class RecordingFactory(StreamFactory):
             limit=limit,
         )
 
-    def buildProtocol(self, addr: IAddress) -> StreamProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> StreamProtocol:
         protocol = super().buildProtocol(addr)
         assert isinstance(protocol, StreamProtocol)
         self.connections.append(ServerConnection(protocol))
@@ -305,7 +306,8 @@ class Client(Protocol):
             self.transport.pauseProducing()  # type: ignore[union-attr]
             self.pausedReading.callback(None)
 
-    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]  # noqa: B008
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        assert reason.value is not None
         self.lost.callback(reason.value)
 
     def content(self) -> bytes:
@@ -376,7 +378,10 @@ class Network:
         A client endpoint for C{port}, speaking TLS trusting C{tls} if given.
         """
         endpoint: IStreamClientEndpoint = TCP4ClientEndpoint(
-            _reactor(), "127.0.0.1", port.getHost().port, timeout=DEADLINE
+            _reactor(),
+            "127.0.0.1",
+            cast(IPv4Address, port.getHost()).port,
+            timeout=DEADLINE,
         )
         if tls is not None:
             endpoint = wrapClientTLS(
@@ -417,10 +422,12 @@ class Network:
 
 
 async def _stopListening(port: IListeningPort) -> None:
-    await port.stopListening()
+    stopped = port.stopListening()
+    if stopped is not None:
+        await stopped
 
 
-@pytest_twisted.async_yield_fixture
+@asyncYieldFixture
 async def network() -> AsyncIterator[Network]:
     """
     A L{Network} that is closed after the test, whatever its outcome.
@@ -501,7 +508,7 @@ class FlowControlTests:
     reads nothing until the client reads again.
     """
 
-    @pytest_twisted.ensureDeferred
+    @ensureDeferred
     async def test_pausedClientPausesProducer(self, network: Network) -> None:
         """
         Once a client stops reading, the server's producer becomes paused and
@@ -544,7 +551,7 @@ class DisconnectTests:
     A client that goes away mid-stream stops the server's stream for good.
     """
 
-    @pytest_twisted.ensureDeferred
+    @ensureDeferred
     async def test_disconnectClosesFileAndStopsReading(
         self, network: Network, bigFile: Path
     ) -> None:
@@ -581,7 +588,7 @@ class FileContentTests:
     A file arrives intact over a real socket.
     """
 
-    @pytest_twisted.ensureDeferred
+    @ensureDeferred
     async def test_fileArrivesByteExact(self, network: Network, bigFile: Path) -> None:
         """
         A client receives exactly the file's bytes (same SHA-256), and the
@@ -603,7 +610,7 @@ class FileContentTests:
         assert factory.sources[0].closes == 1
         assert _openDescriptorsOf(bigFile) == []
 
-    @pytest_twisted.ensureDeferred
+    @ensureDeferred
     async def test_fileLimitSendsPrefix(self, network: Network, bigFile: Path) -> None:
         """
         With a limit smaller than the file, a client receives exactly the
@@ -633,7 +640,7 @@ class TLSTests:
     Streams over TLS, the listener being an C{ssl:} endpoint string.
     """
 
-    @pytest_twisted.ensureDeferred
+    @ensureDeferred
     async def test_fileOverTLS(
         self,
         network: Network,
@@ -667,7 +674,7 @@ class TLSTests:
         assert event["reason"] == "complete"
         assert event["bytes"] == limit
 
-    @pytest_twisted.ensureDeferred
+    @ensureDeferred
     async def test_zeroOverTLS(self, network: Network, tlsFiles: TLSFiles) -> None:
         """
         A TLS client receives exactly C{limit} zero bytes and the connection
@@ -684,7 +691,7 @@ class TLSTests:
         assert client.received == limit
         assert client.sha256.digest() == hashlib.sha256(bytes(limit)).digest()
 
-    @pytest_twisted.ensureDeferred
+    @ensureDeferred
     async def test_emptyFileOverTLS(
         self,
         network: Network,
@@ -711,7 +718,7 @@ class TLSTests:
         assert event["reason"] == "complete"
         assert isinstance(reason, ConnectionDone)
 
-    @pytest_twisted.ensureDeferred
+    @ensureDeferred
     async def test_pausedTLSClientPausesProducer(
         self, network: Network, tlsFiles: TLSFiles
     ) -> None:
@@ -748,7 +755,7 @@ class HalfCloseTests:
     A client that shuts down its sending side still gets the whole stream.
     """
 
-    @pytest_twisted.ensureDeferred
+    @ensureDeferred
     async def test_halfClosedClientGetsWholeStream(self, network: Network) -> None:
         """
         A client that shuts down writing as soon as it connects receives
@@ -758,6 +765,7 @@ class HalfCloseTests:
         factory = RecordingFactory(ZeroSource, chunkSize=64 * 1024, limit=limit)
         port = await network.listen(factory)
         client = await network.connect(port, HalfClosingClient())
+        assert isinstance(client, HalfClosingClient)
 
         reason = await _within(client.lost, "the stream to end")
 
@@ -775,7 +783,7 @@ class CloseTests:
     The server closes a finished stream without losing the end of it.
     """
 
-    @pytest_twisted.ensureDeferred
+    @ensureDeferred
     async def test_chattyClientGetsWholeStream(
         self, network: Network, logEvents: list[LogEvent]
     ) -> None:
@@ -799,7 +807,7 @@ class CloseTests:
         assert client.received == limit
         assert isinstance(reason, ConnectionDone)
 
-    @pytest_twisted.ensureDeferred
+    @ensureDeferred
     async def test_slowClientOutlastsLinger(
         self, network: Network, logEvents: list[LogEvent]
     ) -> None:
@@ -832,7 +840,7 @@ class ManyClientsTests:
     Concurrent clients each get their own stream.
     """
 
-    @pytest_twisted.ensureDeferred
+    @ensureDeferred
     async def test_manyClientsEachGetWholeStream(self, network: Network) -> None:
         """
         Twenty clients connected at once each receive their own complete
@@ -869,7 +877,7 @@ class LogTests:
     Every connection logs one "stream ended" event with structured fields.
     """
 
-    @pytest_twisted.ensureDeferred
+    @ensureDeferred
     async def test_completeStreamLogged(
         self, network: Network, logEvents: list[LogEvent]
     ) -> None:
@@ -897,7 +905,7 @@ class LogTests:
         assert event["reason"] == "complete"
         assert "complete" in formatEvent(event)
 
-    @pytest_twisted.ensureDeferred
+    @ensureDeferred
     async def test_disconnectLogged(
         self, network: Network, logEvents: list[LogEvent]
     ) -> None:

@@ -6,17 +6,24 @@ real thread pool.
 from __future__ import annotations
 
 import threading
+from typing import cast
 
 import pytest
-import pytest_twisted
 from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_zero import IOPool
 
-from .helpers import manualPool
+from .helpers import (
+    assertNoResult,
+    ensureDeferred,
+    failureResultOf,
+    manualPool,
+    successResultOf,
+)
 
 
 class Closeable:
@@ -26,7 +33,7 @@ class Closeable:
         self.closed = True
 
 
-class IOPoolTests(SynchronousTestCase):
+class IOPoolTests:
     def test_submit(self) -> None:
         """
         L{IOPool.submit} runs the call in a thread, then hands its result to
@@ -35,11 +42,11 @@ class IOPoolTests(SynchronousTestCase):
         pool, threads = manualPool()
         results: list[object] = []
         pool.submit(lambda: 42, results.append)
-        self.assertEqual((pool.inFlight, results), (1, []))
+        assert (pool.inFlight, results) == (1, [])
         threads.runThread()
-        self.assertEqual((pool.inFlight, results), (1, []))
+        assert (pool.inFlight, results) == (1, [])
         threads.deliver()
-        self.assertEqual((pool.inFlight, results), (0, [42]))
+        assert (pool.inFlight, results) == (0, [42])
 
     def test_submitError(self) -> None:
         """
@@ -51,7 +58,7 @@ class IOPoolTests(SynchronousTestCase):
         threads.runAll()
         [failure] = results
         assert isinstance(failure, Failure)
-        self.assertTrue(failure.check(ZeroDivisionError))
+        assert failure.check(ZeroDivisionError)
 
     def test_cancelQueued(self) -> None:
         """
@@ -60,12 +67,14 @@ class IOPoolTests(SynchronousTestCase):
         """
         pool, threads = manualPool()
         ran: list[str] = []
-        operation = pool.submit(lambda: ran.append("work"), ran.append)
-        self.assertTrue(operation.cancel())
-        self.assertEqual(pool.inFlight, 0)
+        operation = pool.submit(
+            lambda: ran.append("work"), lambda result: ran.append("completed")
+        )
+        assert operation.cancel()
+        assert pool.inFlight == 0
         threads.runAll()
-        self.assertEqual(ran, [])
-        self.assertFalse(operation.cancel())
+        assert ran == []
+        assert not operation.cancel()
 
     def test_cancelRunning(self) -> None:
         """
@@ -76,9 +85,9 @@ class IOPoolTests(SynchronousTestCase):
         results: list[object] = []
         operation = pool.submit(lambda: "read", results.append)
         threads.runThread()
-        self.assertFalse(operation.cancel())
+        assert not operation.cancel()
         threads.deliver()
-        self.assertEqual(results, ["read"])
+        assert results == ["read"]
 
     def test_run(self) -> None:
         """
@@ -88,10 +97,10 @@ class IOPoolTests(SynchronousTestCase):
         pool, threads = manualPool()
         good = pool.run(divmod, 7, 2)
         bad = pool.run(divmod, 7, 0)
-        self.assertNoResult(good)
+        assertNoResult(good)
         threads.runAll()
-        self.assertEqual(self.successResultOf(good), (3, 1))
-        self.failureResultOf(bad, ZeroDivisionError)
+        assert successResultOf(good) == (3, 1)
+        failureResultOf(bad, ZeroDivisionError)
 
     def test_runCancelledQueued(self) -> None:
         """
@@ -101,9 +110,9 @@ class IOPoolTests(SynchronousTestCase):
         ran: list[int] = []
         d = pool.run(ran.append, 1)
         d.cancel()
-        self.failureResultOf(d, CancelledError)
+        failureResultOf(d, CancelledError)
         threads.runAll()
-        self.assertEqual(ran, [])
+        assert ran == []
 
     def test_runCancelledRunningClosesResult(self) -> None:
         """
@@ -115,11 +124,11 @@ class IOPoolTests(SynchronousTestCase):
         d = pool.run(lambda: opened)
         threads.runThread()
         d.cancel()
-        self.failureResultOf(d, CancelledError)
-        self.assertFalse(opened.closed)
+        failureResultOf(d, CancelledError)
+        assert not opened.closed
         threads.deliver()
-        self.assertTrue(opened.closed)
-        self.assertEqual(pool.inFlight, 0)
+        assert opened.closed
+        assert pool.inFlight == 0
 
     def test_runCancelledRunningFails(self) -> None:
         """
@@ -129,9 +138,11 @@ class IOPoolTests(SynchronousTestCase):
         d = pool.run(divmod, 1, 0)
         threads.runThread()
         d.cancel()
-        self.failureResultOf(d, CancelledError)
-        threads.deliver()
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        failureResultOf(d, CancelledError)
+        with capturedLogs() as events:
+            threads.deliver()
+        [event] = events
+        assert event["log_failure"].check(ZeroDivisionError)
 
     def test_idleAfterCompletion(self) -> None:
         """
@@ -151,18 +162,18 @@ class IOPoolTests(SynchronousTestCase):
         the last call in flight is done or skipped.
         """
         pool, threads = manualPool()
-        self.successResultOf(pool.whenIdle())
+        successResultOf(pool.whenIdle())
         pool.submit(lambda: 1, lambda result: None)
         skipped = pool.submit(lambda: 2, lambda result: None)
         idle = pool.whenIdle()
         threads.runThread()
         threads.deliver()
-        self.assertNoResult(idle)
+        assertNoResult(idle)
         skipped.cancel()
-        self.successResultOf(idle)
+        successResultOf(idle)
 
 
-@pytest_twisted.ensureDeferred
+@ensureDeferred
 async def test_realThreads() -> None:
     """
     With Twisted's L{ThreadPool}, the call runs in another thread and its
@@ -173,7 +184,7 @@ async def test_realThreads() -> None:
     threads = ThreadPool(minthreads=0, maxthreads=2, name="test-io")
     threads.start()
     try:
-        pool = IOPool(reactor=reactor, threads=threads)
+        pool = IOPool(reactor=cast(IReactorFromThreads, reactor), threads=threads)
         where = await pool.run(threading.get_ident)
         assert where != threading.get_ident()
         with pytest.raises(ZeroDivisionError):

@@ -9,9 +9,10 @@ from __future__ import annotations
 import errno
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
@@ -20,20 +21,19 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
+from twisted.web import server
 from twisted.web.http import HTTPChannel, Request
+from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from twisted_zero import _outlet, _producer
+from twisted_zero import _kernel
+from twisted_zero._httpoutlet import requestOutlet
 from twisted_zero._limits import Throttle, TokenBucket
-from twisted_zero._outlet import SocketOutlet, socketOutlet
-from twisted_zero._producer import (
-    CONSUMER_WRITE_SIZE,
-    MAX_HELD,
-    StreamProducer,
-    StreamStopped,
-)
+from twisted_zero._outlet import SocketOutlet, transportOutlet
+from twisted_zero._producer import ConnectionBroken, StreamProducer, StreamStopped
 from twisted_zero._protocol import StreamFactory
 from twisted_zero._resources import makeResource
+from twisted_zero._send import CONSUMER_WRITE_SIZE, MAX_HELD
 from twisted_zero._site import StreamSite
 from twisted_zero._sources import (
     CHARGEN_PERIOD,
@@ -55,7 +55,7 @@ from .sockets import BUFFER, Pair, countSendfiles, getFile
 
 
 @pytest.fixture
-def pair() -> Pair:
+def pair() -> Iterator[Pair]:
     pair = Pair()
     yield pair
     pair.close()
@@ -127,7 +127,9 @@ class FileSendsTests:
         path, content = writeFile(tmp_path, 3 * 2**20 + 7)
         source = CountingSource(openFile(path))
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert producer.state == "paused"  # the socket pair holds far less
         received = pair.pump()
         assert received == content
@@ -146,7 +148,7 @@ class FileSendsTests:
         path, content = writeFile(tmp_path, 2**20)
         source = CountingSource(openFile(path))
         producer = StreamProducer(source=source, clock=pair.reactor)
-        producer.startStreaming(pair.transport)
+        producer.startStreaming(pair.transport, transportOutlet(pair.transport))
         assert producer.state == "paused"
         sends, reads = source.sends, len(source.reads)
         for _ in range(5):  # the client reads nothing
@@ -155,10 +157,7 @@ class FileSendsTests:
         assert (source.sends, len(source.reads)) == (sends, reads)
         # The transport holds the one byte that pauses the producer.
         assert (
-            pair.transport.dataBuffer
-            + b"".join(
-                pair.transport._tempDataBuffer  # type: ignore[attr-defined]
-            )
+            pair.transport.dataBuffer + b"".join(pair.transport._tempDataBuffer)
             == content[producer.bytesSent - 1 : producer.bytesSent]
         )
         producer.stopProducing()
@@ -171,7 +170,9 @@ class FileSendsTests:
         path, _ = writeFile(tmp_path, 2**20)
         source = CountingSource(openFile(path))
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         pair.receive()
         pair.transport.connectionLost(Failure(ConnectionError()))
         assert source.closed
@@ -190,7 +191,9 @@ class FileSendsTests:
         path, _ = writeFile(tmp_path, 4 * 2**20)
         source = CountingSource(openFile(path))
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         pair.receive()
         sends, reads = source.sends, len(source.reads)
         pair.client.close()
@@ -204,20 +207,23 @@ class FileSendsTests:
     def test_clientGoneFirst(self, pair: Pair, tmp_path: Path) -> None:
         """
         A direct send that finds the connection gone, before the transport
-        does, has the transport drop it at once: the stream stops with
-        nothing read.
+        does, stops the stream at once with nothing read: the result is
+        L{ConnectionBroken}, the file is closed, and the connection is left
+        to the producer's owner to drop.
         """
         path, _ = writeFile(tmp_path, 2**20)
         source = CountingSource(openFile(path))
         producer = StreamProducer(source=source, clock=pair.reactor)
         pair.client.close()
-        outcome = results(producer.startStreaming(pair.transport))
-        assert producer.state == "paused"
-        assert source.sends == 1 and not source.reads
-        pair.reactor.advance(0)
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
+        assert producer.state == "stopped"
         [failure] = outcome
-        assert isinstance(failure, Failure) and failure.check(StreamStopped)
-        assert source.closed and not pair.transport.connected
+        assert isinstance(failure, Failure) and failure.check(ConnectionBroken)
+        assert source.closed and source.sends == 1 and not source.reads
+        assert pair.transport.connected and not pair.transport._aborting
+        pair.reactor.advance(0)
         assert source.sends == 1 and not source.reads
 
     def test_noBuffers(self, pair: Pair, tmp_path: Path) -> None:
@@ -228,7 +234,9 @@ class FileSendsTests:
         path, content = writeFile(tmp_path, 2**20)
         source = CountingSource(openFile(path), error=errno.ENOBUFS)
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert producer.state == "paused" and source.reads == [1]
         source.fail(None)
         assert pair.pump() == content
@@ -242,7 +250,9 @@ class FileSendsTests:
         path, content = writeFile(tmp_path, 3 * 2**20)
         source = FileSource(file=open(path, "rb"), length=len(content))  # noqa: SIM115
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert pair.pump() == content
         assert outcome == [len(content)]
 
@@ -255,7 +265,9 @@ class FileSendsTests:
         source = CountingSource(openFile(path))
         pair.transport.connectionLost(Failure(ConnectionDone()))
         producer = StreamProducer(source=source, clock=pair.reactor)
-        [failure] = results(producer.startStreaming(pair.transport))
+        [failure] = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert isinstance(failure, Failure) and failure.check(StreamStopped)
         assert source.closed and source.sends == 0 and not source.reads
 
@@ -267,7 +279,9 @@ class FileSendsTests:
         path, content = writeFile(tmp_path, 2**20 + 3)
         source = CountingSource(openFile(path), error=errno.EINVAL)
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert pair.pump() == content
         assert outcome == [len(content)]
         assert source.sends == 1 and len(source.reads) > 1
@@ -279,9 +293,11 @@ class FileSendsTests:
         path, _ = writeFile(tmp_path, 2**20)
         source = CountingSource(openFile(path), error=errno.EIO)
         producer = StreamProducer(source=source, clock=pair.reactor)
-        [failure] = results(producer.startStreaming(pair.transport))
+        [failure] = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert isinstance(failure, Failure) and failure.check(OSError)
-        assert failure.value.errno == errno.EIO
+        assert isinstance(failure.value, OSError) and failure.value.errno == errno.EIO
         assert source.closed and not source.reads
 
     def test_truncated(self, pair: Pair, tmp_path: Path) -> None:
@@ -291,7 +307,9 @@ class FileSendsTests:
         """
         path, content = writeFile(tmp_path, 2**20)
         producer = StreamProducer(source=openFile(path), clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         os.truncate(path, producer.bytesSent + 10)
         received = pair.pump()
         assert received == content[: len(received)]
@@ -306,7 +324,9 @@ class FileSendsTests:
         path, content = writeFile(tmp_path, 2**20 + 5)
         source = CountingSource(openFile(path))
         producer = StreamProducer(source=source, clock=pair.reactor, sendfile=False)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert pair.pump() == content
         assert outcome == [len(content)]
         assert source.sends == 0
@@ -318,7 +338,9 @@ class FileSendsTests:
         path, content = writeFile(tmp_path, 2**20)
         source = openFile(path, offset=1000, length=500_000)
         producer = StreamProducer(source=source, clock=pair.reactor, limit=400_001)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert pair.pump() == content[1000:401_001]
         assert outcome == [400_001]
 
@@ -334,7 +356,9 @@ class FileSendsTests:
             clock=pair.reactor,
             throttle=Throttle(buckets=[bucket]),
         )
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         received = pair.pump()
         assert received == content[:100_000]
         for _ in range(3):
@@ -349,9 +373,11 @@ class FileSendsTests:
         """
         path, _ = writeFile(tmp_path, 2**20)
         source = CountingSource(openFile(path), error=errno.EAGAIN)
-        source.read = lambda maxBytes: 1 / 0  # type: ignore[assignment,method-assign,misc,return-value]
+        source.read = lambda maxBytes: 1 / 0  # type: ignore[assignment,method-assign,return-value]
         producer = StreamProducer(source=source, clock=pair.reactor)
-        [failure] = results(producer.startStreaming(pair.transport))
+        [failure] = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert isinstance(failure, Failure) and failure.check(ZeroDivisionError)
         assert source.closed
 
@@ -366,7 +392,9 @@ class ChunkSendsTests:
         producer = StreamProducer(
             source=ChargenSource(), clock=pair.reactor, limit=size
         )
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         received = pair.pump()
         periods = size // len(CHARGEN_PERIOD) + 1
         assert received == (CHARGEN_PERIOD * periods)[:size]
@@ -374,17 +402,19 @@ class ChunkSendsTests:
 
     def test_clientGoneFirst(self, pair: Pair) -> None:
         """
-        A direct send of a chunk that finds the connection gone has the
-        transport drop it at once.
+        A direct send of a chunk that finds the connection gone stops the
+        stream at once, with L{ConnectionBroken}; dropping the connection is
+        left to the producer's owner.
         """
         producer = StreamProducer(source=ChargenSource(), clock=pair.reactor)
         pair.client.close()
-        outcome = results(producer.startStreaming(pair.transport))
-        assert producer.state == "paused" and producer.bytesSent == 0
-        pair.reactor.advance(0)
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
+        assert producer.state == "stopped" and producer.bytesSent == 0
         [failure] = outcome
-        assert isinstance(failure, Failure) and failure.check(StreamStopped)
-        assert not pair.transport.connected
+        assert isinstance(failure, Failure) and failure.check(ConnectionBroken)
+        assert pair.transport.connected and not pair.transport._aborting
 
     def test_closingWithChunkInHand(self, pair: Pair) -> None:
         """
@@ -395,7 +425,9 @@ class ChunkSendsTests:
         producer = StreamProducer(
             source=ChargenSource(), clock=pair.reactor, limit=size
         )
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert producer.state == "paused"
         pair.transport.loseConnection()
         received = pair.pump()
@@ -413,7 +445,9 @@ class ChunkSendsTests:
         producer = StreamProducer(
             source=ChargenSource(), clock=pair.reactor, limit=size
         )
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         received = pair.pump()
         assert received == (CHARGEN_PERIOD * 150)[:size]
         assert outcome == [size]
@@ -425,7 +459,7 @@ class ChunkSendsTests:
         producer = StreamProducer(
             source=ChargenSource(), clock=pair.reactor, limit=300_000, directSends=False
         )
-        producer.startStreaming(pair.transport)
+        producer.startStreaming(pair.transport, transportOutlet(pair.transport))
         assert pair.receive() == b""  # nothing sent before the transport's turn
         received = pair.pump()
         assert received == (CHARGEN_PERIOD * 50)[:300_000]
@@ -437,7 +471,9 @@ class ChunkSendsTests:
         """
         source = TimedSource(source=ZeroSource(), clock=pair.reactor, seconds=1)
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         received = pair.pump(turns=20)
         assert len(received) > 2**20 and received == bytes(len(received))
         assert not outcome
@@ -456,7 +492,9 @@ class ChunkSendsTests:
             throttle=Throttle(buckets=[bucket]),
             limit=350_000,
         )
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         received = len(pair.pump())
         assert received == 100_000
         for second in range(1, 4):
@@ -496,7 +534,7 @@ class ThreadedSendsTests:
         request = chunkedRequest(pair)
         request.setHeader(b"content-length", b"%d" % len(content))
         producer = StreamProducer(source=source, clock=pair.reactor, ioPool=pool)
-        done = producer.startStreaming(request)
+        done = producer.startStreaming(request, requestOutlet(request))
         outcome = results(done)
         done.addCallback(lambda sent: request.finish())
         [response] = parseResponses(pumpWithThreads(pair, threads, outcome))
@@ -514,7 +552,9 @@ class ThreadedSendsTests:
         source = SlowSource(os.urandom(5000))
         producer = StreamProducer(source=source, clock=pair.reactor, ioPool=pool)
         pair.transport.write(b"head")
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         threads.runAll()
         assert source.asked == [1]
         pumpWithThreads(pair, threads, outcome)
@@ -526,21 +566,21 @@ class OutletTests:
         """
         An in-memory transport has no socket to send to.
         """
-        assert socketOutlet(StringTransport()) is None
+        assert transportOutlet(StringTransport()) is None
 
     def test_tls(self, pair: Pair) -> None:
         """
         A transport that has started TLS gets no direct sends.
         """
         pair.transport.TLS = True
-        assert socketOutlet(pair.transport) is None
+        assert transportOutlet(pair.transport) is None
 
     def test_buffered(self, pair: Pair) -> None:
         """
         Nothing is sent directly past bytes in the transport's buffer, nor
         once the connection is closing.
         """
-        outlet = socketOutlet(pair.transport)
+        outlet = transportOutlet(pair.transport)
         assert outlet is not None and outlet.usable() and outlet.ready()
         pair.transport.write(b"x")
         assert outlet.usable() and not outlet.ready()
@@ -567,7 +607,7 @@ class OutletTests:
             request.method, request.clientproto = b"GET", version
             if length:
                 request.setHeader(b"content-length", b"10")
-            outlet = socketOutlet(request)
+            outlet = requestOutlet(request)
             assert outlet is not None and outlet.usable() and not outlet.ready()
             request.write(b"")
             assert not outlet.ready()  # the headers wait in the transport
@@ -596,21 +636,45 @@ class OutletTests:
         encoding, its framing or its C{write}.
         """
         channel = HTTPChannel()
+        channel.site = server.Site(Resource())  # type: ignore[attr-defined]
         channel.makeConnection(pair.transport)
-        request = Request(channel)
+        request = server.Request(channel)
         request.method, request.clientproto = b"GET", b"HTTP/1.1"
         request.setHeader(b"content-length", b"10")
-        assert socketOutlet(request) is not None
+        assert requestOutlet(request) is not None
         prepare(request)
-        assert socketOutlet(request) is None
+        assert requestOutlet(request) is None
 
 
 class RewritingRequest(Request):
     def write(self, data: bytes) -> None:
-        super().write(data.upper())
+        Request.write(self, data.upper())
 
 
 class ProtocolTests:
+    def test_clientGoneFirst(self) -> None:
+        """
+        When a direct send finds the connection gone before the transport
+        does, the raw protocol drops the connection at once, and logs the
+        stream as reset by the client.
+        """
+        reactor = MemoryReactorClock()
+        factory = StreamFactory(sourceFactory=ChargenSource, clock=reactor)
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
+        pair = Pair(reactor=reactor)
+        pair.client.close()
+        try:
+            with capturedLogs() as events:
+                pair.protocol = pair.transport.protocol = protocol
+                protocol.makeConnection(pair.transport)
+                assert pair.transport._aborting
+                reactor.advance(0)
+            assert not pair.transport.connected
+        finally:
+            pair.close()
+        [ended] = [e for e in events if "reason" in e]
+        assert ended["reason"] == "client reset" and ended["bytes"] == 0
+
     def test_sendfile(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """
         The raw protocol sends a file with C{sendfile()} unless its factory
@@ -701,7 +765,7 @@ class HTTPTests:
             channel.dataReceived(b"GET /files/data.bin HTTP/1.1\r\nHost: t\r\n\r\n")
             transport = pair.transport
             held = transport.dataBuffer[transport.offset :] + b"".join(
-                transport._tempDataBuffer  # type: ignore[attr-defined]
+                transport._tempDataBuffer
             )
             headers, _, body = held.partition(b"\r\n\r\n")
             assert headers.startswith(b"HTTP/1.1 200 OK\r\n") and len(body) == 1
@@ -709,7 +773,7 @@ class HTTPTests:
                 pair.turn()
             assert channel._requestProducer.state == "paused"  # type: ignore[attr-defined]
             unsent = (
-                len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[attr-defined]
+                len(transport.dataBuffer) - transport.offset + transport._tempDataLen
             )
             assert unsent == 1
         finally:
@@ -743,7 +807,7 @@ def streamChunked(
         clock=pair.reactor,
         limit=size,
     )
-    done = producer.startStreaming(request)
+    done = producer.startStreaming(request, requestOutlet(request))
     outcome = results(done)
     done.addCallback(lambda sent: request.finish())
     [response] = parseResponses(pair.pump())
@@ -794,16 +858,12 @@ class ChunkedSendsTests:
             return realSendmsg([wire[: max(cut, 1)]])
 
         outlets: list[SocketOutlet] = []
-        made = _outlet.socketOutlet
 
-        def madeOutlet(consumer: object) -> SocketOutlet | None:
-            outlet = made(consumer)  # type: ignore[arg-type]
-            if outlet is not None:
-                outlet._sendmsg = sendmsg  # type: ignore[method-assign]
-                outlets.append(outlet)
-            return outlet
+        def wrap(outlet: SocketOutlet, real: SendMsg) -> SendMsg:
+            outlets.append(outlet)
+            return sendmsg
 
-        monkeypatch.setattr(_producer, "socketOutlet", madeOutlet)
+        patchSendmsg(monkeypatch, wrap)
         size = 40_000 + seed
         expected = (CHARGEN_PERIOD * 7)[:size]
         source: ISource = ChargenSource()
@@ -823,7 +883,7 @@ class ChunkedSendsTests:
         """
         request = chunkedRequest(pair)
         producer = StreamProducer(source=ZeroSource(), clock=pair.reactor)
-        outcome = results(producer.startStreaming(request))
+        outcome = results(producer.startStreaming(request, requestOutlet(request)))
         for _ in range(20):
             pair.turn()
         assert producer.state == "paused" and producer.bytesSent > BUFFER
@@ -843,7 +903,7 @@ class ChunkedSendsTests:
         producer = StreamProducer(
             source=ChargenSource(), clock=pair.reactor, limit=size
         )
-        done = producer.startStreaming(request)
+        done = producer.startStreaming(request, requestOutlet(request))
         outcome = results(done)
         done.addCallback(lambda sent: request.finish())
         assert producer.state == "paused"
@@ -936,7 +996,9 @@ class FreshChunkTests:
         try:
             source = RecordingSource()
             producer = StreamProducer(source=source, clock=pair.reactor)
-            outcome = results(producer.startStreaming(pair.transport))
+            outcome = results(
+                producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+            )
             for _ in range(20):
                 pair.turn()
             assert producer.state == "paused"
@@ -960,13 +1022,15 @@ class FreshChunkTests:
         try:
             limit = 32 * 1024
             assert limitUnsent(pair.transport, limit)
-            outlet = socketOutlet(pair.transport)
+            outlet = transportOutlet(pair.transport)
             assert outlet is not None
             room = outlet.room()
             assert room is not None and 0 < room <= limit
             source = RecordingSource()
             producer = StreamProducer(source=source, clock=pair.reactor)
-            outcome = results(producer.startStreaming(pair.transport))
+            outcome = results(
+                producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+            )
             for _ in range(20):
                 pair.turn()
             assert source.reads and max(source.reads) <= limit
@@ -983,7 +1047,7 @@ class FreshChunkTests:
         """
         source = RecordingSource()
         producer = StreamProducer(source=source, clock=pair.reactor, limit=300_000)
-        producer.startStreaming(pair.transport)
+        producer.startStreaming(pair.transport, transportOutlet(pair.transport))
         received = pair.pump()
         assert len(received) == 300_000
         assert max(source.reads) <= CONSUMER_WRITE_SIZE
@@ -996,8 +1060,12 @@ class FreshChunkTests:
         """
         transport = StringTransport()
         writes: list[int] = []
-        write = transport.write
-        transport.write = lambda data: (writes.append(len(data)), write(data))  # type: ignore[method-assign]
+
+        def recording(data: bytes) -> None:
+            writes.append(len(data))
+            StringTransport.write(transport, data)
+
+        transport.write = recording  # type: ignore[method-assign]
         producer = StreamProducer(
             source=ZeroSource(), clock=MemoryReactorClock(), limit=10 * 2**20
         )
@@ -1025,7 +1093,9 @@ class RewindTests:
         producer = StreamProducer(
             source=source, clock=pair.reactor, sendfile=False, chunkSize=256 * 1024
         )
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         for _ in range(5):
             pair.turn()
         assert producer.state == "paused"
@@ -1051,7 +1121,9 @@ class RewindTests:
             raising=False,
         )
         producer = StreamProducer(source=ZeroSource(), clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert producer.state == "paused"
         assert producer._pending is not None and len(producer._pending) > MAX_HELD
         assert rewound == []
@@ -1067,7 +1139,9 @@ class RewindTests:
         monkeypatch.setattr(SocketOutlet, "send", lambda outlet, data: len(data) - 1000)
         source = RecordingSource()
         producer = StreamProducer(source=source, clock=pair.reactor)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         assert producer.state == "paused"
         assert source.reads == [source.chunkSize]
         pending = producer._pending
@@ -1091,7 +1165,9 @@ class HandOverTests:
         pool, threads = manualPool()
         source = SlowSource(os.urandom(5000))
         producer = StreamProducer(source=source, clock=pair.reactor, ioPool=pool)
-        outcome = results(producer.startStreaming(pair.transport))
+        outcome = results(
+            producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        )
         threads.runAll()
         assert source.asked == [1]
         assert producer.state == "paused"
@@ -1102,18 +1178,32 @@ class HandOverTests:
         assert len(outcome) == 1
 
 
+SendMsg = Callable[[list[bytes | memoryview]], int]
+
+
+def patchSendmsg(
+    monkeypatch: pytest.MonkeyPatch, wrap: Callable[[SocketOutlet, SendMsg], SendMsg]
+) -> None:
+    """
+    Have every outlet made from now on send with what C{wrap} makes of it
+    and its real C{sendmsg}.
+    """
+    init = SocketOutlet.__init__
+
+    def patched(outlet: SocketOutlet, *args: Any, **kwargs: Any) -> None:
+        init(outlet, *args, **kwargs)
+        outlet._sendmsg = wrap(outlet, outlet._sendmsg)  # type: ignore[assignment]  # as the outlet calls it
+
+    monkeypatch.setattr(SocketOutlet, "__init__", patched)
+
+
 def cutFirstSend(monkeypatch: pytest.MonkeyPatch, extra: int = 1000) -> None:
     """
     Have the first C{sendmsg()} of every chunked outlet take only its first
     buffer and C{extra} bytes more: a frame cut in its data.
     """
-    made = _outlet.socketOutlet
 
-    def madeOutlet(consumer: object) -> SocketOutlet | None:
-        outlet = made(consumer)  # type: ignore[arg-type]
-        if outlet is None:
-            return None
-        real = outlet._sendmsg
+    def wrap(outlet: SocketOutlet, real: SendMsg) -> SendMsg:
         cut = [True]
 
         def sendmsg(buffers: list[bytes | memoryview]) -> int:
@@ -1123,10 +1213,9 @@ def cutFirstSend(monkeypatch: pytest.MonkeyPatch, extra: int = 1000) -> None:
                 return real([wire[: len(buffers[0]) + extra]])
             return real([wire])
 
-        outlet._sendmsg = sendmsg  # type: ignore[method-assign]
-        return outlet
+        return sendmsg
 
-    monkeypatch.setattr(_producer, "socketOutlet", madeOutlet)
+    patchSendmsg(monkeypatch, wrap)
 
 
 def startCut(
@@ -1138,7 +1227,7 @@ def startCut(
     """
     request = chunkedRequest(pair)
     producer = StreamProducer(source=source, clock=pair.reactor, limit=limit)
-    done = producer.startStreaming(request)
+    done = producer.startStreaming(request, requestOutlet(request))
     outcome = results(done)
     done.addCallback(lambda sent: request.finish())
     for _ in range(10):
@@ -1219,7 +1308,7 @@ class OwedChunkTests:
             producer = StreamProducer(
                 source=RandomSource(), clock=pair.reactor, limit=3 * 2**20
             )
-            done = producer.startStreaming(request)
+            done = producer.startStreaming(request, requestOutlet(request))
             done.addCallback(lambda sent: request.finish())
             received = pair.pump()
         finally:
@@ -1242,7 +1331,7 @@ class OwedChunkTests:
         path, content = writeFile(tmp_path, 300_000)
         request = chunkedRequest(pair)
         producer = StreamProducer(source=openFile(path), clock=pair.reactor)
-        done = producer.startStreaming(request)
+        done = producer.startStreaming(request, requestOutlet(request))
         outcome = results(done)
         done.addCallback(lambda sent: request.finish())
         [response] = parseResponses(pair.pump())
@@ -1265,14 +1354,14 @@ class HostUnsentLimitTests:
         """
         sysctl = tmp_path / "tcp_notsent_lowat"
         sysctl.write_text(text)
-        monkeypatch.setattr(_outlet, "_NOTSENT_LOWAT_SYSCTL", str(sysctl))
-        monkeypatch.setattr(_outlet, "_hostUnsentLimit", None)
-        assert _outlet.hostUnsentLimit() == limit
+        monkeypatch.setattr(_kernel, "_NOTSENT_LOWAT_SYSCTL", str(sysctl))
+        monkeypatch.setattr(_kernel, "_hostUnsentLimit", None)
+        assert _kernel.hostUnsentLimit() == limit
         sysctl.write_text("1")
-        assert _outlet.hostUnsentLimit() == limit
+        assert _kernel.hostUnsentLimit() == limit
         pair = Pair(tcp=True)
         try:
-            outlet = socketOutlet(pair.transport)
+            outlet = transportOutlet(pair.transport)
             assert outlet is not None and outlet._unsentLimit == limit
             room = outlet.room()
             assert room is not None and (not limit or room <= limit)

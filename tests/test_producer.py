@@ -5,16 +5,20 @@ deterministic transports and a counting file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import pytest
 from twisted.internet.interfaces import (
     IPushProducer,
     IReactorFromThreads,
     IReactorThreads,
+    IReactorTime,
 )
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -37,7 +41,10 @@ from .helpers import (
     PausingTransport,
     SlowSource,
     TurnClock,
+    assertNoResult,
+    failureResultOf,
     manualPool,
+    successResultOf,
 )
 
 CONTENT = bytes(range(256)) * 1000  # 256000 bytes
@@ -48,19 +55,21 @@ def fileProducer(
 ) -> tuple[StreamProducer, CountingFile]:
     file = CountingFile(content)
     source = FileSource(file=file, length=len(content))
-    return StreamProducer(
-        source=source, chunkSize=chunkSize, clock=Clock(), **kwargs
-    ), file  # type: ignore[arg-type]
+    producer = StreamProducer(
+        source=source,
+        chunkSize=chunkSize,
+        clock=Clock(),
+        **kwargs,  # type: ignore[arg-type]  # the tests' own keyword arguments
+    )
+    return producer, file
 
 
-class StreamProducerTests(SynchronousTestCase):
+class StreamProducerTests:
     def test_interface(self) -> None:
         """
         L{StreamProducer} provides L{IPushProducer}.
         """
-        self.assertTrue(
-            verifyObject(IPushProducer, StreamProducer(source=ZeroSource()))
-        )
+        assert verifyObject(IPushProducer, StreamProducer(source=ZeroSource()))
 
     def test_registersAsPushProducer(self) -> None:
         """
@@ -70,11 +79,11 @@ class StreamProducerTests(SynchronousTestCase):
         transport = PausingTransport()
         producer, file = fileProducer()
         producer.startStreaming(transport)
-        self.assertIs(transport.producer, producer)
-        self.assertTrue(transport.streaming)
-        self.assertEqual(producer.state, "paused")
-        self.assertTrue(transport.value())
-        self.assertEqual(transport.value(), CONTENT[: len(transport.value())])
+        assert transport.producer is producer
+        assert transport.streaming
+        assert producer.state == "paused"
+        assert transport.value()
+        assert transport.value() == CONTENT[: len(transport.value())]
 
     def test_writesUntilPaused(self) -> None:
         """
@@ -84,8 +93,8 @@ class StreamProducerTests(SynchronousTestCase):
         transport = PausingTransport(bufferSize=25_000)
         producer, file = fileProducer()
         producer.startStreaming(transport)
-        self.assertEqual(len(transport.value()), 30_000)
-        self.assertEqual(file.reads, 3)
+        assert len(transport.value()) == 30_000
+        assert file.reads == 3
 
     def test_noReadWhilePaused(self) -> None:
         """
@@ -98,8 +107,8 @@ class StreamProducerTests(SynchronousTestCase):
         reads, written = file.reads, transport.value()
         producer.pauseProducing()
         producer.pauseProducing()
-        self.assertEqual(producer.state, "paused")
-        self.assertEqual((file.reads, transport.value()), (reads, written))
+        assert producer.state == "paused"
+        assert (file.reads, transport.value()) == (reads, written)
 
     def test_resume(self) -> None:
         """
@@ -109,13 +118,13 @@ class StreamProducerTests(SynchronousTestCase):
         transport = PausingTransport(bufferSize=25_000)
         producer, file = fileProducer()
         producer.startStreaming(transport)
-        self.assertEqual(transport.drain(), CONTENT[:30_000])
-        self.assertEqual(transport.value(), CONTENT[30_000:60_000])
-        self.assertEqual(producer.state, "paused")
+        assert transport.drain() == CONTENT[:30_000]
+        assert transport.value() == CONTENT[30_000:60_000]
+        assert producer.state == "paused"
         reads = file.reads
         producer.resumeProducing()
-        self.assertEqual(file.reads, reads + 1)
-        self.assertEqual(transport.value(), CONTENT[30_000:70_000])
+        assert file.reads == reads + 1
+        assert transport.value() == CONTENT[30_000:70_000]
 
     def test_reentrantResumeIgnored(self) -> None:
         """
@@ -124,9 +133,9 @@ class StreamProducerTests(SynchronousTestCase):
         """
         producer: StreamProducer
 
-        class ResumingTransport(StringTransport):
+        class ResumingTransport(PausingTransport):
             def write(self, data: bytes) -> None:
-                super().write(data)
+                StringTransport.write(self, data)
                 producer.resumeProducing()
                 if len(self.value()) >= 30:
                     producer.pauseProducing()
@@ -134,7 +143,7 @@ class StreamProducerTests(SynchronousTestCase):
         producer = StreamProducer(source=ZeroSource(), chunkSize=10, clock=Clock())
         transport = ResumingTransport()
         producer.startStreaming(transport)
-        self.assertEqual(len(transport.value()), 30)
+        assert len(transport.value()) == 30
 
     def test_wholeFile(self) -> None:
         """
@@ -147,15 +156,15 @@ class StreamProducerTests(SynchronousTestCase):
         done = producer.startStreaming(transport)
         received = b""
         while transport.producer is not None:
-            self.assertNoResult(done)
+            assertNoResult(done)
             received += transport.drain()
         received += transport.drain()
-        self.assertEqual(received, CONTENT)
-        self.assertEqual(self.successResultOf(done), len(CONTENT))
-        self.assertEqual(producer.state, "finished")
-        self.assertEqual(file.closeCount, 1)
-        self.assertEqual(transport.calls[-1], "unregisterProducer")
-        self.assertFalse(transport.disconnecting)
+        assert received == CONTENT
+        assert successResultOf(done) == len(CONTENT)
+        assert producer.state == "finished"
+        assert file.closeCount == 1
+        assert transport.calls[-1] == "unregisterProducer"
+        assert not transport.disconnecting
 
     def test_stop(self) -> None:
         """
@@ -167,18 +176,19 @@ class StreamProducerTests(SynchronousTestCase):
         producer, file = fileProducer()
         done = producer.startStreaming(transport)
         producer.stopProducing()
-        self.assertEqual(file.closeCount, 1)
-        self.assertEqual(producer.state, "stopped")
-        failure = self.failureResultOf(done, StreamStopped)
-        self.assertEqual(failure.value.bytesSent, 30_000)
+        assert file.closeCount == 1
+        assert producer.state == "stopped"
+        failure = failureResultOf(done, StreamStopped)
+        assert isinstance(failure.value, StreamStopped)
+        assert failure.value.bytesSent == 30_000
         reads, written = file.reads, transport.value()
         producer.resumeProducing()
         producer.pauseProducing()
         producer.resumeProducing()
         producer.stopProducing()
-        self.assertEqual((file.reads, transport.value()), (reads, written))
-        self.assertEqual(file.closeCount, 1)
-        self.assertEqual(producer.state, "stopped")
+        assert (file.reads, transport.value()) == (reads, written)
+        assert file.closeCount == 1
+        assert producer.state == "stopped"
 
     def test_stopWhilePaused(self) -> None:
         """
@@ -189,8 +199,8 @@ class StreamProducerTests(SynchronousTestCase):
         done = producer.startStreaming(transport)
         producer.pauseProducing()
         producer.stopProducing()
-        self.failureResultOf(done, StreamStopped)
-        self.assertEqual(file.closeCount, 1)
+        failureResultOf(done, StreamStopped)
+        assert file.closeCount == 1
 
     def test_stopInsideWrite(self) -> None:
         """
@@ -200,18 +210,18 @@ class StreamProducerTests(SynchronousTestCase):
         """
         producer: StreamProducer
 
-        class DyingTransport(StringTransport):
+        class DyingTransport(PausingTransport):
             def write(self, data: bytes) -> None:
-                super().write(data)
+                StringTransport.write(self, data)
                 producer.stopProducing()
 
         producer, file = fileProducer()
         transport = DyingTransport()
         done = producer.startStreaming(transport)
-        self.assertEqual(transport.value(), CONTENT[:10_000])
-        self.assertEqual(file.reads, 1)
-        self.assertEqual(file.closeCount, 1)
-        self.failureResultOf(done, StreamStopped)
+        assert transport.value() == CONTENT[:10_000]
+        assert file.reads == 1
+        assert file.closeCount == 1
+        failureResultOf(done, StreamStopped)
 
     def test_stopAfterFinish(self) -> None:
         """
@@ -221,9 +231,9 @@ class StreamProducerTests(SynchronousTestCase):
         transport = StringTransport()
         producer, file = fileProducer(content=b"abc")
         done = producer.startStreaming(transport)
-        self.assertEqual(self.successResultOf(done), 3)
+        assert successResultOf(done) == 3
         producer.stopProducing()
-        self.assertEqual(producer.state, "finished")
+        assert producer.state == "finished"
 
     def test_stopNeverRaises(self) -> None:
         """
@@ -247,9 +257,9 @@ class StreamProducerTests(SynchronousTestCase):
         done = producer.startStreaming(transport)
         with capturedLogs() as events:
             producer.stopProducing()
-        self.failureResultOf(done, StreamStopped)
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
-        self.assertEqual(len(events), 1)
+        failureResultOf(done, StreamStopped)
+        [event] = events
+        assert event["log_failure"].check(OSError)
 
     def test_registerOnDisconnectedConsumer(self) -> None:
         """
@@ -257,7 +267,7 @@ class StreamProducerTests(SynchronousTestCase):
         registers; nothing is read and the L{Deferred} fails.
         """
 
-        class GoneTransport(StringTransport):
+        class GoneTransport(PausingTransport):
             def registerProducer(
                 self, producer: IPushProducer, streaming: bool
             ) -> None:
@@ -265,20 +275,18 @@ class StreamProducerTests(SynchronousTestCase):
 
         producer, file = fileProducer()
         done = producer.startStreaming(GoneTransport())
-        self.failureResultOf(done, StreamStopped)
-        self.assertEqual(file.reads, 0)
-        self.assertEqual(file.closeCount, 1)
+        failureResultOf(done, StreamStopped)
+        assert file.reads == 0
+        assert file.closeCount == 1
 
     def test_sourceChunkSize(self) -> None:
         """
         Without a chunk size, the producer asks the source for its own.
         """
-        self.assertEqual(
-            StreamProducer(source=ZeroSource()).chunkSize, SHARED_CHUNK_SIZE
-        )
+        assert StreamProducer(source=ZeroSource()).chunkSize == SHARED_CHUNK_SIZE
         source = FileSource(file=CountingFile(b""), length=0)
-        self.assertEqual(StreamProducer(source=source).chunkSize, FILE_CHUNK_SIZE)
-        self.assertEqual(StreamProducer(source=source, chunkSize=5).chunkSize, 5)
+        assert StreamProducer(source=source).chunkSize == FILE_CHUNK_SIZE
+        assert StreamProducer(source=source, chunkSize=5).chunkSize == 5
 
     def test_pausedWhileRegistering(self) -> None:
         """
@@ -286,19 +294,19 @@ class StreamProducerTests(SynchronousTestCase):
         until it resumes it.
         """
 
-        class Busy(StringTransport):
+        class Busy(PausingTransport):
             def registerProducer(
                 self, producer: IPushProducer, streaming: bool
             ) -> None:
-                super().registerProducer(producer, streaming)
+                StringTransport.registerProducer(self, producer, streaming)
                 producer.pauseProducing()
 
         transport = Busy()
         producer, file = fileProducer()
         producer.startStreaming(transport)
-        self.assertEqual((transport.value(), file.reads), (b"", 0))
+        assert (transport.value(), file.reads) == (b"", 0)
         producer.resumeProducing()
-        self.assertTrue(transport.value())
+        assert transport.value()
 
     def test_startTwice(self) -> None:
         """
@@ -306,14 +314,17 @@ class StreamProducerTests(SynchronousTestCase):
         """
         producer, file = fileProducer(content=b"abc")
         producer.startStreaming(StringTransport())
-        self.assertRaises(RuntimeError, producer.startStreaming, StringTransport())
+        with pytest.raises(RuntimeError):
+            producer.startStreaming(StringTransport())
 
     def test_badParameters(self) -> None:
         """
         A chunk size below one or a negative limit is refused.
         """
-        self.assertRaises(ValueError, StreamProducer, source=ZeroSource(), chunkSize=0)
-        self.assertRaises(ValueError, StreamProducer, source=ZeroSource(), limit=-1)
+        with pytest.raises(ValueError):
+            StreamProducer(source=ZeroSource(), chunkSize=0)
+        with pytest.raises(ValueError):
+            StreamProducer(source=ZeroSource(), limit=-1)
 
     def test_truncatedFile(self) -> None:
         """
@@ -327,14 +338,14 @@ class StreamProducerTests(SynchronousTestCase):
         )
         transport = PausingTransport()
         done = producer.startStreaming(transport)
-        self.failureResultOf(done, SourceTruncated)
-        self.assertEqual(transport.value(), b"x" * 15_000)
-        self.assertIsNone(transport.producer)
-        self.assertEqual(file.closeCount, 1)
-        self.assertEqual(producer.state, "finished")
+        failureResultOf(done, SourceTruncated)
+        assert transport.value() == b"x" * 15_000
+        assert transport.producer is None
+        assert file.closeCount == 1
+        assert producer.state == "finished"
 
 
-class LimitTests(SynchronousTestCase):
+class LimitTests:
     def drainAll(self, producer: StreamProducer) -> tuple[bytes, int]:
         transport = PausingTransport()
         done = producer.startStreaming(transport)
@@ -344,7 +355,7 @@ class LimitTests(SynchronousTestCase):
                 break
             received += transport.drain()
         received += transport.drain()
-        return received, self.successResultOf(done)
+        return received, successResultOf(done)
 
     def test_exactLimit(self) -> None:
         """
@@ -360,9 +371,9 @@ class LimitTests(SynchronousTestCase):
                     clock=Clock(),
                 )
             )
-            self.assertEqual((len(received), count), (limit, limit))
+            assert (len(received), count) == (limit, limit)
             pattern = CHARGEN_PERIOD * (limit // len(CHARGEN_PERIOD) + 1)
-            self.assertEqual(received, pattern[:limit])
+            assert received == pattern[:limit]
 
     def test_zeroLimit(self) -> None:
         """
@@ -371,23 +382,23 @@ class LimitTests(SynchronousTestCase):
         producer, file = fileProducer(limit=0)
         transport = StringTransport()
         done = producer.startStreaming(transport)
-        self.assertEqual(self.successResultOf(done), 0)
-        self.assertEqual((transport.value(), file.reads), (b"", 0))
-        self.assertIsNone(transport.producer)
+        assert successResultOf(done) == 0
+        assert (transport.value(), file.reads) == (b"", 0)
+        assert transport.producer is None
 
     def test_limitShorterThanFile(self) -> None:
         """
         A limit below the file's size sends the file's first bytes only.
         """
         received, count = self.drainAll(fileProducer(limit=12_345)[0])
-        self.assertEqual(received, CONTENT[:12_345])
+        assert received == CONTENT[:12_345]
 
     def test_limitLongerThanFile(self) -> None:
         """
         A limit beyond the file's size sends the whole file, no padding.
         """
         received, count = self.drainAll(fileProducer(limit=10**9)[0])
-        self.assertEqual(received, CONTENT)
+        assert received == CONTENT
 
     def test_finishesWhilePaused(self) -> None:
         """
@@ -400,11 +411,11 @@ class LimitTests(SynchronousTestCase):
             source=ZeroSource(), chunkSize=100, limit=100, clock=Clock()
         )
         done = producer.startStreaming(transport)
-        self.assertEqual(self.successResultOf(done), 100)
-        self.assertIsNone(transport.producer)
+        assert successResultOf(done) == 100
+        assert transport.producer is None
 
 
-class TurnTests(SynchronousTestCase):
+class TurnTests:
     def test_consumerThatNeverPauses(self) -> None:
         """
         A consumer that never pauses gets at most L{MAX_CHUNKS_PER_TURN}
@@ -414,12 +425,12 @@ class TurnTests(SynchronousTestCase):
         transport = StringTransport()
         producer = StreamProducer(source=ZeroSource(), chunkSize=10, clock=clock)
         done = producer.startStreaming(transport)
-        self.assertEqual(len(transport.value()), 10 * MAX_CHUNKS_PER_TURN)
-        self.assertEqual(clock.runTurn(), 1)
-        self.assertEqual(len(transport.value()), 20 * MAX_CHUNKS_PER_TURN)
+        assert len(transport.value()) == 10 * MAX_CHUNKS_PER_TURN
+        assert clock.runTurn() == 1
+        assert len(transport.value()) == 20 * MAX_CHUNKS_PER_TURN
         producer.stopProducing()
-        self.assertEqual(clock.runTurn(), 0)
-        self.failureResultOf(done, StreamStopped)
+        assert clock.runTurn() == 0
+        failureResultOf(done, StreamStopped)
 
     def test_bytesPerTurn(self) -> None:
         """
@@ -432,11 +443,11 @@ class TurnTests(SynchronousTestCase):
         producer = StreamProducer(source=ZeroSource(), chunkSize=1_500_000, clock=clock)
         done = producer.startStreaming(transport)
         perTurn = MAX_BYTES_PER_TURN
-        self.assertEqual(len(transport.value()), perTurn)
-        self.assertEqual(clock.runTurn(), 1)
-        self.assertEqual(len(transport.value()), 2 * perTurn)
+        assert len(transport.value()) == perTurn
+        assert clock.runTurn() == 1
+        assert len(transport.value()) == 2 * perTurn
         producer.stopProducing()
-        self.failureResultOf(done, StreamStopped)
+        failureResultOf(done, StreamStopped)
 
     def test_pauseCancelsNextTurn(self) -> None:
         """
@@ -447,12 +458,12 @@ class TurnTests(SynchronousTestCase):
         transport = StringTransport()
         done = producer.startStreaming(transport)
         producer.pauseProducing()
-        self.assertEqual(clock.getDelayedCalls(), [])
+        assert clock.getDelayedCalls() == []
         producer.resumeProducing()
-        self.assertEqual(len(transport.value()), 20 * MAX_CHUNKS_PER_TURN)
+        assert len(transport.value()) == 20 * MAX_CHUNKS_PER_TURN
         producer.stopProducing()
-        self.assertEqual(clock.getDelayedCalls(), [])
-        self.failureResultOf(done, StreamStopped)
+        assert clock.getDelayedCalls() == []
+        failureResultOf(done, StreamStopped)
 
     def test_defaultClock(self) -> None:
         """
@@ -462,10 +473,14 @@ class TurnTests(SynchronousTestCase):
 
         producer = StreamProducer(source=ZeroSource(), chunkSize=10)
         done = producer.startStreaming(StringTransport())
-        self.assertIs(producer._clock, reactor)
+        assert producer._clock is reactor
         producer.stopProducing()
-        self.failureResultOf(done, StreamStopped)
-        self.assertFalse([c for c in reactor.getDelayedCalls() if c.active()])  # type: ignore[attr-defined]
+        failureResultOf(done, StreamStopped)
+        assert not [
+            call
+            for call in cast(IReactorTime, reactor).getDelayedCalls()
+            if call.active()
+        ]
 
 
 @pytest.mark.parametrize("chunkSize", [1, 10, 4096])
@@ -475,9 +490,10 @@ def test_noCopiesOfSharedChunks(chunkSize: int) -> None:
     """
     chunks: list[bytes] = []
 
-    class Recorder(StringTransport):
+    class Recorder(PausingTransport):
         def write(self, data: bytes) -> None:
             chunks.append(data)
+            assert self.producer is not None
             self.producer.pauseProducing()
 
     StreamProducer(
@@ -501,7 +517,7 @@ def slowProducer(
     return producer, source, threads
 
 
-class ThreadedReadTests(SynchronousTestCase):
+class ThreadedReadTests:
     """
     A source whose reads may block is read in a thread of the producer's
     pool, driven here by hand.
@@ -516,14 +532,14 @@ class ThreadedReadTests(SynchronousTestCase):
         transport = PausingTransport(bufferSize=10**9)
         producer, source, threads = slowProducer()
         producer.startStreaming(transport)
-        self.assertEqual((len(threads.queued), source.reads), (1, 0))
-        self.assertEqual(transport.value(), b"")
+        assert (len(threads.queued), source.reads) == (1, 0)
+        assert transport.value() == b""
         threads.runThread()
-        self.assertEqual(source.reads, 1)
-        self.assertEqual(threads.queued, [])
+        assert source.reads == 1
+        assert threads.queued == []
         threads.deliver()
-        self.assertEqual(transport.value(), CONTENT[:10_000])
-        self.assertEqual(len(threads.queued), 1)
+        assert transport.value() == CONTENT[:10_000]
+        assert len(threads.queued) == 1
 
     def test_oneReadInFlight(self) -> None:
         """
@@ -543,17 +559,17 @@ class ThreadedReadTests(SynchronousTestCase):
             producer.resumeProducing()
             producer.resumeProducing()
             clock.advance(0)
-            self.assertEqual(len(threads.queued), 1)
-            self.assertEqual(pool.inFlight, 1)
+            assert len(threads.queued) == 1
+            assert pool.inFlight == 1
             threads.runThread()
             producer.resumeProducing()
-            self.assertEqual(threads.queued, [])
+            assert threads.queued == []
             threads.deliver()
             clock.advance(0)
-        self.assertEqual(self.successResultOf(done), len(CONTENT))
-        self.assertEqual(transport.value(), CONTENT)
-        self.assertEqual(pool.inFlight, 0)
-        self.assertTrue(source.closed)
+        assert successResultOf(done) == len(CONTENT)
+        assert transport.value() == CONTENT
+        assert pool.inFlight == 0
+        assert source.closed
 
     def test_hitReadsInline(self) -> None:
         """
@@ -562,9 +578,9 @@ class ThreadedReadTests(SynchronousTestCase):
         transport = PausingTransport(bufferSize=25_000)
         producer, source, threads = slowProducer(cached=True)
         producer.startStreaming(transport)
-        self.assertEqual(threads.queued, [])
-        self.assertEqual(source.nowaitHits, 3)
-        self.assertEqual(transport.value(), CONTENT[:30_000])
+        assert threads.queued == []
+        assert source.nowaitHits == 3
+        assert transport.value() == CONTENT[:30_000]
 
     def test_pausedDuringRead(self) -> None:
         """
@@ -577,11 +593,11 @@ class ThreadedReadTests(SynchronousTestCase):
         producer.pauseProducing()
         threads.runThread()
         threads.deliver()
-        self.assertEqual(transport.value(), b"")
-        self.assertEqual((threads.queued, source.reads), ([], 1))
+        assert transport.value() == b""
+        assert (threads.queued, source.reads) == ([], 1)
         producer.resumeProducing()
-        self.assertEqual(transport.value(), CONTENT[:10_000])
-        self.assertEqual((len(threads.queued), source.reads), (1, 1))
+        assert transport.value() == CONTENT[:10_000]
+        assert (len(threads.queued), source.reads) == (1, 1)
 
     def test_stopWhileQueued(self) -> None:
         """
@@ -592,11 +608,11 @@ class ThreadedReadTests(SynchronousTestCase):
         producer, source, threads = slowProducer()
         done = producer.startStreaming(transport)
         producer.stopProducing()
-        self.assertTrue(source.closed)
-        self.failureResultOf(done, StreamStopped)
+        assert source.closed
+        failureResultOf(done, StreamStopped)
         threads.runAll()
-        self.assertEqual(source.reads, 0)
-        self.assertEqual(transport.value(), b"")
+        assert source.reads == 0
+        assert transport.value() == b""
 
     def test_stopWhileRunning(self) -> None:
         """
@@ -613,15 +629,15 @@ class ThreadedReadTests(SynchronousTestCase):
         done = producer.startStreaming(transport)
         threads.runThread()  # the read ran; its result is on its way
         producer.stopProducing()
-        self.failureResultOf(done, StreamStopped)
-        self.assertFalse(source.closed)
-        self.assertEqual(pool.inFlight, 1)
+        failureResultOf(done, StreamStopped)
+        assert not source.closed
+        assert pool.inFlight == 1
         threads.deliver()
-        self.assertTrue(source.closed)
-        self.assertEqual(pool.inFlight, 0)
+        assert source.closed
+        assert pool.inFlight == 0
         threads.runAll()
-        self.assertEqual(source.reads, 1)
-        self.assertEqual(transport.value(), b"")
+        assert source.reads == 1
+        assert transport.value() == b""
 
     def test_stopThenResume(self) -> None:
         """
@@ -634,8 +650,8 @@ class ThreadedReadTests(SynchronousTestCase):
         producer.stopProducing()
         producer.resumeProducing()
         threads.runAll()
-        self.assertEqual(source.reads, 1)
-        self.failureResultOf(done, StreamStopped)
+        assert source.reads == 1
+        failureResultOf(done, StreamStopped)
 
     def test_errorInThread(self) -> None:
         """
@@ -648,10 +664,10 @@ class ThreadedReadTests(SynchronousTestCase):
         source.failWith = SourceTruncated("file shrank")
         done = producer.startStreaming(transport)
         threads.runAll()
-        self.failureResultOf(done, SourceTruncated)
-        self.assertTrue(source.closed)
-        self.assertIsNone(transport.producer)
-        self.assertEqual(producer.state, "finished")
+        failureResultOf(done, SourceTruncated)
+        assert source.closed
+        assert transport.producer is None
+        assert producer.state == "finished"
 
     def test_throttleRefundedOnStop(self) -> None:
         """
@@ -669,8 +685,8 @@ class ThreadedReadTests(SynchronousTestCase):
                 threads.runThread()
             producer.stopProducing()
             threads.runAll()
-            self.failureResultOf(done, StreamStopped)
-            self.assertEqual(throttle.allowance(10**9), available + 10_000)
+            failureResultOf(done, StreamStopped)
+            assert throttle.allowance(10**9) == available + 10_000
 
     def test_errorAfterStop(self) -> None:
         """
@@ -684,8 +700,8 @@ class ThreadedReadTests(SynchronousTestCase):
         threads.runThread()
         producer.stopProducing()
         threads.deliver()
-        self.failureResultOf(done, StreamStopped)
-        self.assertTrue(source.closed)
+        failureResultOf(done, StreamStopped)
+        assert source.closed
 
     def test_endInThread(self) -> None:
         """
@@ -696,9 +712,9 @@ class ThreadedReadTests(SynchronousTestCase):
         producer, source, threads = slowProducer(content=b"x" * 15_000)
         done = producer.startStreaming(transport)
         threads.runAll()
-        self.assertEqual(self.successResultOf(done), 15_000)
-        self.assertEqual(source.reads, 3)
-        self.assertTrue(source.closed)
+        assert successResultOf(done) == 15_000
+        assert source.reads == 3
+        assert source.closed
 
     def test_limitWithThreads(self) -> None:
         """
@@ -709,9 +725,9 @@ class ThreadedReadTests(SynchronousTestCase):
         producer, source, threads = slowProducer(limit=12_345)
         done = producer.startStreaming(transport)
         threads.runAll()
-        self.assertEqual(self.successResultOf(done), 12_345)
-        self.assertEqual(transport.value(), CONTENT[:12_345])
-        self.assertEqual(source.asked, [10_000, 2_345])
+        assert successResultOf(done) == 12_345
+        assert transport.value() == CONTENT[:12_345]
+        assert source.asked == [10_000, 2_345]
 
     def test_slowReaderBoundedWithThreads(self) -> None:
         """
@@ -723,13 +739,13 @@ class ThreadedReadTests(SynchronousTestCase):
         producer, source, threads = slowProducer()
         producer.startStreaming(transport)
         threads.runAll()
-        self.assertEqual(producer.state, "paused")
-        self.assertEqual(source.reads, 2)
-        self.assertEqual(len(transport.value()), 20_000)
+        assert producer.state == "paused"
+        assert source.reads == 2
+        assert len(transport.value()) == 20_000
         transport.drain()
         threads.runAll()
-        self.assertEqual(producer.state, "paused")
-        self.assertEqual(source.reads, 4)
+        assert producer.state == "paused"
+        assert source.reads == 4
 
     def test_noPoolReadsInline(self) -> None:
         """
@@ -740,8 +756,8 @@ class ThreadedReadTests(SynchronousTestCase):
         source = SlowSource(CONTENT)
         producer = StreamProducer(source=source, chunkSize=10_000, clock=Clock())
         producer.startStreaming(transport)
-        self.assertEqual(source.reads, 3)
-        self.assertEqual(source.nowaitHits, 0)
+        assert source.reads == 3
+        assert source.nowaitHits == 0
 
     def test_reactorPoolByDefault(self) -> None:
         """
@@ -752,10 +768,21 @@ class ThreadedReadTests(SynchronousTestCase):
 
         @implementer(IReactorThreads, IReactorFromThreads)
         class ThreadedClock(Clock):
-            def getThreadPool(self) -> ManualThreads:
-                return threads
+            def getThreadPool(self) -> ThreadPool:
+                return cast(ThreadPool, threads)  # runs its threads by hand
 
-            callFromThread = threads.callFromThread
+            def callInThread(
+                self, callable: Callable[..., Any], *args: object, **kwargs: object
+            ) -> None:
+                threads.callInThread(callable, *args, **kwargs)
+
+            def callFromThread(
+                self, callable: Callable[..., Any], *args: object, **kwargs: object
+            ) -> None:
+                threads.callFromThread(callable, *args, **kwargs)
+
+            def suggestThreadPoolSize(self, size: int) -> None:
+                pass
 
         source = SlowSource(CONTENT)
         producer = StreamProducer(
@@ -763,7 +790,7 @@ class ThreadedReadTests(SynchronousTestCase):
         )
         transport = PausingTransport(bufferSize=10**9)
         producer.startStreaming(transport)
-        self.assertEqual((len(threads.queued), source.reads), (1, 0))
+        assert (len(threads.queued), source.reads) == (1, 0)
         threads.runThread()
         threads.deliver()
-        self.assertEqual(transport.value(), CONTENT[:10_000])
+        assert transport.value() == CONTENT[:10_000]

@@ -5,10 +5,10 @@ over in-memory transports and a task clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IHalfCloseableDescriptor,
     IHalfCloseableProtocol,
@@ -20,8 +20,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, capturedLogs
 from twisted.python.failure import Failure
 from twisted.test import iosim
-from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 from zope.interface.verify import verifyObject
 
 from twisted_zero import (
@@ -33,11 +32,8 @@ from twisted_zero import (
     StreamProtocol,
     ZeroSource,
 )
+from twisted_zero._connections import LINGER_SECONDS, formatAddress
 from twisted_zero._protection import ConnectionLimits, Protection
-from twisted_zero._protocol import (
-    LINGER_SECONDS,
-    formatAddress,
-)
 from twisted_zero._sources import CHARGEN_PERIOD
 
 from .helpers import CountingFile, PausingTransport
@@ -54,14 +50,24 @@ class HalfCloseableTransport(PausingTransport):
     def loseWriteConnection(self) -> None:
         self.calls.append("loseWriteConnection")
 
+    def writeConnectionLost(self, reason: Failure) -> None:
+        self.calls.append("writeConnectionLost")
 
-@implementer(INegotiated)
+    def readConnectionLost(self, reason: Failure) -> None:
+        self.calls.append("readConnectionLost")
+
+
 class TLSLikeTransport(PausingTransport):
     """
-    A transport that looks like Twisted's TLS one.
+    A transport that looks like Twisted's TLS one to the protocol, which
+    asks only whether it provides L{INegotiated}.
     """
 
     negotiatedProtocol = None
+
+    def __init__(self, bufferSize: int = 64 * 1024) -> None:
+        super().__init__(bufferSize)
+        alsoProvides(self, INegotiated)
 
 
 def connect(
@@ -83,19 +89,19 @@ def connect(
     return protocol, transport, clock
 
 
-def streamEnded(events: list[LogEvent]) -> LogEvent:
+def streamEnded(events: Sequence[LogEvent]) -> LogEvent:
     [event] = [e for e in events if "reason" in e and "bytes" in e]
     return event
 
 
-class StreamProtocolTests(SynchronousTestCase):
+class StreamProtocolTests:
     def test_interfaces(self) -> None:
         """
         L{StreamProtocol} is half-closeable and listens for TLS handshakes.
         """
         protocol = StreamProtocol()
-        self.assertTrue(verifyObject(IHalfCloseableProtocol, protocol))
-        self.assertTrue(verifyObject(IHandshakeListener, protocol))
+        assert verifyObject(IHalfCloseableProtocol, protocol)
+        assert verifyObject(IHandshakeListener, protocol)
 
     def test_streamsOnConnect(self) -> None:
         """
@@ -103,9 +109,9 @@ class StreamProtocolTests(SynchronousTestCase):
         registered on its transport.
         """
         protocol, transport, clock = connect()
-        self.assertIsNotNone(transport.producer)
-        self.assertTrue(transport.streaming)
-        self.assertEqual(transport.value(), bytes(6000))
+        assert transport.producer is not None
+        assert transport.streaming
+        assert transport.value() == bytes(6000)
 
     def test_inputDiscarded(self) -> None:
         """
@@ -113,8 +119,8 @@ class StreamProtocolTests(SynchronousTestCase):
         """
         protocol, transport, clock = connect()
         protocol.dataReceived(b"GET / HTTP/1.1\r\n" * 1000)
-        self.assertEqual(len(transport.value()), 6000)
-        self.assertIsNotNone(transport.producer)
+        assert len(transport.value()) == 6000
+        assert transport.producer is not None
 
     def test_halfCloseKeepsStreaming(self) -> None:
         """
@@ -122,9 +128,9 @@ class StreamProtocolTests(SynchronousTestCase):
         """
         protocol, transport, clock = connect()
         protocol.readConnectionLost()
-        self.assertFalse(transport.disconnecting)
+        assert not transport.disconnecting
         transport.drain()
-        self.assertEqual(len(transport.value()), 6000)
+        assert len(transport.value()) == 6000
 
     def test_limitThenClose(self) -> None:
         """
@@ -135,8 +141,8 @@ class StreamProtocolTests(SynchronousTestCase):
         received = b""
         while not transport.disconnecting:
             received += transport.drain()
-        self.assertEqual(len(received + transport.value()), 12_345)
-        self.assertEqual(transport.calls[-2:], ["unregisterProducer", "loseConnection"])
+        assert len(received + transport.value()) == 12_345
+        assert transport.calls[-2:] == ["unregisterProducer", "loseConnection"]
 
     def test_lingeringClose(self) -> None:
         """
@@ -144,51 +150,49 @@ class StreamProtocolTests(SynchronousTestCase):
         sending side, then closes when the peer does, so input still in
         flight cannot make the kernel reset the connection.
         """
-        transport = HalfCloseableTransport()
+        transport: PausingTransport = HalfCloseableTransport()
         protocol, transport, clock = connect(limit=10, transport=transport)
-        self.assertEqual(
-            transport.calls[-2:], ["unregisterProducer", "loseWriteConnection"]
-        )
+        assert transport.calls[-2:] == ["unregisterProducer", "loseWriteConnection"]
         protocol.writeConnectionLost()
         protocol.dataReceived(b"late input")
-        self.assertFalse(transport.disconnecting)
+        assert not transport.disconnecting
         protocol.readConnectionLost()
-        self.assertTrue(transport.disconnecting)
-        self.assertEqual(clock.getDelayedCalls(), [])
+        assert transport.disconnecting
+        assert clock.getDelayedCalls() == []
 
     def test_lingerTimeout(self) -> None:
         """
         A peer that does not close after the stream is closed on after
         L{LINGER_SECONDS}.
         """
-        transport = HalfCloseableTransport()
+        transport: PausingTransport = HalfCloseableTransport()
         protocol, transport, clock = connect(limit=10, transport=transport)
         protocol.writeConnectionLost()
         clock.advance(LINGER_SECONDS - 0.1)
-        self.assertFalse(transport.disconnecting)
+        assert not transport.disconnecting
         clock.advance(0.1)
-        self.assertTrue(transport.disconnecting)
+        assert transport.disconnecting
 
     def test_peerAlreadyHalfClosed(self) -> None:
         """
         If the peer has already shut down its sending side, the connection
         is closed as soon as the stream ends.
         """
-        transport = HalfCloseableTransport(bufferSize=5)
+        transport: PausingTransport = HalfCloseableTransport(bufferSize=5)
         protocol, transport, clock = connect(limit=10, transport=transport, chunkSize=5)
         protocol.readConnectionLost()
         transport.drain()
-        self.assertEqual(transport.calls[-1], "loseConnection")
+        assert transport.calls[-1] == "loseConnection"
 
     def test_connectionLostCancelsLinger(self) -> None:
         """
         A connection lost while lingering leaves no timer behind.
         """
-        transport = HalfCloseableTransport()
+        transport: PausingTransport = HalfCloseableTransport()
         protocol, transport, clock = connect(limit=10, transport=transport)
         protocol.writeConnectionLost()
         protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(clock.getDelayedCalls(), [])
+        assert clock.getDelayedCalls() == []
 
     def test_emptyStreamOverTLS(self) -> None:
         """
@@ -197,9 +201,9 @@ class StreamProtocolTests(SynchronousTestCase):
         connection closed before it.
         """
         protocol, transport, clock = connect(limit=0, transport=TLSLikeTransport())
-        self.assertFalse(transport.disconnecting)
+        assert not transport.disconnecting
         protocol.handshakeCompleted()
-        self.assertTrue(transport.disconnecting)
+        assert transport.disconnecting
 
     def test_streamOverTLS(self) -> None:
         """
@@ -209,10 +213,10 @@ class StreamProtocolTests(SynchronousTestCase):
             limit=10_000, transport=TLSLikeTransport(bufferSize=5000)
         )
         protocol.handshakeCompleted()
-        self.assertFalse(transport.disconnecting)
+        assert not transport.disconnecting
         while transport.producer is not None:
             transport.drain()
-        self.assertTrue(transport.disconnecting)
+        assert transport.disconnecting
 
     def test_disconnectStopsReading(self) -> None:
         """
@@ -224,10 +228,11 @@ class StreamProtocolTests(SynchronousTestCase):
         )
         reads = file.reads
         producer = transport.producer
+        assert producer is not None
         protocol.connectionLost(Failure(ConnectionLost()))
-        self.assertEqual(file.closeCount, 1)
+        assert file.closeCount == 1
         producer.resumeProducing()
-        self.assertEqual(file.reads, reads)
+        assert file.reads == reads
 
     def test_truncatedFileAborts(self) -> None:
         """
@@ -240,12 +245,12 @@ class StreamProtocolTests(SynchronousTestCase):
                 sourceFactory=lambda: FileSource(file=file, length=100_000)
             )
             protocol.connectionLost(Failure(ConnectionLost()))
-        self.assertIn("abortConnection", transport.calls)
-        self.assertEqual(len(transport.value()), 1500)
-        self.assertIn("shrank", str([e.get("error") for e in events]))
+        assert "abortConnection" in transport.calls
+        assert len(transport.value()) == 1500
+        assert "shrank" in (str([e.get("error") for e in events]))
         event = streamEnded(list(events))
-        self.assertEqual(event["reason"], "aborted: source failed")
-        self.assertEqual(event["bytes"], 1500)
+        assert event["reason"] == "aborted: source failed"
+        assert event["bytes"] == 1500
 
     def test_unexpectedSourceErrorAborts(self) -> None:
         """
@@ -264,9 +269,11 @@ class StreamProtocolTests(SynchronousTestCase):
             def close(self) -> None:
                 pass
 
-        protocol, transport, clock = connect(sourceFactory=Broken)
-        self.assertIn("abortConnection", transport.calls)
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        with capturedLogs() as events:
+            protocol, transport, clock = connect(sourceFactory=Broken)
+        assert "abortConnection" in transport.calls
+        failures = [e["log_failure"] for e in events if "log_failure" in e]
+        assert [f.check(ZeroDivisionError) for f in failures] == [ZeroDivisionError]
 
     def test_sourceCannotOpen(self) -> None:
         """
@@ -280,12 +287,12 @@ class StreamProtocolTests(SynchronousTestCase):
         with capturedLogs() as events:
             protocol, transport, clock = connect(sourceFactory=gone)
             protocol.connectionLost(Failure(ConnectionLost()))
-        self.assertIn("abortConnection", transport.calls)
-        self.assertEqual(streamEnded(list(events))["reason"], "source error")
-        self.assertIn("/srv/x: no such file", [e.get("error") for e in events])
+        assert "abortConnection" in transport.calls
+        assert streamEnded(list(events))["reason"] == "source error"
+        assert "/srv/x: no such file" in ([e.get("error") for e in events])
 
 
-class AdmissionTests(SynchronousTestCase):
+class AdmissionTests:
     def test_refusedClosedAtOnce(self) -> None:
         """
         A connection beyond the limits gets a protocol (never None, which a
@@ -298,15 +305,15 @@ class AdmissionTests(SynchronousTestCase):
             protection=Protection(clock, limits=ConnectionLimits(maxConnections=1)),
         )
         first = factory.buildProtocol(PEER)
-        self.assertIsInstance(first, StreamProtocol)
+        assert isinstance(first, StreamProtocol)
         refused = factory.buildProtocol(PEER)
-        self.assertNotIsInstance(refused, StreamProtocol)
+        assert not isinstance(refused, StreamProtocol)
         transport = PausingTransport()
         refused.makeConnection(transport)
-        self.assertEqual(transport.calls, ["loseConnection"])
+        assert transport.calls == ["loseConnection"]
 
 
-class StreamEndLogTests(SynchronousTestCase):
+class StreamEndLogTests:
     def ended(
         self, reason: Failure, before: Callable[[StreamProtocol], None] = lambda p: None
     ) -> LogEvent:
@@ -323,39 +330,33 @@ class StreamEndLogTests(SynchronousTestCase):
         and reason.
         """
         event = self.ended(Failure(ConnectionLost()))
-        self.assertEqual(event["peer"], "192.0.2.7:5555")
-        self.assertEqual(event["source"], "chargen")
-        self.assertEqual(event["bytes"], 6000)
-        self.assertEqual(event["seconds"], 2.5)
-        self.assertEqual(
-            event["log_namespace"], "twisted_zero._protocol.StreamProtocol"
-        )
+        assert event["peer"] == "192.0.2.7:5555"
+        assert event["source"] == "chargen"
+        assert event["bytes"] == 6000
+        assert event["seconds"] == 2.5
+        assert event["log_namespace"] == "twisted_zero._protocol.StreamProtocol"
 
     def test_clientReset(self) -> None:
         """
         A connection lost with an error is a client reset.
         """
-        self.assertEqual(
-            self.ended(Failure(ConnectionLost()))["reason"], "client reset"
-        )
+        assert self.ended(Failure(ConnectionLost()))["reason"] == "client reset"
 
     def test_clientClosed(self) -> None:
         """
         A clean close by the client, or an error after the client's end of
         input, is a client close.
         """
-        self.assertEqual(
-            self.ended(Failure(ConnectionDone()))["reason"], "client closed"
-        )
+        assert self.ended(Failure(ConnectionDone()))["reason"] == "client closed"
         event = self.ended(Failure(ConnectionLost()), lambda p: p.readConnectionLost())
-        self.assertEqual(event["reason"], "client closed")
+        assert event["reason"] == "client closed"
 
     def test_otherFailure(self) -> None:
         """
         Other failures (a TLS error, say) are named.
         """
         event = self.ended(Failure(ValueError("bad record mac")))
-        self.assertEqual(event["reason"], "connection failed: bad record mac")
+        assert event["reason"] == "connection failed: bad record mac"
 
     def test_shutdown(self) -> None:
         """
@@ -366,7 +367,7 @@ class StreamEndLogTests(SynchronousTestCase):
             protocol.factory.shuttingDown = True
 
         event = self.ended(Failure(ConnectionLost()), shutDown)
-        self.assertEqual(event["reason"], "server shutdown")
+        assert event["reason"] == "server shutdown"
 
     def test_complete(self) -> None:
         """
@@ -381,21 +382,21 @@ class StreamEndLogTests(SynchronousTestCase):
                 protocol, transport, clock = connect(limit=10)
                 protocol.connectionLost(Failure(reason))
             event = streamEnded(list(events))
-            self.assertEqual((event["reason"], event["bytes"]), (expected, 10))
+            assert (event["reason"], event["bytes"]) == (expected, 10)
 
 
-class FormatAddressTests(SynchronousTestCase):
+class FormatAddressTests:
     def test_addresses(self) -> None:
         """
         Addresses are shown the way people write them.
         """
-        self.assertEqual(formatAddress(PEER), "192.0.2.7:5555")
-        self.assertEqual(formatAddress(IPv6Address("TCP", "::1", 80)), "[::1]:80")
-        self.assertEqual(formatAddress(UNIXAddress(b"/run/z.sock")), "unix:/run/z.sock")
-        self.assertEqual(formatAddress(UNIXAddress(None)), "unix:(unnamed)")
+        assert formatAddress(PEER) == "192.0.2.7:5555"
+        assert formatAddress(IPv6Address("TCP", "::1", 80)) == "[::1]:80"
+        assert formatAddress(UNIXAddress(b"/run/z.sock")) == "unix:/run/z.sock"
+        assert formatAddress(UNIXAddress(None)) == "unix:(unnamed)"
 
 
-class IOSimTests(SynchronousTestCase):
+class IOSimTests:
     def test_wholeStream(self) -> None:
         """
         Through a simulated connection the client receives exactly the
@@ -425,5 +426,151 @@ class IOSimTests(SynchronousTestCase):
                 break
             pump.pump()
             clock.advance(LINGER_SECONDS)
-        self.assertEqual(b"".join(received), (CHARGEN_PERIOD * 15)[:100_000])
-        self.assertEqual(len(closed), 1)
+        assert b"".join(received) == (CHARGEN_PERIOD * 15)[:100_000]
+        assert len(closed) == 1
+
+
+@implementer(ISource)
+class RecordingZeros:
+    """
+    Zeros that record their closing in a list of calls (a transport's), and
+    fail on the read after C{failAfter} reads.
+    """
+
+    description = "zero"
+    chunkSize = 1000
+
+    def __init__(self, calls: list[str], failAfter: int | None = None) -> None:
+        self._calls = calls
+        self._failAfter = failAfter
+        self.reads = 0
+
+    def read(self, maxBytes: int) -> bytes:
+        if self._failAfter is not None and self.reads >= self._failAfter:
+            raise SourceError("the disk went away")
+        self.reads += 1
+        return bytes(maxBytes)
+
+    def close(self) -> None:
+        self._calls.append("close")
+
+
+def connectRecorded(
+    protection: Callable[[Clock], Protection] | None = None,
+    failAfter: int | None = None,
+) -> tuple[StreamProtocol, PausingTransport, Clock, RecordingZeros]:
+    """
+    A protocol streaming L{RecordingZeros} to a transport that records the
+    order of its calls and the source's closing (the producer's stopping).
+    """
+    clock = Clock()
+    transport = PausingTransport(bufferSize=5000)
+    transport.peerAddr = PEER
+    sources: list[RecordingZeros] = []
+
+    def makeSource() -> ISource:
+        sources.append(RecordingZeros(transport.calls, failAfter))
+        return sources[-1]
+
+    factory = StreamFactory(
+        sourceFactory=makeSource,
+        clock=clock,
+        protection=Protection(clock) if protection is None else protection(clock),
+    )
+    protocol = factory.buildProtocol(PEER)
+    assert isinstance(protocol, StreamProtocol)
+    protocol.makeConnection(transport)
+    [source] = sources
+    return protocol, transport, clock, source
+
+
+def abortOrder(transport: PausingTransport) -> list[str]:
+    """
+    The source's closing and the aborts, in the order they came.
+    """
+    return [call for call in transport.calls if call in ("close", "abortConnection")]
+
+
+class AbortTests:
+    """
+    Every abort the protocol starts stops its producer (which closes the
+    source and reads no more) before it aborts the connection, and logs why.
+    """
+
+    def test_abort(self) -> None:
+        """
+        L{StreamProtocol.abort} stops the producer, then aborts the
+        connection; the stream's end is logged with the reason given.
+        """
+        protocol, transport, clock, source = connectRecorded()
+        protocol.abort("server shutdown")
+        assert abortOrder(transport) == ["close", "abortConnection"]
+        reads = source.reads
+        clock.advance(1)
+        assert source.reads == reads
+        with capturedLogs() as events:
+            protocol.connectionLost(Failure(ConnectionAborted()))
+        assert streamEnded(events)["reason"] == "server shutdown"
+        assert abortOrder(transport) == ["close", "abortConnection"]
+
+    def test_stalled(self) -> None:
+        """
+        A stalled stream's producer is stopped before the connection is
+        aborted, and the stream is logged as stalled.
+        """
+        protocol, transport, clock, source = connectRecorded(
+            lambda clock: Protection(clock, stallTimeout=10)
+        )
+        assert transport.producerState == "paused"  # the client reads nothing
+        for _ in range(5):
+            clock.advance(5)
+        assert abortOrder(transport) == ["close", "abortConnection"]
+        with capturedLogs() as events:
+            protocol.connectionLost(Failure(ConnectionAborted()))
+        assert streamEnded(events)["reason"] == "stalled"
+
+    def test_maxDuration(self) -> None:
+        """
+        A stream at its maximum duration has its producer stopped before
+        the connection is aborted, and is logged as such.
+        """
+        protocol, transport, clock, source = connectRecorded(
+            lambda clock: Protection(clock, maxDuration=30)
+        )
+        clock.advance(29)
+        assert abortOrder(transport) == []
+        clock.advance(1)
+        assert abortOrder(transport) == ["close", "abortConnection"]
+        with capturedLogs() as events:
+            protocol.connectionLost(Failure(ConnectionAborted()))
+        assert streamEnded(events)["reason"] == "max duration"
+
+    def test_sourceFailed(self) -> None:
+        """
+        A source that fails ends its producer (the source is closed) before
+        the connection is aborted, and the stream is logged as aborted.
+        """
+        with capturedLogs() as events:
+            protocol, transport, clock, source = connectRecorded(failAfter=2)
+        assert source.reads == 2
+        assert abortOrder(transport) == ["close", "abortConnection"]
+        assert any("the disk went away" in str(e.get("error")) for e in events)
+        with capturedLogs() as events:
+            protocol.connectionLost(Failure(ConnectionAborted()))
+        assert streamEnded(events)["reason"] == "aborted: source failed"
+
+    def test_connectionLostBare(self) -> None:
+        """
+        C{connectionLost()} called without a reason takes the connection as
+        closed cleanly: the producer is stopped (the source closed) and the
+        stream logged as closed by the client.
+        """
+        protocol, transport, clock, source = connectRecorded()
+        with capturedLogs() as events:
+            protocol.connectionLost()
+        assert abortOrder(transport) == ["close"]
+        assert streamEnded(events)["reason"] == "client closed"
+        reads = source.reads
+        transport.drain()
+        clock.advance(1)
+        assert source.reads == reads

@@ -6,16 +6,22 @@ goes away.
 Stream a file to a connection; it is opened and read in the reactor's
 thread pool, unless its bytes are in the page cache::
 
-    from twisted_zero import PathSource, StreamProducer
+    from twisted_zero import PathSource, StreamProducer, transportOutlet
 
     def connectionMade(self):
         producer = StreamProducer(source=PathSource("/srv/big.iso"))
-        done = producer.startStreaming(self.transport)
+        # The outlet sends straight to the socket where Twisted's TCP
+        # transport allows it; without one, the stream is written to the
+        # transport as by any producer.
+        outlet = transportOutlet(self.transport)
+        done = producer.startStreaming(self.transport, outlet)
         done.addCallback(lambda sent: self.transport.loseConnection())
 """
 
+from ._httpoutlet import requestOutlet
 from ._iopool import IOPool
-from ._producer import StreamProducer, StreamStopped
+from ._outlet import transportOutlet
+from ._producer import ConnectionBroken, StreamProducer, StreamStopped
 from ._protocol import StreamFactory, StreamProtocol
 from ._resources import makeResource
 from ._site import StreamSite
@@ -41,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChargenSource",
+    "ConnectionBroken",
     "FileSource",
     "IBlockingSource",
     "IOPool",
@@ -62,5 +69,7 @@ __all__ = [
     "makeResource",
     "openFile",
     "parseSize",
+    "requestOutlet",
     "sourceFactory",
+    "transportOutlet",
 ]

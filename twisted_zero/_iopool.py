@@ -44,6 +44,10 @@ class Operation(Generic[T]):
     """
     One call submitted to an L{IOPool}: queued, then running in a thread,
     then done, when its result is handed to the reactor thread.
+
+    @param pool: The pool it was submitted to.
+    @param work: The call.
+    @param done: What is called with its result, in the reactor thread.
     """
 
     _pool: IOPool
@@ -116,6 +120,8 @@ class IOPool:
     It counts the calls in flight so that a service may wait, at shutdown,
     until no thread uses a file any more (L{whenIdle}).
 
+    @param reactor: Where results are handed back.
+    @param threads: The threads that run the calls.
     @ivar inFlight: How many calls are queued or running.
     """
 

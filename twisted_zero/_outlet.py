@@ -2,6 +2,11 @@
 Direct sends: a stream's bytes written straight to the socket under its
 consumer, without a trip through the transport's buffer.
 
+This module knows sockets and Twisted's TCP transports, nothing of HTTP's
+objects: L{twisted_zero._httpoutlet} builds the outlet under a
+C{twisted.web} request. The owner of a connection builds its outlet
+(L{transportOutlet} for a raw one) and hands it to the producer.
+
 Twisted's socket transports send what they are given on a later reactor
 turn, at most C{SEND_LIMIT} bytes per turn, and copy an unsent remainder
 smaller than that on every turn. A producer that sends to the socket itself
@@ -14,111 +19,38 @@ waiting in the transport, so the stream stays in order.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import socket as _socket
 import struct
 import sys
-import termios
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IConsumer
-from twisted.internet.tcp import Connection
-from twisted.web import http, server
-from twisted.web.http import NO_BODY_CODES, HTTPChannel, Request
 
-from ._unsent import TCP_NOTSENT_LOWAT
-
-_CONNECTION_ERRNOS = frozenset(
-    {
-        errno.EPIPE,
-        errno.ECONNRESET,
-        errno.ECONNABORTED,
-        errno.ENOTCONN,
-        errno.ETIMEDOUT,
-        errno.EHOSTUNREACH,
-        errno.ENETUNREACH,
-        errno.ENETDOWN,
-        errno.ENETRESET,
-        errno.EHOSTDOWN,
-    }
+from ._kernel import (
+    MEMINFO,
+    SIOCOUTQNSD,
+    SNDBUF,
+    SO_MEMINFO,
+    TIOCOUTQ,
+    WMEM_QUEUED,
+    isNoRoom,
+    queuedBytes,
+    unsentLimit,
 )
-
-_UNSUPPORTED_ERRNOS = frozenset(
-    {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", -1)}
-)
-
-
-_SO_MEMINFO = 55
-"""
-C{SO_MEMINFO} (Linux 4.6): a socket's memory accounting, as C{ss -m} shows.
-"""
-
-_MEMINFO = struct.Struct("9I")
-_SNDBUF = 3
-_WMEM_QUEUED = 5
-_TIOCOUTQ: int = termios.TIOCOUTQ
-"""
-C{SIOCOUTQ}: the bytes queued in a socket's send buffer, not yet acknowledged.
-"""
-_SIOCOUTQNSD = 0x894B
-"""
-The bytes queued in a TCP socket's send buffer and not sent yet.
-"""
-_NOTSENT_LOWAT_SYSCTL = "/proc/sys/net/ipv4/tcp_notsent_lowat"
-_NO_LIMIT = 2**31 - 1
-_hostUnsentLimit: int | None = None
-
-
-def hostUnsentLimit() -> int:
-    """
-    The host's limit on a TCP socket's unsent bytes (the sysctl
-    C{net.ipv4.tcp_notsent_lowat}), which applies to every socket without
-    one of its own; 0 for none (its default). Read once.
-    """
-    global _hostUnsentLimit
-    if _hostUnsentLimit is None:
-        try:
-            with open(_NOTSENT_LOWAT_SYSCTL) as f:
-                limit = int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            limit = 0
-        _hostUnsentLimit = limit if 0 < limit < _NO_LIMIT else 0
-    return _hostUnsentLimit
-
-
-def isNoRoom(error: OSError) -> bool:
-    """
-    Whether a send failed only because the socket has no room now: as
-    Twisted's own transports do, C{ENOBUFS} counts as C{EAGAIN}.
-    """
-    return isinstance(error, BlockingIOError) or error.errno == errno.ENOBUFS
-
-
-def isConnectionError(error: OSError) -> bool:
-    """
-    Whether a send failed because the connection is gone.
-    """
-    return isinstance(error, ConnectionError) or error.errno in _CONNECTION_ERRNOS
-
-
-def isUnsupported(error: OSError) -> bool:
-    """
-    Whether C{sendfile()} failed because it cannot send from that file to
-    that socket (a file system without it, a kernel without it).
-    """
-    return error.errno in _UNSUPPORTED_ERRNOS
 
 
 class SocketOutlet:
     """
-    The socket under a consumer: a plain TCP or UNIX transport, or an HTTP
-    request on one whose body is sent as it is or in chunks of HTTP/1.1's
-    chunked coding, which the outlet then frames itself.
+    The socket under a consumer: a plain TCP transport, or something on one
+    (an HTTP request, see L{twisted_zero._httpoutlet}) whose bytes go on the
+    wire as they are, or in chunks of HTTP/1.1's chunked coding, which the
+    outlet then frames itself.
 
-    Use L{socketOutlet} to make one. Bytes may be sent to it while it is
-    L{usable} and L{ready}; while it is usable but not ready, the producer
-    waits for room (L{waitForRoom}); once it is no longer usable, the
-    producer writes to it (L{write}) as to any consumer.
+    Use L{transportOutlet} (or C{requestOutlet}) to make one. Bytes may be
+    sent to it while it is L{usable} and L{ready}; while it is usable but
+    not ready, the producer waits for room (L{waitForRoom}); once it is no
+    longer usable, the producer writes to it (L{write}) as to any consumer,
+    unless the transport's sending side is shut (L{shut}).
 
     A chunked body's frames are sent whole with C{sendmsg()} (size line,
     data, CRLF: the data is not copied). When the socket takes only part of
@@ -131,15 +63,17 @@ class SocketOutlet:
     """
 
     def __init__(
-        self,
-        consumer: IConsumer,
-        transport: Connection,
-        request: Request | None,
-        chunked: bool = False,
+        self, consumer: IConsumer, transport: tcp.Connection, chunked: bool = False
     ) -> None:
+        """
+        @param consumer: What the producer writes to: the transport, or what
+            writes to it (an HTTP request).
+        @param transport: The transport under C{consumer}, of a type
+            L{transportOutlet} allows.
+        @param chunked: Whether to frame the bytes in HTTP/1.1 chunks.
+        """
         self._consumer = consumer
         self._transport = transport
-        self._request = request
         self._chunked = chunked
         self._owed = 0  # data bytes still owed to the current chunk
         self._sending = True
@@ -151,7 +85,7 @@ class SocketOutlet:
             _socket.AF_INET,
             _socket.AF_INET6,
         )
-        self._unsentLimit = self._currentUnsentLimit() if self._measurable else 0
+        self._unsentLimit = unsentLimit(socket) if self._measurable else 0
         # Only used while usable(): once the connection is closed the number
         # may name another file.
         self.fileno: int = socket.fileno()
@@ -159,12 +93,10 @@ class SocketOutlet:
     def usable(self) -> bool:
         """
         Whether the stream may still be sent directly: the connection is
-        open and not closing, not TLS, and an HTTP response's body (once its
-        headers are written) goes on the wire as it is or in the chunks this
-        outlet frames.
+        open and not closing, and not TLS (bytes must be encrypted: a
+        transport may start TLS in the middle of a stream).
         """
         transport = self._transport
-        request = self._request
         return bool(
             self._sending
             and transport.connected
@@ -172,12 +104,16 @@ class SocketOutlet:
             and not transport._writeDisconnecting
             and not transport._aborting
             and not transport.TLS
-            and (
-                request is None
-                or not request.startedWriting
-                or _bodyUnframed(request, self._chunked)
-            )
         )
+
+    def shut(self) -> bool:
+        """
+        Whether nothing written to the transport will be sent any more: the
+        connection is lost, or its sending side is shut down
+        (C{loseWriteConnection}).
+        """
+        transport = self._transport
+        return not transport.connected or bool(transport._writeDisconnected)
 
     @property
     def chunked(self) -> bool:
@@ -195,10 +131,11 @@ class SocketOutlet:
 
     def awaitingHeaders(self) -> bool:
         """
-        Whether an HTTP response's headers have yet to be written: only
-        they go before the body, and the socket has room for them.
+        Whether the headers of what the bytes are the body of have yet to be
+        written: only they go before the body, and the socket has room for
+        them. Never, on a plain transport.
         """
-        return self._request is not None and not self._request.startedWriting
+        return False
 
     def stopSending(self) -> None:
         """
@@ -211,14 +148,11 @@ class SocketOutlet:
     def ready(self) -> bool:
         """
         Whether bytes may be sent now, if L{usable}: nothing written to the
-        consumer before is still in the transport's buffer, and an HTTP
-        response's headers have been written.
+        consumer before is still in the transport's buffer.
         """
         transport = self._transport
         unsent = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        return unsent == 0 and (
-            self._request is None or bool(self._request.startedWriting)
-        )
+        return unsent == 0
 
     def send(self, data: memoryview) -> int:
         """
@@ -300,33 +234,10 @@ class SocketOutlet:
     def _writeRaw(self, wire: bytes, count: int) -> None:
         """
         Write bytes of a chunk this outlet frames (C{count} of them body) to
-        the transport, past the request, which would frame them again.
+        the transport, past the consumer, which would frame them again.
         """
         self._transport.write(wire)
         self.countSent(count)
-
-    def _currentUnsentLimit(self) -> int:
-        """
-        The socket's limit on its unsent bytes, its own or else the host's;
-        0 for none.
-        """
-        try:
-            limit = self._socket.getsockopt(_socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT)
-        except OSError:
-            return 0
-        if 0 < limit < _NO_LIMIT:
-            return limit
-        if limit == 0:  # none of its own: the host's applies
-            return hostUnsentLimit()
-        return 0  # lifted (read as -1)
-
-    def _queued(self, request: int) -> int:
-        """
-        A count of the socket's queued bytes, as the C{ioctl} C{request}
-        (C{SIOCOUTQ}, C{SIOCOUTQNSD}) tells it.
-        """
-        count: int = struct.unpack("i", fcntl.ioctl(self.fileno, request, bytes(4)))[0]
-        return count
 
     def room(self) -> int | None:
         """
@@ -352,20 +263,20 @@ class SocketOutlet:
         if not self._measurable:
             return None
         try:
-            info = _MEMINFO.unpack(
-                self._socket.getsockopt(_socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO.size)
+            info = MEMINFO.unpack(
+                self._socket.getsockopt(_socket.SOL_SOCKET, SO_MEMINFO, MEMINFO.size)
             )
-            queued = self._queued(_TIOCOUTQ)
+            queued = queuedBytes(self.fileno, TIOCOUTQ)
             unsent = 0
             if self._unsentLimit:
-                self._unsentLimit = self._currentUnsentLimit()  # may be lifted
+                self._unsentLimit = unsentLimit(self._socket)  # may be lifted
             if self._unsentLimit:
-                unsent = self._queued(_SIOCOUTQNSD)
+                unsent = queuedBytes(self.fileno, SIOCOUTQNSD)
         except (OSError, struct.error):
             self._measurable = False
             return None
-        accounted: int = info[_WMEM_QUEUED]
-        free: int = info[_SNDBUF] - accounted
+        accounted: int = info[WMEM_QUEUED]
+        free: int = info[SNDBUF] - accounted
         if free <= 0 or free < accounted // 2:
             return 0
         if accounted:
@@ -381,11 +292,10 @@ class SocketOutlet:
 
     def countSent(self, count: int) -> None:
         """
-        C{count} bytes were sent past the consumer: an HTTP request counts
-        them as its own.
+        C{count} bytes were sent past the consumer: one that counts what it
+        sends (an HTTP request) counts them as its own. A transport needs
+        no telling.
         """
-        if self._request is not None:
-            self._request.sentLength += count
 
     def waitForRoom(self, data: bytes) -> None:
         """
@@ -398,116 +308,87 @@ class SocketOutlet:
         saved = transport.bufferSize
         transport.bufferSize = 0  # any byte buffered pauses the producer
         try:
-            request = self._request
-            if self._chunked and request is not None and request.startedWriting:
-                # Framed here: in the chunk owed, or in one of its own.
-                if self._owed:
-                    self.write(data)
-                else:
-                    self._writeRaw(b"%x\r\n%s\r\n" % (len(data), data), len(data))
-            else:
-                self._consumer.write(data)
+            self._writeToWait(data)
         finally:
             if had:
                 transport.bufferSize = saved
             else:
                 del transport.bufferSize  # back to the class's own
 
-    def broken(self) -> None:
+    def _writeToWait(self, data: bytes) -> None:
         """
-        A send found the connection gone: drop it at once, rather than wait
-        for the transport to notice.
+        Write the bytes L{waitForRoom} is given, as the consumer would.
         """
-        self._transport.abortConnection()
+        self._consumer.write(data)
 
 
 _CRLF = b"\r\n"
 
-_TWISTED_WRITES = (http.Request.write, server.Request.write)
+ALLOWED_TRANSPORTS: tuple[type[tcp.Connection], ...] = (tcp.Server, tcp.Client)
+"""
+The transports whose internals L{SocketOutlet} was written against, by
+exact type: not any L{tcp.Connection} (C{unix.Server} queues file
+descriptors to pass with its bytes; a subclass may override C{write}).
+"""
 
-_TRANSPORT_ATTRIBUTES = (
+TRANSPORT_ATTRIBUTES = (
+    "connected",
+    "disconnecting",
     "dataBuffer",
     "offset",
     "_tempDataLen",
     "_writeDisconnecting",
+    "_writeDisconnected",
     "_aborting",
     "TLS",
     "bufferSize",
 )
 """
 What L{SocketOutlet} reads of a transport besides its public methods: where
-Twisted keeps its buffer, and whether it is closing. A transport without all
-of them gets no direct sends.
+Twisted keeps the bytes it has not sent (C{dataBuffer} from C{offset} on,
+and C{_tempDataLen} more), whether it is closing, whether it speaks TLS,
+and the buffer size past which it pauses its producer. A transport missing
+any of them gets no direct sends.
 """
 
 
-def _bodyUnframed(request: Request, chunked: bool) -> bool:
+def hasAll(thing: object, names: tuple[str, ...]) -> bool:
     """
-    Whether the response's headers have been written and its body goes on
-    the wire as it is (C{chunked} false) or in chunks the outlet frames (true,
-    and so the request does too): not suppressed (HEAD, 204, 304), not
-    finished.
+    Whether C{thing} has every attribute in C{names}.
     """
-    return bool(
-        request.startedWriting
-        and bool(request.chunked) == chunked
-        and not request.finished
-        and request.method != b"HEAD"
-        and request.code not in NO_BODY_CODES
-    )
+    return all(hasattr(thing, name) for name in names)
 
 
-def _bodyAsWritten(request: Request) -> bool:
+def usableTransport(transport: object) -> tcp.Connection | None:
     """
-    Whether the body a request is given is what goes on the wire, or in
-    chunks of it: not encoded (gzip), not rewritten by a subclass's
-    C{write}, not discarded (HEAD, 204, 304).
+    C{transport}, if direct sends may go to its socket: an open TCP
+    transport of an allowed type (L{ALLOWED_TRANSPORTS}) with every
+    attribute the outlet reads (L{TRANSPORT_ATTRIBUTES}), not speaking TLS.
+    L{None} otherwise: its consumer is then written to, as any is.
     """
-    if type(request).write not in _TWISTED_WRITES:
-        return False
-    if getattr(request, "_encoder", None) is not None:
-        return False
-    if getattr(request, "_inFakeHead", False) or request.method == b"HEAD":
-        return False
-    return request.code not in NO_BODY_CODES
-
-
-def _chunkedBody(request: Request) -> bool:
-    """
-    Whether the request's body is, or will be, sent in HTTP/1.1 chunks:
-    as Twisted's C{Request.write} decides it, no C{Content-Length} on
-    HTTP/1.1.
-    """
-    if request.startedWriting:
-        return bool(request.chunked)
-    return request.clientproto == b"HTTP/1.1" and not (
-        request.responseHeaders.hasHeader(b"content-length")
-    )
-
-
-def socketOutlet(consumer: IConsumer) -> SocketOutlet | None:
-    """
-    The socket under C{consumer} for direct sends, or L{None} when there is
-    none to send to directly: TLS (bytes must be encrypted), an HTTP body
-    that is encoded or discarded, HTTP/2, a connection already closed, or
-    any other consumer.
-    """
-    transport: object
-    request: Request | None
-    chunked = False
-    if isinstance(consumer, Request):
-        channel = consumer.channel
-        if not isinstance(channel, HTTPChannel) or not _bodyAsWritten(consumer):
-            return None
-        transport, request = channel.transport, consumer
-        chunked = _chunkedBody(consumer)
-    else:
-        transport, request = consumer, None
-    if (
-        not isinstance(transport, Connection)
-        or not transport.connected
-        or not all(hasattr(transport, name) for name in _TRANSPORT_ATTRIBUTES)
-        or transport.TLS
+    if type(transport) not in ALLOWED_TRANSPORTS:
+        return None
+    assert isinstance(transport, tcp.Connection)
+    if not (
+        hasAll(transport, TRANSPORT_ATTRIBUTES)
+        and isinstance(transport.dataBuffer, bytes)
+        and isinstance(transport.offset, int)
+        and isinstance(transport._tempDataLen, int)
+        and isinstance(transport.bufferSize, int)
     ):
         return None
-    return SocketOutlet(consumer, transport, request, chunked)
+    if not transport.connected or transport.TLS:
+        return None
+    return transport
+
+
+def transportOutlet(transport: object) -> SocketOutlet | None:
+    """
+    The outlet for a stream written to C{transport} itself (raw TCP), or
+    L{None} when there is none to send to directly (see
+    L{usableTransport}).
+    """
+    connection = usableTransport(transport)
+    if connection is None:
+        return None
+    return SocketOutlet(connection, connection)

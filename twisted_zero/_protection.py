@@ -16,7 +16,7 @@ from ._limits import SharedBucket, Throttle, TokenBucket
 from ._unsent import UnsentLimit, _LiftingObserver, tcpBytesAcked
 
 if TYPE_CHECKING:
-    from ._producer import StreamObserver
+    from ._read import StreamObserver
 
 
 @define

@@ -5,19 +5,23 @@ The raw-TCP protocol: every connection gets its own stream.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
+from attrs import Factory as AttrsFactory
+from attrs import define, field
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
+    IConsumer,
     IDelayedCall,
     IHalfCloseableDescriptor,
     IHalfCloseableProtocol,
     IHandshakeListener,
     INegotiated,
     IReactorTime,
+    ITCPTransport,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -25,7 +29,8 @@ from zope.interface import implementer
 from ._connections import LINGER_SECONDS, formatAddress
 from ._iopool import IOPool
 from ._metrics import Metrics, MetricsObserver
-from ._producer import StreamProducer, StreamStopped
+from ._outlet import transportOutlet
+from ._producer import ConnectionBroken, StreamProducer, StreamStopped
 from ._protection import Protection, StallWatch
 from ._registry import ConnectionRegistry
 from ._sources import ISource, SourceError
@@ -37,7 +42,8 @@ class _Refused(Protocol):
     """
 
     def connectionMade(self) -> None:
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        assert self.transport is not None
+        self.transport.loseConnection()
 
 
 @implementer(IHalfCloseableProtocol, IHandshakeListener)
@@ -51,6 +57,12 @@ class StreamProtocol(Protocol):
     the sending side and waiting (up to L{LINGER_SECONDS}) for the peer to
     close; over TLS only once the handshake is done (Twisted aborts a TLS
     connection closed before its handshake).
+
+    The protocol builds the stream's outlet (direct sends to its socket,
+    where its transport allows them) and alone decides to drop the
+    connection: every abort it starts (L{abort}: a stall, the maximum
+    duration, a source that fails, the server's shutdown) stops the
+    producer first.
 
     @ivar factory: The L{StreamFactory} that made this protocol.
     """
@@ -70,6 +82,14 @@ class StreamProtocol(Protocol):
         self._watch: StallWatch | None = None
         self._expiry: IDelayedCall | None = None
 
+    def _connection(self) -> ITCPTransport:
+        """
+        The transport: a TCP, UNIX or TLS one, each of which has what
+        L{ITCPTransport} adds (C{abortConnection}, C{loseWriteConnection}).
+        """
+        assert self.transport is not None
+        return cast(ITCPTransport, self.transport)
+
     def connectionMade(self) -> None:
         factory = self.factory
         self._started = factory.clock.seconds()
@@ -78,11 +98,11 @@ class StreamProtocol(Protocol):
             source = factory.sourceFactory()
         except SourceError as e:
             self._log.error("cannot open the source: {error}", error=str(e))
-            self._ending = "source error"
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            self.abort("source error")
             return
         self._source = source.description
         protection = factory.protection
+        transport = self._connection()
         producer = self._producer = StreamProducer(
             source=source,
             chunkSize=factory.chunkSize,
@@ -90,57 +110,56 @@ class StreamProtocol(Protocol):
             clock=factory.clock,
             throttle=protection.throttle(),
             observer=protection.observe(
-                self.transport,
-                MetricsObserver(factory.metrics, source.description),
+                transport, MetricsObserver(factory.metrics, source.description)
             ),
             sendfile=factory.sendfile,
             ioPool=factory.ioPool,
         )
         self._watch = protection.watch(
-            self.transport,
+            transport,
             lambda: (producer.bytesSent, producer.rateWaits),
             self._stalled,
         )
         if protection.maxDuration is not None:
             self._expiry = factory.clock.callLater(
-                protection.maxDuration, self._abort, "max duration"
+                protection.maxDuration, self._expired
             )
-        done = producer.startStreaming(self.transport)  # type: ignore[arg-type]
+        # Every stream transport is a consumer (ITCPTransport does not say).
+        done = producer.startStreaming(
+            cast(IConsumer, transport), transportOutlet(transport)
+        )
         done.addCallbacks(self._streamComplete, self._streamFailed)
-
-    def _stalled(self) -> None:
-        self.factory.metrics.stallAborted("tcp")
-        self._abort("stalled")
-
-    def _abort(self, why: str) -> None:
-        self._expiry = None
-        if self._ending in (None, "complete"):
-            self._ending = why
-        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def abort(self, why: str) -> None:
         """
-        Stop the stream's producer, then abort the connection (at shutdown:
-        the L{ConnectionRegistry} gives up waiting for it).
+        Stop the stream's producer, then abort the connection.
 
-        @param why: Why, for the log, unless the stream has ended already.
+        @param why: The ending logged for the stream (C{"stalled"},
+            C{"max duration"}, C{"server shutdown"}), unless it has one
+            already (other than having completed).
         """
-        if self._ending is None:
+        if self._ending in (None, "complete"):
             self._ending = why
-        producer = self._producer
-        if producer is not None:
-            producer.stopProducing()
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        if self._producer is not None:
+            self._producer.stopProducing()
+        self._connection().abortConnection()
+
+    def _stalled(self) -> None:
+        self.factory.metrics.stallAborted("tcp")
+        self.abort("stalled")
+
+    def _expired(self) -> None:
+        self._expiry = None
+        self.abort("max duration")
 
     def _streamComplete(self, bytesSent: int) -> None:
         self._ending = "complete"
-        transport = self.transport
-        assert transport is not None
+        transport = self._connection()
         if INegotiated.providedBy(transport):
             if self._handshakeDone:
                 transport.loseConnection()
         elif IHalfCloseableDescriptor.providedBy(transport) and not self._readClosed:
-            transport.loseWriteConnection()  # type: ignore[attr-defined]
+            transport.loseWriteConnection()
         else:
             transport.loseConnection()
 
@@ -150,10 +169,15 @@ class StreamProtocol(Protocol):
         """
         self._handshakeDone = True
         if self._ending == "complete":
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._connection().loseConnection()
 
     def _streamFailed(self, failure: Failure) -> None:
         if failure.check(StreamStopped):
+            return
+        if failure.check(ConnectionBroken):
+            # A send found the connection gone before the transport did:
+            # drop it, for the transport may not notice.
+            self._connection().abortConnection()
             return
         if failure.check(SourceError):
             self._log.warn(
@@ -163,8 +187,7 @@ class StreamProtocol(Protocol):
             )
         else:
             self._log.failure("aborting stream to {peer}", failure, peer=self._peer())
-        self._ending = "aborted: source failed"
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.abort("aborted: source failed")
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -179,16 +202,19 @@ class StreamProtocol(Protocol):
         self._readClosed = True
         if self._ending is not None:
             self._cancelLinger()
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self._connection().loseConnection()
 
     def writeConnectionLost(self) -> None:
         """
-        The whole stream has been sent, and then the end of it: wait a
-        little for the peer to close, reading what it still sends.
+        Nothing more will be sent: normally once the whole stream has been,
+        and then the end of it. Stop the producer (should the sending side
+        have been shut down in the middle of the stream), and wait a little
+        for the peer to close, reading what it still sends.
         """
+        if self._producer is not None:
+            self._producer.stopProducing()
         self._lingering = self.factory.clock.callLater(
-            LINGER_SECONDS,
-            self.transport.loseConnection,  # type: ignore[union-attr]
+            LINGER_SECONDS, self._connection().loseConnection
         )
 
     def _cancelLinger(self) -> None:
@@ -196,7 +222,7 @@ class StreamProtocol(Protocol):
         if lingering is not None and lingering.active():
             lingering.cancel()
 
-    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]  # noqa: B008
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         ending = self._reasonFor(reason)
         self._cancelLinger()
         if self._watch is not None:
@@ -237,60 +263,61 @@ class StreamProtocol(Protocol):
 
 
 if TYPE_CHECKING:
-    _Factory = Factory[StreamProtocol]
+    _Factory = Factory[Protocol]
 else:  # Factory is generic from Twisted 26.4 on only.
     _Factory = Factory
 
 
+def _defaultProtection(factory: StreamFactory) -> Protection:
+    """
+    No limits but the stall watch's, for a factory given none.
+    """
+    return Protection(factory.clock)
+
+
+@define(slots=False, eq=False)  # as any factory: compared and hashed by identity
 class StreamFactory(_Factory):
     """
     Make a L{StreamProtocol} per connection, each streaming a fresh source.
+    Each constructor argument is kept as the attribute of its name.
 
-    @ivar sourceFactory: Called once per connection for its L{ISource}.
-    @ivar chunkSize: Bytes asked of the source per write; L{None} for the
+    @param sourceFactory: Called once per connection for its L{ISource}.
+    @param clock: Times the streams for the log, and their limits.
+    @param chunkSize: Bytes asked of the source per write; L{None} for the
         source's own L{ISource.chunkSize}.
-    @ivar limit: End each stream after this many bytes; L{None} for no limit.
-    @ivar clock: Times the streams for the log.
-    @ivar protection: Limits on connections, rates, stalls and durations,
-        shared with the other listeners.
-    @ivar metrics: Where the streams are counted.
-    @ivar sendfile: Whether a file's bytes may go to the socket with
+    @param limit: End each stream after this many bytes; L{None} for no
+        limit.
+    @param protection: Limits on connections, rates, stalls and durations,
+        shared with the other listeners; by default, none.
+    @param metrics: Where the streams are counted; by default, a registry
+        of its own.
+    @param sendfile: Whether a file's bytes may go to the socket with
         C{sendfile()}; if not, they are read and sent.
-    @ivar ioPool: Where a file is opened and read when that may block;
+    @param ioPool: Where a file is opened and read when that may block;
         L{None} for the reactor's own thread pool.
+    @param registry: Where each connection is counted while it is open, to
+        be drained at shutdown; L{None} for nowhere.
     @ivar shuttingDown: Set when the server is stopping, so streams it ends
         are logged as such.
-    @ivar registry: Where each connection is counted while it is open, to
-        be drained at shutdown; L{None} for nowhere.
     """
+
+    sourceFactory: Callable[[], ISource]
+    clock: IReactorTime
+    chunkSize: int | None = None
+    limit: int | None = None
+    protection: Protection = field(
+        default=AttrsFactory(_defaultProtection, takes_self=True)
+    )
+    metrics: Metrics = field(factory=Metrics)
+    sendfile: bool = True
+    ioPool: IOPool | None = None
+    registry: ConnectionRegistry | None = None
+    shuttingDown: bool = field(default=False, init=False)
 
     noisy = False
     _log = Logger()
 
-    def __init__(
-        self,
-        sourceFactory: Callable[[], ISource],
-        clock: IReactorTime,
-        chunkSize: int | None = None,
-        limit: int | None = None,
-        protection: Protection | None = None,
-        metrics: Metrics | None = None,
-        sendfile: bool = True,
-        ioPool: IOPool | None = None,
-        registry: ConnectionRegistry | None = None,
-    ) -> None:
-        self.sourceFactory = sourceFactory
-        self.registry = registry
-        self.ioPool = ioPool
-        self.clock = clock
-        self.chunkSize = chunkSize
-        self.limit = limit
-        self.protection = Protection(clock) if protection is None else protection
-        self.metrics = Metrics() if metrics is None else metrics
-        self.sendfile = sendfile
-        self.shuttingDown = False
-
-    def buildProtocol(self, addr: IAddress | None) -> Protocol:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
         """
         A protocol for the connection, or one that closes it at once when
         the connection limits say no.

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from attrs import define, field
 
 if TYPE_CHECKING:
-    from ._producer import StreamObserver
+    from ._read import StreamObserver
 
 
 def _tcpSocket(transport: object) -> socket.socket | None:

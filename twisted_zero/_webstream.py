@@ -14,9 +14,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
+from ._httpoutlet import requestOutlet
 from ._iopool import IOPool
 from ._metrics import Metrics, MetricsObserver
-from ._producer import StreamProducer, StreamStopped
+from ._producer import ConnectionBroken, StreamProducer, StreamStopped
 from ._protection import Protection
 from ._request import StreamRequest, abortTransport, peer
 from ._sizes import parseSize
@@ -138,6 +139,12 @@ class ResponseStreamer:
         def failed(failure: Failure) -> None:
             if failure.check(StreamStopped):
                 return  # the client went away, or the server ended it
+            if failure.check(ConnectionBroken):
+                # A send found the connection gone before the transport did
+                # (the producer has stopped): drop it, for the transport may
+                # not notice; the request logs how it ended.
+                abortTransport(request)
+                return
             if isinstance(request, StreamRequest):
                 request.ending = "aborted: source failed"
             if failure.check(SourceError):
@@ -161,5 +168,7 @@ class ResponseStreamer:
         request.notifyFinish().addBoth(ended).addErrback(
             lambda reason: producer.stopProducing()
         )
-        producer.startStreaming(request).addCallbacks(finished, failed)
+        producer.startStreaming(request, requestOutlet(request)).addCallbacks(
+            finished, failed
+        )
         return NOT_DONE_YET
