@@ -452,14 +452,15 @@ class ChunkSendsTests:
         assert received == (CHARGEN_PERIOD * 150)[:size]
         assert outcome == [size]
 
-    def test_directSendsOff(self, pair: Pair) -> None:
+    def test_noOutlet(self, pair: Pair) -> None:
         """
-        With C{directSends=False} every byte goes through the transport.
+        Without an outlet every byte goes through the transport, even on a
+        transport that allows direct sends.
         """
         producer = StreamProducer(
-            source=ChargenSource(), clock=pair.reactor, limit=300_000, directSends=False
+            source=ChargenSource(), clock=pair.reactor, limit=300_000
         )
-        producer.startStreaming(pair.transport, transportOutlet(pair.transport))
+        producer.startStreaming(pair.transport)
         assert pair.receive() == b""  # nothing sent before the transport's turn
         received = pair.pump()
         assert received == (CHARGEN_PERIOD * 50)[:300_000]

@@ -96,7 +96,7 @@ class StreamProducer(SendEngine):
     the same:
     when the socket is full the transport pauses the producer (it is handed
     one byte to do so), and nothing is read or sent until it resumes it.
-    C{directSends=False} writes everything to the consumer instead;
+    Without an outlet, everything is written to the consumer;
     C{sendfile=False} reads a file's bytes and sends them.
 
     A client that stops reading costs no chunk. Shared chunks
@@ -123,8 +123,6 @@ class StreamProducer(SendEngine):
         the global reactor.
     @param throttle: Paces the stream (a rate); L{None} for no pacing.
     @param observer: Told of the bytes written and of pauses (metrics).
-    @param directSends: Whether bytes may go straight to the socket under
-        the consumer, given an outlet.
     @param sendfile: Whether a file's bytes may go to the socket with
         C{sendfile()}.
     @param ioPool: Where a blocking source is read; L{None} for the
@@ -140,7 +138,6 @@ class StreamProducer(SendEngine):
     _clock: IReactorTime | None = field(default=None, alias="clock")
     _throttle: Throttle | None = field(default=None, alias="throttle")
     _observer: StreamObserver | None = field(default=None, alias="observer")
-    _directSends: bool = field(default=True, alias="directSends")
     _sendfile: bool = field(default=True, alias="sendfile")
     _ioPool: IOPool | None = field(default=None, alias="ioPool")
     _chunkSize: int = field(default=0, init=False)
@@ -225,7 +222,7 @@ class StreamProducer(SendEngine):
             self._throttle.wakeWith(self._woken)
         consumer.registerProducer(self, True)
         # registerProducer may pause us, or stop us if the consumer is gone.
-        if self._state is not State.STOPPED and self._directSends:
+        if self._state is not State.STOPPED:
             self._outlet = outlet
             self._fileSends = (
                 self._sendfile
