@@ -202,8 +202,9 @@ class ListeningServiceTests:
     def test_drainHTTP(self) -> None:
         """
         An HTTP response under way at stop is waited for, up to the shutdown
-        timeout; then its stream is stopped and its connection aborted, and
-        the service has stopped once it has closed.
+        timeout; then its stream is stopped and its connection aborted,
+        logged as a server shutdown (not as the client's reset), and the
+        service has stopped once it has closed.
         """
         reactor = MemoryReactorClock()
         service = makeService(
@@ -218,19 +219,22 @@ class ListeningServiceTests:
         Protocol.makeConnection(channel, transport)
         channel.dataReceived(b"GET /zero HTTP/1.1\r\nHost: t\r\n\r\n")
         assert transport.producerState == "paused"
-        stopped = service.stopService()
-        assert not transport.disconnecting
-        reactor.advance(2.9)
-        assert transport.calls.count("abortConnection") == 0
-        assertNoResult(stopped)
-        reactor.advance(0.1)
-        assert transport.calls.count("abortConnection") == 1
-        # The stream was stopped: resumed, it writes nothing more.
-        transport.drain()
-        assert transport.drain() == b""
-        assertNoResult(stopped)
-        channel.connectionLost(Failure(ConnectionAborted()))
+        with capturedLogs() as events:
+            stopped = service.stopService()
+            assert not transport.disconnecting
+            reactor.advance(2.9)
+            assert transport.calls.count("abortConnection") == 0
+            assertNoResult(stopped)
+            reactor.advance(0.1)
+            assert transport.calls.count("abortConnection") == 1
+            # The stream was stopped: resumed, it writes nothing more.
+            transport.drain()
+            assert transport.drain() == b""
+            assertNoResult(stopped)
+            channel.connectionLost(Failure(ConnectionAborted()))
         assert successResultOf(stopped) is None
+        [ended] = [e for e in events if "status" in e]
+        assert ended["reason"] == "server shutdown"
 
 
 @implementer(IReactorFromThreads)
