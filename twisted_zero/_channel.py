@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import enum
 from functools import partial
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableDescriptor,
+    IReactorTime,
     ITCPTransport,
 )
 from twisted.internet.protocol import connectionDone
@@ -27,11 +28,27 @@ from twisted.web.server import Request
 
 from ._connections import formatAddress
 from ._linger import LingeringClose
+from ._metrics import Metrics
+from ._protection import Protection
+from ._registry import ConnectionRegistry
 from ._request import DiscardedBody, StreamRequest
 from ._responses import MAX_CONTENT_LENGTH
 
-if TYPE_CHECKING:
-    from ._site import StreamSite
+
+class ChannelSite(Protocol):
+    """
+    What a L{Channel} needs of the L{StreamSite<twisted_zero._site.StreamSite>}
+    that made it: its clock, limits, counts and the service's registry.
+    """
+
+    clock: IReactorTime
+    protection: Protection
+    metrics: Metrics
+    registry: ConnectionRegistry | None
+    maxBody: int
+    headerTimeout: float | None
+    channels: set[Channel]
+    shuttingDown: bool
 
 
 class _Phase(enum.Enum):
@@ -86,7 +103,7 @@ class Channel(HTTPChannel):
 
     admitted: IAddress | None = None
 
-    def __init__(self, site: StreamSite) -> None:
+    def __init__(self, site: ChannelSite) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
         self._site = site
         self._phase = _Phase.HEAD
