@@ -104,7 +104,7 @@ class Channel(HTTPChannel):
     admitted: IAddress | None = None
 
     def __init__(self, site: ChannelSite) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+        super().__init__()
         self._site = site
         self._phase = _Phase.HEAD
         self._headTimer: IDelayedCall | None = None
@@ -123,7 +123,7 @@ class Channel(HTTPChannel):
         return self._phase in (_Phase.HEAD, _Phase.IDLE)
 
     def connectionMade(self) -> None:
-        super().connectionMade()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+        super().connectionMade()
         self._site.channels.add(self)
         self._site.metrics.connectionOpened("http")
         self._site.protection.opened(self.transport)
@@ -150,13 +150,13 @@ class Channel(HTTPChannel):
         self._headTimer = None
         if not self._headSeen:
             self._phase = _Phase.CLOSING
-            self.setTimeout(None)  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+            self.setTimeout(None)
             self._log.info(
                 "closed a connection from {peer}: no request in {timeout:g}s",
                 peer=self._peer(),
                 timeout=self._site.headerTimeout,
             )
-            self.loseConnection()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+            self.loseConnection()
             return
         self._refuse(
             http.REQUEST_TIMEOUT,
@@ -173,7 +173,7 @@ class Channel(HTTPChannel):
                 self._startHead()
             if self._phase is _Phase.HEAD:
                 self._headSeen = True
-        super().dataReceived(data)  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+        super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
         if self._phase is _Phase.CLOSING:
@@ -194,7 +194,7 @@ class Channel(HTTPChannel):
                 return
             if not line:
                 self._headLines = self._headBytes = 0
-        super().lineReceived(line)  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+        super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         if self._phase is _Phase.CLOSING:
@@ -220,7 +220,7 @@ class Channel(HTTPChannel):
                 f"declared body over the limit of {self._site.maxBody} bytes",
             )
             return False
-        return bool(super().headerReceived(line))  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+        return bool(super().headerReceived(line))
 
     def allHeadersReceived(self) -> None:
         self._stopHeadTimer()
@@ -235,7 +235,7 @@ class Channel(HTTPChannel):
                 f"{self._site.maxBody} bytes",
             )
             return
-        super().allHeadersReceived()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+        super().allHeadersReceived()
         if self._phase is _Phase.REQUEST and self.requests:
             # Its body, if any, is still to come: over the limit, a 413.
             request = self.requests[-1]
@@ -273,13 +273,13 @@ class Channel(HTTPChannel):
     def allContentReceived(self) -> None:
         if self._phase is _Phase.CLOSING:
             return  # refused with a 413 in the middle of this body
-        super().allContentReceived()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+        super().allContentReceived()
 
     def checkPersistence(self, request: Request, version: bytes) -> bool:
         if self._site.shuttingDown:
             request.responseHeaders.setRawHeaders(b"connection", [b"close"])
             return False
-        return bool(super().checkPersistence(request, version))  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+        return bool(super().checkPersistence(request, version))
 
     def requestDone(self, request: Request) -> None:
         self._phase = _Phase.IDLE
@@ -289,16 +289,16 @@ class Channel(HTTPChannel):
             # would go on parsing what it holds, and reading more.
             self._held = True
             self.paused = True  # LineReceiver parses nothing while set
-        super().requestDone(request)  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+        super().requestDone(request)
         if self._held:
             self._networkProducer.pauseProducing()
         else:
             self._startPendingHead()
         if self._site.shuttingDown and not self.requests:
-            self.loseConnection()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+            self.loseConnection()
 
     def resumeProducing(self) -> None:
-        super().resumeProducing()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+        super().resumeProducing()
         if self._held and not self._waitingForTransport:
             self._held = False
             self.paused = False
@@ -330,7 +330,7 @@ class Channel(HTTPChannel):
             return
         self._phase = _Phase.CLOSING
         self._stopHeadTimer()
-        self.setTimeout(None)  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+        self.setTimeout(None)
         reason = _REASONS[code]
         self._log.info(
             "refused a request from {peer}: {status} {why}",
@@ -374,7 +374,7 @@ class Channel(HTTPChannel):
                 request.content.close()
         self._transferDecoder = None
         try:
-            super().connectionLost(reason)  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+            super().connectionLost(reason)
         finally:
             self._site.channels.discard(self)
             clean = reason.check(ConnectionDone) is not None

@@ -127,13 +127,13 @@ class StreamRequest(Request):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if isinstance(self.content, DiscardedBody):
             self.content.close()
-        super().requestReceived(command, _originForm(path), version)  # type: ignore[no-untyped-call]  # Twisted's Request is not annotated
+        super().requestReceived(command, _originForm(path), version)
 
     def process(self) -> None:
         self._clock: IReactorTime = self.channel.site.reactor  # type: ignore[attr-defined]  # set by Site.buildProtocol, not declared
         self._started = self._clock.seconds()
         self.notifyFinish().addBoth(self._logEnd)
-        super().process()  # type: ignore[no-untyped-call]  # Twisted's Request is not annotated
+        super().process()
 
     def stopStream(self, why: str) -> None:
         """

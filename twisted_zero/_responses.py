@@ -49,4 +49,4 @@ class BaseResource(Resource):
     """
 
     def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]  # Twisted's Resource is not annotated
+        super().__init__()

@@ -88,7 +88,7 @@ class StreamSite(Site):
         @param registry: Told of every connection opened and closed, so
             that it can abort those left at shutdown; L{None} for none.
         """
-        super().__init__(resource, reactor=reactor, timeout=timeout)  # type: ignore[no-untyped-call]  # Twisted's Site is not annotated
+        super().__init__(resource, reactor=reactor, timeout=timeout)
         self.clock = reactor
         self.protection = Protection(reactor) if protection is None else protection
         self.metrics = Metrics() if metrics is None else metrics
@@ -113,7 +113,7 @@ class StreamSite(Site):
         self.shuttingDown = True
         for channel in list(self.channels):
             if channel.waitingForRequest:
-                channel.loseConnection()  # type: ignore[no-untyped-call]  # Twisted's HTTPChannel is not annotated
+                channel.loseConnection()
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]  # a 503 when refused, not Twisted's channel
         refused = self.protection.admit(addr)
@@ -125,7 +125,7 @@ class StreamSite(Site):
                 why=refused,
             )
             return _Busy()
-        channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]  # Twisted's Site is not annotated
+        channel = super().buildProtocol(addr)
         if isinstance(channel, Channel):
             channel.admitted = addr
         built: Protocol | None = channel
@@ -146,7 +146,7 @@ classImplementsOnly(
     StreamSite,
     *(
         interface
-        for interface in implementedBy(Site)  # type: ignore[no-untyped-call]  # zope.interface is not annotated
+        for interface in implementedBy(Site)
         if interface is not IProtocolNegotiationFactory
     ),
 )
