@@ -483,23 +483,28 @@ class TurnTests:
         ]
 
 
-@pytest.mark.parametrize("chunkSize", [1, 10, 4096])
-def test_noCopiesOfSharedChunks(chunkSize: int) -> None:
+class SharedChunkTests:
     """
-    The transport receives the source's shared objects, not copies.
+    Shared chunks are handed out as they are.
     """
-    chunks: list[bytes] = []
 
-    class Recorder(PausingTransport):
-        def write(self, data: bytes) -> None:
-            chunks.append(data)
-            assert self.producer is not None
-            self.producer.pauseProducing()
+    @pytest.mark.parametrize("chunkSize", [1, 10, 4096])
+    def test_noCopiesOfSharedChunks(self, chunkSize: int) -> None:
+        """
+        The transport receives the source's shared objects, not copies.
+        """
+        chunks: list[bytes] = []
 
-    StreamProducer(
-        source=ZeroSource(), chunkSize=chunkSize, clock=Clock()
-    ).startStreaming(Recorder())
-    assert chunks[0] is ZeroSource().read(chunkSize)
+        class Recorder(PausingTransport):
+            def write(self, data: bytes) -> None:
+                chunks.append(data)
+                assert self.producer is not None
+                self.producer.pauseProducing()
+
+        StreamProducer(
+            source=ZeroSource(), chunkSize=chunkSize, clock=Clock()
+        ).startStreaming(Recorder())
+        assert chunks[0] is ZeroSource().read(chunkSize)
 
 
 def slowProducer(

@@ -27,35 +27,40 @@ def readmeExample() -> str:
     return "\n".join(lines)
 
 
-def test_sendFileExample(tmp_path: Path) -> None:
+class ReadmeTests:
     """
-    The example serves the file it is given to each client, then closes.
+    The README's examples work as shown.
     """
-    script = tmp_path / "sendfile.py"
-    script.write_text(readmeExample())
-    data = tmp_path / "data"
-    content = os.urandom(3 * 2**20 + 1)
-    data.write_bytes(content)
-    process = subprocess.Popen(
-        [sys.executable, str(script), str(data), "tcp:0:interface=127.0.0.1"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(PROJECT)},
-    )
-    try:
-        assert process.stdout is not None
-        match = re.fullmatch(r"serving on (\d+)\n", process.stdout.readline())
-        assert match is not None
-        for _ in range(2):
-            with socket.create_connection(
-                ("127.0.0.1", int(match.group(1))), timeout=30
-            ) as client:
-                received = bytearray()
-                while chunk := client.recv(1 << 20):
-                    received += chunk
-            assert received == content
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        if process.stdout is not None:
-            process.stdout.close()
+
+    def test_sendFileExample(self, tmp_path: Path) -> None:
+        """
+        The example serves the file it is given to each client, then closes.
+        """
+        script = tmp_path / "sendfile.py"
+        script.write_text(readmeExample())
+        data = tmp_path / "data"
+        content = os.urandom(3 * 2**20 + 1)
+        data.write_bytes(content)
+        process = subprocess.Popen(
+            [sys.executable, str(script), str(data), "tcp:0:interface=127.0.0.1"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(PROJECT)},
+        )
+        try:
+            assert process.stdout is not None
+            match = re.fullmatch(r"serving on (\d+)\n", process.stdout.readline())
+            assert match is not None
+            for _ in range(2):
+                with socket.create_connection(
+                    ("127.0.0.1", int(match.group(1))), timeout=30
+                ) as client:
+                    received = bytearray()
+                    while chunk := client.recv(1 << 20):
+                        received += chunk
+                assert received == content
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            if process.stdout is not None:
+                process.stdout.close()
