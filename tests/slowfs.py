@@ -352,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if libfuse is None:
         parser.error("libfuse3 not found (apt-get install fuse3)")
     os.environ["FUSE_LIBRARY_PATH"] = libfuse
-    import mfusepy  # type: ignore[import-untyped]
+    import mfusepy  # type: ignore[import-untyped]  # ships no type hints
 
     logFd = None
     if args.log is not None:

@@ -72,7 +72,7 @@ class Pair:
         )
         self.transport.repstr = f"<{type(self.protocol).__name__} on a Pair>"
         if not tcp:  # the addresses of a TCP connection, on a UNIX socket
-            self.transport.getHost = lambda: IPv4Address(  # type: ignore[method-assign]
+            self.transport.getHost = lambda: IPv4Address(  # type: ignore[method-assign]  # a TCP host address on a UNIX socket
                 "TCP", "127.0.0.1", 8080
             )
         self.protocol.makeConnection(self.transport)

@@ -10,6 +10,7 @@ import gc
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from attrs import define, field
@@ -32,10 +33,14 @@ from twisted_zero._site import StreamSite
 from .helpers import PausingTransport, TurnClock, parseResponses
 from .webserver import (
     Server,
+    SiteOptions,
     abortNoting,
     makeRoot,
     written,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 @pytest.fixture
@@ -106,7 +111,7 @@ class ClientTransport(PausingTransport):
         """
 
 
-def clientServer(**site: object) -> tuple[Server, ClientTransport]:
+def clientServer(**site: Unpack[SiteOptions]) -> tuple[Server, ClientTransport]:
     """
     A server whose client reads its responses only when told to.
     """
@@ -747,7 +752,10 @@ class AbortTests:
         closes.
         """
         registry = RecordingRegistry()
-        server = Server(None, site={"registry": registry})
+        server = Server(
+            None,
+            site={"registry": registry},  # type: ignore[arg-type]  # a recording stand-in for the service's registry
+        )
         assert registry.events == [("opened", server.channel)]
         server.channel.connectionLost(Failure(ConnectionDone()))
         assert registry.events == [

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 from twisted.internet import tcp, unix
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web import http, server
 from twisted.web.http import HTTPChannel
@@ -69,7 +69,7 @@ def webRequest(pair: Pair, kind: type[http.Request] = server.Request) -> http.Re
     C{Content-Length}: its body goes on the wire as it is.
     """
     channel = HTTPChannel()
-    channel.site = server.Site(Resource())  # type: ignore[attr-defined]
+    channel.site = server.Site(Resource())  # type: ignore[attr-defined]  # as Site.buildProtocol sets it
     channel.makeConnection(pair.transport)
     request = kind(channel)
     channel.requests.append(request)
@@ -243,13 +243,13 @@ class TwistedDetailsTests:
             pair.close()
 
 
-def streamTo(pair: Pair, consumer: object, outlet: SocketOutlet | None) -> bytes:
+def streamTo(pair: Pair, consumer: IConsumer, outlet: SocketOutlet | None) -> bytes:
     """
     Stream L{SIZE} bytes of chargen to C{consumer} (on C{pair}) with the
     given outlet, reading as fast as a client can; what the client got.
     """
     producer = StreamProducer(source=ChargenSource(), clock=pair.reactor, limit=SIZE)
-    done = producer.startStreaming(consumer, outlet)  # type: ignore[arg-type]
+    done = producer.startStreaming(consumer, outlet)
     received = pair.pump()
     assert successResultOf(done) == SIZE
     return received
@@ -330,7 +330,7 @@ class TransportFallbackTests:
         assert transportOutlet(pair.transport) is None
 
 
-def prepareEncoded(request: http.Request) -> None:
+def prepareEncoded(request: server.Request) -> None:
     class Identity:
         def encode(self, data: bytes) -> bytes:
             return data
@@ -338,11 +338,11 @@ def prepareEncoded(request: http.Request) -> None:
         def finish(self) -> bytes:
             return b""
 
-    request._encoder = Identity()  # type: ignore[attr-defined]
+    request._encoder = Identity()  # type: ignore[assignment]  # declared None
 
 
-def prepareFakeHead(request: http.Request) -> None:
-    request._inFakeHead = True  # type: ignore[attr-defined]
+def prepareFakeHead(request: server.Request) -> None:
+    request._inFakeHead = True
 
 
 class RequestFallbackTests:
@@ -359,7 +359,7 @@ class RequestFallbackTests:
         ],
     )
     def test_bodyRewritten(
-        self, prepare: Callable[[http.Request], None], bodySent: bool
+        self, prepare: Callable[[server.Request], None], bodySent: bool
     ) -> None:
         """
         A request with an encoder (gzip) or answering a HEAD as a GET gets
@@ -370,6 +370,7 @@ class RequestFallbackTests:
         pair = Pair()
         try:
             request = webRequest(pair)
+            assert isinstance(request, server.Request)
             assert isinstance(requestOutlet(request), RequestOutlet)
             prepare(request)
             assert requestOutlet(request) is None

@@ -33,7 +33,9 @@ from twisted.internet.interfaces import (
     IAddress,
     IHalfCloseableProtocol,
     IListeningPort,
+    IPushProducer,
     IStreamClientEndpoint,
+    ITCPTransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import Certificate, optionsForClientTLS
@@ -154,7 +156,8 @@ async def _quietPeriod() -> None:
 
 
 def _address(address: IAddress) -> str:
-    return f"{address.host}:{address.port}"  # type: ignore[attr-defined]
+    assert isinstance(address, IPv4Address)
+    return f"{address.host}:{address.port}"
 
 
 @implementer(ISource)
@@ -226,8 +229,8 @@ class ServerConnection:
             assert reason.value is not None
             self.lost.callback(reason.value)
 
-        protocol.connectionMade = spyConnectionMade  # type: ignore[method-assign]
-        protocol.connectionLost = spyConnectionLost  # type: ignore[method-assign]
+        protocol.connectionMade = spyConnectionMade  # type: ignore[method-assign]  # spy on the protocol's callbacks
+        protocol.connectionLost = spyConnectionLost  # type: ignore[method-assign]  # spy on the protocol's callbacks
 
 
 class RecordingFactory(StreamFactory):
@@ -303,12 +306,28 @@ class Client(Protocol):
             and self.received >= self.pauseAfter
             and not self.pausedReading.called
         ):
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self.reading().pauseProducing()
             self.pausedReading.callback(None)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         assert reason.value is not None
         self.lost.callback(reason.value)
+
+    def connection(self) -> ITCPTransport:
+        """
+        The transport of the connection: a TCP transport, or a TLS one over
+        it.
+        """
+        assert self.transport is not None
+        return cast(ITCPTransport, self.transport)
+
+    def reading(self) -> IPushProducer:
+        """
+        The transport as the producer of what the client reads, to pause and
+        resume it.
+        """
+        assert self.transport is not None
+        return cast(IPushProducer, self.transport)
 
     def content(self) -> bytes:
         assert self.data is not None
@@ -322,7 +341,7 @@ class ChattyClient(Client):
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
-        self.transport.write(b"still here\r\n")  # type: ignore[union-attr]
+        self.connection().write(b"still here\r\n")
 
 
 @implementer(IHalfCloseableProtocol)
@@ -337,11 +356,11 @@ class HalfClosingClient(Client):
     readClosed = False
 
     def connectionMade(self) -> None:
-        self.transport.loseWriteConnection()  # type: ignore[union-attr]
+        self.connection().loseWriteConnection()
 
     def readConnectionLost(self) -> None:
         self.readClosed = True
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.connection().loseConnection()
 
     def writeConnectionLost(self) -> None:
         pass
@@ -404,12 +423,12 @@ class Network:
     async def close(self) -> None:
         for client in self.clients:
             if not client.lost.called and client.transport is not None:
-                client.transport.abortConnection()  # type: ignore[attr-defined]
+                client.connection().abortConnection()
         for factory in self.factories:
             for server in factory.connections:
                 transport = server.protocol.transport
                 if not server.lost.called and transport is not None:
-                    transport.abortConnection()  # type: ignore[attr-defined]
+                    cast(ITCPTransport, transport).abortConnection()
         for port in self.ports:
             await _within(Deferred.fromCoroutine(_stopListening(port)), "unlisten")
         for client in self.clients:
@@ -533,7 +552,7 @@ class FlowControlTests:
         assert client.received == receivedWhenPaused
         assert receivedWhenPaused < limit
 
-        client.transport.resumeProducing()  # type: ignore[union-attr]
+        client.reading().resumeProducing()
         reason = await _within(client.lost, "the stream to end")
 
         assert isinstance(reason, ConnectionDone)
@@ -570,7 +589,7 @@ class DisconnectTests:
         await _within(client.pausedReading, "the client to stop reading")
         await _waitUntilStalled(server, source)
         assert server.producer.bytesSent < bigFile.stat().st_size
-        client.transport.loseConnection()  # type: ignore[union-attr]
+        client.connection().loseConnection()
         await _within(server.lost, "the server connection to close")
 
         readsAtStop = source.reads
@@ -743,7 +762,7 @@ class TLSTests:
         assert server.producer.state == "paused"
         assert source.reads == readsWhenPaused
 
-        client.transport.resumeProducing()  # type: ignore[union-attr]
+        client.reading().resumeProducing()
         reason = await _within(client.lost, "the stream to end")
 
         assert isinstance(reason, ConnectionDone)
@@ -824,7 +843,7 @@ class CloseTests:
 
         await _within(server.lost, "the server to stop lingering")
         assert client.received < limit
-        client.transport.resumeProducing()  # type: ignore[union-attr]
+        client.reading().resumeProducing()
         reason = await _within(client.lost, "the stream to end")
 
         assert isinstance(reason, ConnectionDone)
@@ -857,13 +876,13 @@ class ManyClientsTests:
         for client in clients:
             await network.connect(port, client)
             # Hold every stream open until all clients are connected.
-            client.transport.pauseProducing()  # type: ignore[union-attr]
+            client.reading().pauseProducing()
         await factory.connection(count)
         assert all(not client.lost.called for client in clients)
         assert len({id(source) for source in factory.sources}) == count
 
         for client in clients:
-            client.transport.resumeProducing()  # type: ignore[union-attr]
+            client.reading().resumeProducing()
         for client in clients:
             reason = await _within(client.lost, "a stream to end")
             assert isinstance(reason, ConnectionDone)
@@ -890,7 +909,7 @@ class LogTests:
         factory = RecordingFactory(ZeroSource, chunkSize=64 * 1024, limit=limit)
         port = await network.listen(factory)
         client = await network.connect(port, Client())
-        peer = _address(client.transport.getHost())  # type: ignore[union-attr]
+        peer = _address(client.connection().getHost())
         await _within(client.lost, "the stream to end")
         server = await factory.connection()
         await _within(server.lost, "the server connection to close")
@@ -916,10 +935,10 @@ class LogTests:
         factory = RecordingFactory(ChargenSource, chunkSize=64 * 1024)
         port = await network.listen(factory)
         client = await network.connect(port, Client(pauseAfter=64 * 1024))
-        peer = _address(client.transport.getHost())  # type: ignore[union-attr]
+        peer = _address(client.connection().getHost())
         server = await factory.connection()
         await _within(client.pausedReading, "the client to stop reading")
-        client.transport.loseConnection()  # type: ignore[union-attr]
+        client.connection().loseConnection()
         await _within(server.lost, "the server connection to close")
 
         [event] = _streamEnded(logEvents)

@@ -51,7 +51,7 @@ CONTENT = bytes(range(256)) * 1000  # 256000 bytes
 
 
 def fileProducer(
-    content: bytes = CONTENT, chunkSize: int = 10_000, **kwargs: object
+    content: bytes = CONTENT, chunkSize: int = 10_000, limit: int | None = None
 ) -> tuple[StreamProducer, CountingFile]:
     file = CountingFile(content)
     source = FileSource(file=file, length=len(content))
@@ -59,7 +59,7 @@ def fileProducer(
         source=source,
         chunkSize=chunkSize,
         clock=Clock(),
-        **kwargs,  # type: ignore[arg-type]  # the tests' own keyword arguments
+        limit=limit,
     )
     return producer, file
 
@@ -508,7 +508,10 @@ class SharedChunkTests:
 
 
 def slowProducer(
-    content: bytes = CONTENT, cached: bool = False, **kwargs: object
+    content: bytes = CONTENT,
+    cached: bool = False,
+    limit: int | None = None,
+    throttle: Throttle | None = None,
 ) -> tuple[StreamProducer, SlowSource, ManualThreads]:
     pool, threads = manualPool()
     source = SlowSource(content, cached=cached)
@@ -517,7 +520,8 @@ def slowProducer(
         chunkSize=10_000,
         clock=Clock(),
         ioPool=pool,
-        **kwargs,  # type: ignore[arg-type]
+        limit=limit,
+        throttle=throttle,
     )
     return producer, source, threads
 

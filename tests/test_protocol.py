@@ -15,7 +15,7 @@ from twisted.internet.interfaces import (
     IHandshakeListener,
     INegotiated,
 )
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, capturedLogs
 from twisted.python.failure import Failure
@@ -409,7 +409,7 @@ class IOSimTests:
             def dataReceived(self, data: bytes) -> None:
                 received.append(data)
 
-            def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment] # noqa: B008
+            def connectionLost(self, reason: Failure = connectionDone) -> None:
                 closed.append(reason)
 
         clock = Clock()

@@ -223,7 +223,7 @@ class ByteRangeTests:
         """
         byteRange = ByteRange(0, 1)
         with pytest.raises(AttributeError):
-            byteRange.start = 1  # type: ignore[misc]
+            byteRange.start = 1  # type: ignore[misc]  # a frozen field, assigned to show it raises
         assert byteRange == ByteRange(0, 1)
         assert hash(byteRange) == hash(ByteRange(0, 1))
 

@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TypedDict
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
@@ -19,8 +19,10 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from twisted_zero._channel import Channel
+from twisted_zero._iopool import IOPool
 from twisted_zero._metrics import Metrics
 from twisted_zero._protection import Protection
+from twisted_zero._registry import ConnectionRegistry
 from twisted_zero._resources import makeResource
 from twisted_zero._site import StreamSite
 from twisted_zero._sources import openRegularFile
@@ -28,11 +30,38 @@ from twisted_zero._sources import openRegularFile
 from .helpers import PausingTransport, Response, TurnClock, parseResponses
 from .sockets import Pair
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 CONTENT = bytes(range(256)) * 400  # 102400 bytes
 SIZE = len(CONTENT)
 BIG = bytes(range(256)) * 16384  # 4 MiB: more than any socket buffer holds
 CHUNK = 4096
 PEER = IPv4Address("TCP", "127.0.0.1", 4321)
+
+
+class ResourceOptions(TypedDict, total=False):
+    """
+    The keyword arguments of L{makeResource} a test may choose.
+    """
+
+    listing: bool
+    dotfiles: bool
+    maxBytes: int | None
+    opener: Callable[[str], tuple[BinaryIO, os.stat_result]]
+    sendfile: bool
+    ioPool: IOPool | None
+
+
+class SiteOptions(TypedDict, total=False):
+    """
+    The keyword arguments of L{StreamSite} a test may choose.
+    """
+
+    timeout: float | None
+    maxBody: int
+    headerTimeout: float | None
+    registry: ConnectionRegistry | None
 
 
 class CountingReader:
@@ -125,8 +154,8 @@ def _site(
     root: Path | None,
     files: list[CountingReader],
     protection: Callable[[IReactorTime], Protection] | None,
-    site: dict[str, object] | None,
-    options: dict[str, object],
+    site: SiteOptions | None,
+    options: ResourceOptions,
 ) -> StreamSite:
     """
     A site serving C{root}, its files opened as L{CountingReader}s logged
@@ -135,7 +164,7 @@ def _site(
 
     def opener(path: str) -> tuple[BinaryIO, os.stat_result]:
         file, info = openRegularFile(path)
-        return CountingReader(file, files), info  # type: ignore[return-value]
+        return CountingReader(file, files), info  # type: ignore[return-value]  # a counting stand-in for the file, with the methods it is used by
 
     options.setdefault("opener", opener)
     shared = Protection(clock) if protection is None else protection(clock)
@@ -146,14 +175,14 @@ def _site(
         chunkSize=CHUNK,
         protection=shared,
         metrics=metrics,
-        **options,  # type: ignore[arg-type]
+        **options,
     )
     return StreamSite(
         resource,
         reactor=clock,
         protection=shared,
         metrics=metrics,
-        **(site or {}),  # type: ignore[arg-type]
+        **(site or {}),
     )
 
 
@@ -226,8 +255,8 @@ class Server:
         lenient: bool = False,
         protection: Callable[[IReactorTime], Protection] | None = None,
         transport: PausingTransport | None = None,
-        site: dict[str, object] | None = None,
-        **options: object,
+        site: SiteOptions | None = None,
+        **options: Unpack[ResourceOptions],
     ) -> None:
         self.clock = TurnClock()
         self.files: list[CountingReader] = []
@@ -309,8 +338,8 @@ class SocketServer:
         self,
         root: Path | None,
         protection: Callable[[IReactorTime], Protection] | None = None,
-        site: dict[str, object] | None = None,
-        **options: object,
+        site: SiteOptions | None = None,
+        **options: Unpack[ResourceOptions],
     ) -> None:
         self.clock = MemoryReactorClock()
         self.files: list[CountingReader] = []
@@ -382,7 +411,7 @@ class AbortNotingTransport(PausingTransport):
 def abortNoting(
     root: Path | None,
     protection: Callable[[IReactorTime], Protection] | None = None,
-    site: dict[str, object] | None = None,
+    site: SiteOptions | None = None,
 ) -> tuple[Server, AbortNotingTransport]:
     """
     A L{Server} over an L{AbortNotingTransport}.
