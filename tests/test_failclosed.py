@@ -201,6 +201,27 @@ class TwistedDetailsTests:
         }
         for name, method in _httpoutlet.CHANNEL_WRITES:
             assert getattr(HTTPChannel, name) is method
+        # Request.write writes the headers through the channel's
+        # writeHeaders, which leaves them in the transport's buffer: the
+        # outlet sends nothing before they have left it.
+        pair = Pair()
+        try:
+            request = webRequest(pair, http.Request)
+            written: list[object] = []
+            channel = request.channel
+            real = channel.writeHeaders
+
+            def writeHeaders(*args: object) -> None:
+                written.append(args)
+                real(*args)
+
+            channel.writeHeaders = writeHeaders  # type: ignore[method-assign]  # spy on the headers
+            request.write(b"abc")
+            assert len(written) == 1
+            assert pair.receive() == b""
+            assert pair.transport.dataBuffer or pair.transport._tempDataBuffer
+        finally:
+            pair.close()
         for kind in (http.Request, server.Request):
             pair = Pair()
             try:
@@ -429,6 +450,88 @@ class RequestFallbackTests:
         pair = Pair()
         try:
             assert requestOutlet(webRequest(pair)) is not None
+        finally:
+            pair.close()
+
+    def test_instanceWrite(self) -> None:
+        """
+        A request whose C{write} was replaced on the instance (a wrapper
+        rewriting the body) gets no outlet, and its body goes through that
+        C{write}.
+        """
+        pair = Pair()
+        try:
+            request = webRequest(pair)
+            real = request.write
+            request.write = lambda data: real(data.upper())  # type: ignore[method-assign]  # a wrapper that rewrites the body
+            assert requestOutlet(request) is None
+            received = streamTo(pair, request, None)
+            request.finish()
+            received += pair.pump()
+        finally:
+            pair.close()
+        [response] = parseResponses(received)
+        assert response.body == EXPECTED.upper()
+
+    def test_channelWritesHeadersElsewhere(self) -> None:
+        """
+        Under a channel whose C{writeHeaders} is not L{HTTPChannel}'s own
+        (on its class or its instance), a request gets no outlet: the
+        headers might not be in the transport's buffer before the body.
+        """
+
+        class Headers(HTTPChannel):
+            def writeHeaders(
+                self,
+                version: bytes,
+                code: bytes,
+                reason: bytes,
+                headers: list[tuple[bytes, bytes]],
+            ) -> None:
+                HTTPChannel.writeHeaders(self, version, code, reason, headers)
+
+        pair = Pair()
+        try:
+            channel = Headers()
+            channel.makeConnection(pair.transport)
+            request = http.Request(channel)
+            request.method, request.clientproto = b"GET", b"HTTP/1.1"
+            assert requestOutlet(request) is None
+        finally:
+            pair.close()
+        pair = Pair()
+        try:
+            request = webRequest(pair)
+            request.channel.writeHeaders = lambda *args: None  # type: ignore[method-assign]  # headers written elsewhere
+            assert requestOutlet(request) is None
+        finally:
+            pair.close()
+
+    @pytest.mark.parametrize(
+        "prepare",
+        [
+            pytest.param(prepareEncoded, id="encoder"),
+            pytest.param(prepareFakeHead, id="fake HEAD"),
+            pytest.param(
+                lambda request: setattr(request, "_disconnected", True),
+                id="disconnected",
+            ),
+        ],
+    )
+    def test_changedAfterBuilt(self, prepare: Callable[[server.Request], None]) -> None:
+        """
+        An outlet built for a request is no longer usable once the request
+        gets an encoder, answers a HEAD as a GET, or has lost its
+        connection: the producer then writes to the request.
+        """
+        pair = Pair()
+        try:
+            request = webRequest(pair)
+            assert isinstance(request, server.Request)
+            outlet = requestOutlet(request)
+            assert outlet is not None and outlet.usable()
+            prepare(request)
+            assert not outlet.usable()
         finally:
             pair.close()
 

@@ -20,8 +20,8 @@ from ._outlet import SocketOutlet, hasAll, usableTransport
 REQUEST_WRITES = (http.Request.write, server.Request.write)
 """
 The C{write} methods whose body handling L{requestOutlet} was written
-against: a request whose class has another (a subclass's own) gets no
-outlet.
+against: a request whose class has another (a subclass's own), or whose
+instance was given one, gets no outlet.
 """
 
 REQUEST_ATTRIBUTES = (
@@ -34,6 +34,7 @@ REQUEST_ATTRIBUTES = (
     "clientproto",
     "responseHeaders",
     "sentLength",
+    "_disconnected",
 )
 """
 What the outlet reads (or, for C{sentLength}, updates) of any request.
@@ -49,11 +50,13 @@ discarded (a HEAD answered as a GET).
 CHANNEL_WRITES = (
     ("write", HTTPChannel.write),
     ("writeSequence", HTTPChannel.writeSequence),
+    ("writeHeaders", HTTPChannel.writeHeaders),
 )
 """
-The channel's methods a request writes through, which must be
-L{HTTPChannel}'s own: a channel that rewrites what it writes gets no
-direct sends under it.
+The channel's methods a request writes its headers and body through, which
+must be L{HTTPChannel}'s own (on its class, not replaced on the instance):
+a channel that rewrites what it writes, or writes its headers elsewhere
+than to the transport's buffer, gets no direct sends under it.
 """
 
 
@@ -74,14 +77,21 @@ class RequestOutlet(SocketOutlet):
         assert connection is not None
         super().__init__(request, connection, chunked)
         self._request = request
+        self._serverRequest = request if isinstance(request, server.Request) else None
 
     def usable(self) -> bool:
         """
         As L{SocketOutlet.usable}, and the response's body (once its headers
         are written) goes on the wire as it is or in the chunks this outlet
-        frames: not suppressed (HEAD, 204, 304), not finished.
+        frames: not suppressed (HEAD, 204, 304), not encoded, not finished,
+        its connection not lost.
         """
-        request = self._request
+        request, serverRequest = self._request, self._serverRequest
+        if request._disconnected or (
+            serverRequest is not None
+            and (serverRequest._encoder is not None or serverRequest._inFakeHead)
+        ):
+            return False
         return SocketOutlet.usable(self) and (
             not request.startedWriting
             or bool(
@@ -135,7 +145,11 @@ def _bodyAsWritten(request: Request) -> bool:
     it reads; not encoded (gzip), not discarded (HEAD, 204, 304).
     """
     write = type(request).write
-    if write not in REQUEST_WRITES or not hasAll(request, REQUEST_ATTRIBUTES):
+    if (
+        write not in REQUEST_WRITES
+        or "write" in vars(request)
+        or not hasAll(request, REQUEST_ATTRIBUTES)
+    ):
         return False
     if write is server.Request.write:
         if not isinstance(request, server.Request) or not hasAll(
@@ -175,7 +189,8 @@ def requestOutlet(request: object) -> SocketOutlet | None:
         return None
     channel = request.channel
     if not isinstance(channel, HTTPChannel) or not all(
-        getattr(type(channel), name) is method for name, method in CHANNEL_WRITES
+        getattr(type(channel), name) is method and name not in vars(channel)
+        for name, method in CHANNEL_WRITES
     ):
         return None
     transport = channel.transport
