@@ -524,6 +524,22 @@ class LingerTests:
         server.send(b"x")
         assert transport.calls[-1] == "loseConnection"
 
+    def test_sendingOnDoesNotPutOffTheAbort(self) -> None:
+        """
+        A client that goes on sending once closed for sending too much is
+        aborted L{LINGER_SECONDS} after the close all the same (as over TLS,
+        where reading goes on after C{loseConnection}).
+        """
+        server, transport = self.refused()
+        server.send(bytes(LINGER_BYTES + 1))
+        assert transport.calls[-1] == "loseConnection"
+        for _ in range(4):
+            server.clock.advance(LINGER_SECONDS / 4 - 0.01)
+            server.send(bytes(LINGER_BYTES + 1))
+        assert transport.calls.count("loseConnection") == 1
+        server.clock.advance(0.04)
+        assert transport.calls[-1] == "abortConnection"
+
     def test_nothingLeftScheduled(self) -> None:
         """
         Once the connection is gone, nothing of it is left scheduled.

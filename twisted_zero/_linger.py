@@ -38,6 +38,7 @@ class LingeringClose:
     _transport: ITCPTransport = field(alias="transport")
     _discarded: int = field(default=0, init=False)
     _timer: IDelayedCall | None = field(default=None, init=False)
+    _closing: bool = field(default=False, init=False)
 
     def start(self) -> None:
         """
@@ -50,10 +51,16 @@ class LingeringClose:
         The client sent C{count} more bytes, thrown away.
         """
         self._discarded += count
-        if self._discarded > LINGER_BYTES and self._timer is not None:
+        if (
+            self._discarded > LINGER_BYTES
+            and self._timer is not None
+            and not self._closing
+        ):
             self._end()
 
     def _end(self) -> None:
+        # Once: a client sending on must not put off the abort.
+        self._closing = True
         self.cancel()
         self._timer = self._clock.callLater(
             LINGER_SECONDS, self._transport.abortConnection
