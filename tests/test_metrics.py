@@ -17,7 +17,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from twisted_zero._metrics import Metrics, MetricsObserver, MetricsResource
+from twisted_zero._metrics import Metrics, MetricsObserver
+from twisted_zero._resources import MetricsResource
 
 FAMILIES = {
     "twisted_zero_connections_active",

@@ -1,7 +1,7 @@
 """
-Prometheus metrics: counters and gauges in a registry of their own, and a
-small resource that serves them (without the global reactor or a thread
-pool, unlike C{prometheus_client.twisted}).
+Prometheus metrics: counters and gauges in a registry of their own, and the
+observer a stream reports its bytes and pauses to. Served by
+L{twisted_zero._resources.MetricsResource}.
 """
 
 from __future__ import annotations
@@ -14,13 +14,8 @@ from prometheus_client import (
     Gauge,
     generate_latest,
 )
-from twisted.web import http
-from twisted.web.server import Request
-
-from ._responses import BaseResource, notAllowed, plain
 
 _PREFIX = "twisted_zero"
-_PATHS: list[list[bytes]] = [[], [b""], [b"metrics"]]
 
 
 class Metrics:
@@ -211,35 +206,3 @@ class MetricsObserver:
             self._metrics.producerPaused()
         else:
             self._metrics.producerResumed()
-
-
-class MetricsResource(BaseResource):
-    """
-    Serve L{Metrics} to C{GET} and C{HEAD} at C{/metrics} and C{/}: 404 for
-    any other path, 405 for any other method.
-    """
-
-    isLeaf = True
-
-    def __init__(self, metrics: Metrics) -> None:
-        """
-        @param metrics: The metrics to serve.
-        """
-        super().__init__()
-        self._metrics = metrics
-
-    def render(self, request: Request) -> bytes:
-        """
-        Render the exposition, or a short plain-text error.
-        """
-        refused = notAllowed(request)
-        if refused is not None:
-            return refused
-        if request.postpath not in _PATHS:
-            return plain(request, http.NOT_FOUND, "404 Not Found")
-        body, contentType = self._metrics.render()
-        request.setResponseCode(http.OK)
-        request.setHeader(b"content-type", contentType.encode("ascii"))
-        request.setHeader(b"cache-control", b"no-store")
-        request.setHeader(b"content-length", b"%d" % (len(body),))
-        return b"" if request.method == b"HEAD" else body

@@ -24,11 +24,11 @@ from twisted.web.server import Site
 
 from ._iopool import IOPool
 from ._logging import jsonLogObserver
-from ._metrics import Metrics, MetricsResource
+from ._metrics import Metrics
 from ._protection import ConnectionLimits, Protection
 from ._protocol import StreamFactory
 from ._registry import ConnectionRegistry
-from ._resources import makeResource
+from ._resources import MetricsResource, makeResource
 from ._responses import MAX_CONTENT_LENGTH
 from ._service import IOThreads, ListeningService, StartupError, bindListeners
 from ._site import HEADER_TIMEOUT, MAX_BODY, StreamSite
