@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from twisted_zero._kernel import TCP_NOTSENT_LOWAT
 from twisted_zero._protection import Protection
 from twisted_zero._unsent import (
     NO_UNSENT_LIMIT,
-    TCP_NOTSENT_LOWAT,
     UnsentLimit,
     limitUnsent,
     tcpBytesAcked,

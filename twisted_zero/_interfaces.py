@@ -1,6 +1,7 @@
 """
 What a source is: the interfaces through which a producer reads one, and
-the errors it may raise.
+the errors it may raise; and what a stream reports as it goes
+(L{StreamObserver}).
 
 A source hands out chunks of bytes on request and knows nothing of Twisted's
 I/O. The kinds of source are in L{twisted_zero._generated} and
@@ -8,6 +9,8 @@ L{twisted_zero._filesource}; L{twisted_zero._sources} makes one by name.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 from zope.interface import Attribute, Interface
 
@@ -111,6 +114,23 @@ class IBlockingSource(ISource):
             block, so that it is to be read (with L{ISource.read}) in a
             thread instead. Nothing was read then.
         @raise SourceError: As L{ISource.read}.
+        """
+
+
+class StreamObserver(Protocol):
+    """
+    What a producer tells about itself as it goes, for metrics.
+    """
+
+    def chunkWritten(self, count: int) -> None:
+        """
+        C{count} more bytes were written to the consumer.
+        """
+
+    def pauseChanged(self, paused: bool) -> None:
+        """
+        The consumer paused the producer, or it is producing again (or has
+        ended) after a pause.
         """
 
 

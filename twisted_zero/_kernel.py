@@ -12,7 +12,11 @@ import socket as _socket
 import struct
 import termios
 
-from ._unsent import TCP_NOTSENT_LOWAT
+TCP_NOTSENT_LOWAT: int = getattr(_socket, "TCP_NOTSENT_LOWAT", 25)
+"""
+The socket option that limits what the kernel holds unsent for a TCP
+connection (Linux 3.12; C{socket} names it from Python 3.13 on).
+"""
 
 _CONNECTION_ERRNOS = frozenset(
     {

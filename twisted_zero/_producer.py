@@ -16,10 +16,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._interfaces import StreamObserver
 from ._iopool import IOPool, Operation, reactorPool
 from ._limits import Throttle
 from ._outlet import SocketOutlet
-from ._read import State, StreamObserver
+from ._read import State
 from ._send import SendEngine, Sent
 from ._sources import (
     IBlockingSource,

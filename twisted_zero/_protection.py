@@ -7,16 +7,13 @@ maximum duration, and the rates and unsent limit of each connection.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from attrs import define, field
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from ._interfaces import StreamObserver
 from ._limits import SharedBucket, Throttle, TokenBucket
-from ._unsent import UnsentLimit, _LiftingObserver, tcpBytesAcked
-
-if TYPE_CHECKING:
-    from ._read import StreamObserver
+from ._unsent import LiftingObserver, UnsentLimit, tcpBytesAcked
 
 
 @define
@@ -201,7 +198,7 @@ class Protection:
         limit = self._unsent.get(transport)
         if limit is None:
             return observer
-        return _LiftingObserver(limit, observer)
+        return LiftingObserver(limit, observer)
 
     def throttle(self, requested: float | None = None) -> Throttle | None:
         """

@@ -9,10 +9,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from functools import partial
-from typing import Protocol
 
 from twisted.python.failure import Failure
 
+from ._interfaces import StreamObserver
 from ._iopool import IOPool, Operation
 from ._limits import Throttle
 from ._sources import IBlockingSource, ISource
@@ -29,23 +29,6 @@ class State(enum.Enum):
     PAUSED = "paused"
     STOPPED = "stopped"
     FINISHED = "finished"
-
-
-class StreamObserver(Protocol):
-    """
-    What a producer tells about itself as it goes, for metrics.
-    """
-
-    def chunkWritten(self, count: int) -> None:
-        """
-        C{count} more bytes were written to the consumer.
-        """
-
-    def pauseChanged(self, paused: bool) -> None:
-        """
-        The consumer paused the producer, or it is producing again (or has
-        ended) after a pause.
-        """
 
 
 class ReadEngine:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import TYPE_CHECKING
 
 from attrs import define, field
 
-if TYPE_CHECKING:
-    from ._read import StreamObserver
+from ._interfaces import StreamObserver
+from ._kernel import TCP_NOTSENT_LOWAT
 
 
 def _tcpSocket(transport: object) -> socket.socket | None:
@@ -75,11 +74,6 @@ def limitUnsent(transport: object, size: int) -> bool:
     return True
 
 
-TCP_NOTSENT_LOWAT: int = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
-"""
-The socket option (Linux 3.12; C{socket} names it from Python 3.13 on).
-"""
-
 NO_UNSENT_LIMIT = -1
 """
 What L{limitUnsent} is given to lift a limit (the kernel reads it as the
@@ -138,7 +132,7 @@ class UnsentLimit:
 
 
 @define
-class _LiftingObserver:
+class LiftingObserver:
     """
     A stream's observer that also tells its connection's L{UnsentLimit} what
     is sent.
