@@ -701,15 +701,12 @@ class FairShareTests:
         throttle = Throttle(buckets=[TokenBucket(clock=clock, rate=100, burst=1000)])
         producer = StreamProducer(source=ZeroSource(), clock=clock, throttle=throttle)
         producer.startStreaming(StringTransport())
-        stalls: list[bool] = []
-        watch = Protection(clock, stallTimeout=30).watch(
-            object(),
-            lambda: (producer.bytesSent, producer.rateWaits),
-            lambda: stalls.append(True),
+        stalls: list[str] = []
+        guard = Protection(clock, stallTimeout=30).guard(
+            object(), producer, stalls.append
         )
-        assert watch is not None
         for _ in range(1200):
             clock.advance(0.1)
         assert stalls == []
         producer.stopProducing()
-        watch.stop()
+        guard.stop()

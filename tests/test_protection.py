@@ -118,16 +118,94 @@ class ProtectionTests:
         assert limits.total == 0
         assert protection.admit(address) is None
 
-    def test_watch(self) -> None:
+    def test_unguarded(self) -> None:
         """
-        With a stall timeout, a watch starts; without, none.
+        Without a stall timeout or a maximum duration, a guard schedules
+        nothing; its abort still stops the producer before the owner drops
+        the connection.
         """
         clock = Clock()
-        assert Protection(clock).watch(object(), lambda: 0, pytest.fail) is None
-        stalled: list[bool] = []
-        watch = Protection(clock, stallTimeout=1).watch(
-            object(), lambda: 0, lambda: stalled.append(True)
+        producer = RecordingProducer()
+        guard = Protection(clock).guard(object(), producer, producer.dropped)
+        assert guard.watch is None and guard.expiry is None
+        assert clock.getDelayedCalls() == []
+        guard.abort("server shutdown")
+        assert producer.calls == ["stopProducing", "drop: server shutdown"]
+
+    def test_stalled(self) -> None:
+        """
+        A stream that makes no progress for the stall timeout is aborted:
+        the stall is counted, the producer stopped, then the connection
+        dropped as stalled; nothing is left scheduled.
+        """
+        clock = Clock()
+        producer = RecordingProducer()
+        guard = Protection(clock, stallTimeout=10, maxDuration=60).guard(
+            object(),
+            producer,
+            producer.dropped,
+            stalled=lambda: producer.calls.append("counted"),
         )
-        assert watch is not None
-        clock.advance(2)
-        assert stalled == [True]
+        for _ in range(16):
+            clock.advance(1)
+            producer.bytesSent += 1
+        for _ in range(9):
+            clock.advance(1)
+        assert producer.calls == []
+        # The watch looks every quarter of the timeout, and counts from the
+        # look that saw the last progress.
+        for _ in range(6):
+            clock.advance(1)
+        assert producer.calls == ["counted", "stopProducing", "drop: stalled"]
+        assert guard.expiry is None
+        assert clock.getDelayedCalls() == []
+
+    def test_maxDuration(self) -> None:
+        """
+        A stream still running at the maximum duration is aborted, its
+        producer stopped first; nothing is left scheduled.
+        """
+        clock = Clock()
+        producer = RecordingProducer()
+        Protection(clock, stallTimeout=10, maxDuration=5).guard(
+            object(), producer, producer.dropped
+        )
+        clock.advance(4.9)
+        assert producer.calls == []
+        clock.advance(0.1)
+        assert producer.calls == ["stopProducing", "drop: max duration"]
+        assert clock.getDelayedCalls() == []
+
+    def test_stop(self) -> None:
+        """
+        Once the stream has ended, its guard leaves nothing scheduled and
+        never aborts it.
+        """
+        clock = Clock()
+        producer = RecordingProducer()
+        guard = Protection(clock, stallTimeout=10, maxDuration=5).guard(
+            object(), producer, producer.dropped
+        )
+        guard.stop()
+        guard.stop()
+        assert clock.getDelayedCalls() == []
+        clock.advance(100)
+        assert producer.calls == []
+
+
+class RecordingProducer:
+    """
+    A stream's producer that records the guard's calls, and the owner's
+    drop, in order.
+    """
+
+    def __init__(self) -> None:
+        self.bytesSent = 0
+        self.rateWaits = 0
+        self.calls: list[str] = []
+
+    def stopProducing(self) -> None:
+        self.calls.append("stopProducing")
+
+    def dropped(self, why: str) -> None:
+        self.calls.append(f"drop: {why}")

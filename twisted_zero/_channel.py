@@ -26,7 +26,7 @@ from twisted.web import http
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
-from ._connections import formatAddress
+from ._connections import formatPeer
 from ._linger import LingeringClose
 from ._metrics import Metrics
 from ._protection import Protection
@@ -153,7 +153,7 @@ class Channel(HTTPChannel):
             self.setTimeout(None)
             self._log.info(
                 "closed a connection from {peer}: no request in {timeout:g}s",
-                peer=self._peer(),
+                peer=formatPeer(self.transport),
                 timeout=self._site.headerTimeout,
             )
             self.loseConnection()
@@ -334,7 +334,7 @@ class Channel(HTTPChannel):
         reason = _REASONS[code]
         self._log.info(
             "refused a request from {peer}: {status} {why}",
-            peer=self._peer(),
+            peer=formatPeer(self.transport),
             status=code,
             why=why,
         )
@@ -357,10 +357,6 @@ class Channel(HTTPChannel):
         self._networkProducer.resumeProducing()
         self._linger = LingeringClose(clock=self._site.clock, transport=transport)
         self._linger.start()
-
-    def _peer(self) -> str:
-        transport = self.transport
-        return "?" if transport is None else formatAddress(transport.getPeer())
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopHeadTimer()

@@ -6,7 +6,7 @@ peer's address is written in the log, and how long it lingers at its end.
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, ITransport
 
 LINGER_SECONDS = 2.0
 """
@@ -32,3 +32,11 @@ def formatAddress(address: IAddress) -> str:
             return "unix:(unnamed)"
         return "unix:" + name.decode("utf-8", "replace")
     return str(address)
+
+
+def formatPeer(transport: ITransport | None) -> str:
+    """
+    The peer of a connection, as L{formatAddress} writes it; C{?} before
+    the connection is made.
+    """
+    return "?" if transport is None else formatAddress(transport.getPeer())

@@ -1,18 +1,23 @@
 """
 What the daemon does against slow, stuck, greedy or too many clients:
-admission (connections overall and per address), the stall watch, the
-maximum duration, and the rates and unsent limit of each connection.
+admission (connections overall and per address), the rates and unsent limit
+of each connection, and each stream's guard (its stall watch and maximum
+duration, and the abort they start).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from attrs import define, field
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.logger import Logger
 
+from ._connections import formatAddress
 from ._interfaces import StreamObserver
 from ._limits import SharedBucket, Throttle, TokenBucket
+from ._metrics import Metrics
 from ._unsent import LiftingObserver, UnsentLimit, tcpBytesAcked
 
 
@@ -153,6 +158,7 @@ class Protection:
     maxUnsent: int | None = None
     _total: SharedBucket | None = field(default=None, init=False)
     _unsent: dict[object, UnsentLimit] = field(factory=dict, init=False)
+    _log = Logger()
 
     def __attrs_post_init__(self) -> None:
         if self.totalRate is not None:
@@ -167,6 +173,26 @@ class Protection:
         if address is None:
             return None
         return self.limits.admit(_addressKey(address))
+
+    def admitFrom(self, address: IAddress | None, kind: str, metrics: Metrics) -> bool:
+        """
+        Let a new connection from C{address} in (see L{admit}), or count
+        and log its refusal.
+
+        @param kind: The listener's kind, for the metrics (C{"tcp"},
+            C{"http"}).
+        @return: Whether it is let in.
+        """
+        refused = self.admit(address)
+        if refused is None:
+            return True
+        metrics.rejected(kind, refused)
+        self._log.warn(
+            "refused a connection from {peer}: {why}",
+            peer="?" if address is None else formatAddress(address),
+            why=refused,
+        )
+        return False
 
     def opened(self, transport: object) -> None:
         """
@@ -214,21 +240,114 @@ class Protection:
             return None
         return Throttle(buckets=buckets, onWait=self.onRateWait)
 
-    def watch(
-        self, transport: object, sent: Callable[[], object], onStall: Callable[[], None]
-    ) -> StallWatch | None:
+    def guard(
+        self,
+        transport: object,
+        producer: GuardedProducer,
+        drop: Callable[[str], None],
+        stalled: Callable[[], None] | None = None,
+    ) -> StreamGuard:
         """
-        Start watching a connection for stalls, if a stall timeout is set.
-        Progress is what the peer acknowledged (TCP) or what the producer
-        could write.
+        Guard one stream from its start: abort it once it has stalled for
+        the stall timeout (progress is what the peer acknowledged, over TCP,
+        or what the producer wrote or waited for its rate), or once it has
+        run for the maximum duration.
+
+        @param transport: The stream's connection.
+        @param producer: The stream's producer.
+        @param drop: The owner's end of an abort: record why and abort the
+            connection (the producer is stopped by then).
+        @param stalled: Called before a stall's abort (metrics); L{None}
+            for nothing.
         """
-        if not self.stallTimeout:
-            return None
-        watch = StallWatch(
-            clock=self.clock,
-            timeout=self.stallTimeout,
-            progress=lambda: (tcpBytesAcked(transport), sent()),
-            onStall=onStall,
-        )
-        watch.start()
-        return watch
+        guard = StreamGuard(producer=producer, drop=drop)
+        if self.stallTimeout:
+
+            def onStall() -> None:
+                if stalled is not None:
+                    stalled()
+                guard.abort("stalled")
+
+            guard.watch = StallWatch(
+                clock=self.clock,
+                timeout=self.stallTimeout,
+                progress=lambda: (
+                    tcpBytesAcked(transport),
+                    producer.bytesSent,
+                    producer.rateWaits,
+                ),
+                onStall=onStall,
+            )
+            guard.watch.start()
+        if self.maxDuration is not None:
+            guard.expiry = self.clock.callLater(
+                self.maxDuration, guard.abort, "max duration"
+            )
+        return guard
+
+
+class GuardedProducer(Protocol):
+    """
+    What a L{StreamGuard} needs of a stream's producer: its progress, and
+    stopping it.
+    """
+
+    @property
+    def bytesSent(self) -> int:
+        """
+        The bytes written so far.
+        """
+
+    @property
+    def rateWaits(self) -> int:
+        """
+        The times it waited for its rate.
+        """
+
+    def stopProducing(self) -> None:
+        """
+        Stop at once; read and write nothing more.
+        """
+
+
+@define(eq=False)
+class StreamGuard:
+    """
+    One stream's protection while it runs (L{Protection.guard}): its stall
+    watch and its deadline, and the abort they start, which stops the
+    producer before the owner drops the connection (until the connection is
+    lost, a due write could otherwise read one more chunk into a doomed
+    buffer).
+
+    @param producer: The stream's producer.
+    @param drop: The owner's end of an abort: record why and abort the
+        connection.
+    @ivar watch: The stall watch, if a stall timeout is set.
+    @ivar expiry: The deadline, if a maximum duration is set.
+    """
+
+    _producer: GuardedProducer = field(alias="producer")
+    _drop: Callable[[str], None] = field(alias="drop")
+    watch: StallWatch | None = None
+    expiry: IDelayedCall | None = None
+
+    def abort(self, why: str) -> None:
+        """
+        Stop the producer, then have the owner drop the connection.
+
+        @param why: The stream's ending, for the log.
+        """
+        self.stop()
+        self._producer.stopProducing()
+        self._drop(why)
+
+    def stop(self) -> None:
+        """
+        The stream has ended: nothing of the guard is left scheduled.
+        Idempotent.
+        """
+        if self.watch is not None:
+            self.watch.stop()
+        expiry, self.expiry = self.expiry, None
+        if expiry is not None and expiry.active():
+            expiry.cancel()

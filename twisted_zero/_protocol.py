@@ -5,6 +5,7 @@ The raw-TCP protocol: every connection gets its own stream.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from attrs import Factory as AttrsFactory
@@ -26,12 +27,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._connections import LINGER_SECONDS, formatAddress
+from ._connections import LINGER_SECONDS, formatPeer
 from ._iopool import IOPool
 from ._metrics import Metrics, MetricsObserver
 from ._outlet import transportOutlet
 from ._producer import ConnectionBroken, StreamProducer, StreamStopped
-from ._protection import Protection, StallWatch
+from ._protection import Protection, StreamGuard
 from ._registry import ConnectionRegistry
 from ._sources import ISource, SourceError
 
@@ -79,8 +80,7 @@ class StreamProtocol(Protocol):
         self._readClosed = False
         self._handshakeDone = False
         self._lingering: IDelayedCall | None = None
-        self._watch: StallWatch | None = None
-        self._expiry: IDelayedCall | None = None
+        self._guard: StreamGuard | None = None
 
     def _connection(self) -> ITCPTransport:
         """
@@ -115,15 +115,12 @@ class StreamProtocol(Protocol):
             sendfile=factory.sendfile,
             ioPool=factory.ioPool,
         )
-        self._watch = protection.watch(
+        self._guard = protection.guard(
             transport,
-            lambda: (producer.bytesSent, producer.rateWaits),
-            self._stalled,
+            producer,
+            drop=self._drop,
+            stalled=partial(factory.metrics.stallAborted, "tcp"),
         )
-        if protection.maxDuration is not None:
-            self._expiry = factory.clock.callLater(
-                protection.maxDuration, self._expired
-            )
         # Every stream transport is a consumer (ITCPTransport does not say).
         done = producer.startStreaming(
             cast(IConsumer, transport), transportOutlet(transport)
@@ -138,19 +135,18 @@ class StreamProtocol(Protocol):
             C{"max duration"}, C{"server shutdown"}), unless it has one
             already (other than having completed).
         """
+        if self._guard is not None:
+            self._guard.abort(why)
+        else:  # no stream: its source would not open
+            self._drop(why)
+
+    def _drop(self, why: str) -> None:
+        """
+        Abort the connection, the stream's producer stopped (see L{abort}).
+        """
         if self._ending in (None, "complete"):
             self._ending = why
-        if self._producer is not None:
-            self._producer.stopProducing()
         self._connection().abortConnection()
-
-    def _stalled(self) -> None:
-        self.factory.metrics.stallAborted("tcp")
-        self.abort("stalled")
-
-    def _expired(self) -> None:
-        self._expiry = None
-        self.abort("max duration")
 
     def _streamComplete(self, bytesSent: int) -> None:
         self._ending = "complete"
@@ -182,11 +178,13 @@ class StreamProtocol(Protocol):
         if failure.check(SourceError):
             self._log.warn(
                 "aborting stream to {peer}: {error}",
-                peer=self._peer(),
+                peer=formatPeer(self.transport),
                 error=str(failure.value),
             )
         else:
-            self._log.failure("aborting stream to {peer}", failure, peer=self._peer())
+            self._log.failure(
+                "aborting stream to {peer}", failure, peer=formatPeer(self.transport)
+            )
         self.abort("aborted: source failed")
 
     def dataReceived(self, data: bytes) -> None:
@@ -225,17 +223,15 @@ class StreamProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         ending = self._reasonFor(reason)
         self._cancelLinger()
-        if self._watch is not None:
-            self._watch.stop()
-        if self._expiry is not None and self._expiry.active():
-            self._expiry.cancel()
+        if self._guard is not None:
+            self._guard.stop()
         producer, self._producer = self._producer, None
         if producer is not None:
             producer.stopProducing()
         self._log.info(
             "stream to {peer} ended ({reason}): {source}, {bytes} bytes "
             "in {seconds:.3f}s",
-            peer=self._peer(),
+            peer=formatPeer(self.transport),
             source=self._source,
             bytes=0 if producer is None else producer.bytesSent,
             seconds=self.factory.clock.seconds() - self._started,
@@ -256,10 +252,6 @@ class StreamProtocol(Protocol):
         if reason.check(ConnectionLost):
             return "client reset"
         return f"connection failed: {reason.getErrorMessage()}"
-
-    def _peer(self) -> str:
-        transport = self.transport
-        return "?" if transport is None else formatAddress(transport.getPeer())
 
 
 if TYPE_CHECKING:
@@ -315,21 +307,13 @@ class StreamFactory(_Factory):
     shuttingDown: bool = field(default=False, init=False)
 
     noisy = False
-    _log = Logger()
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
         """
         A protocol for the connection, or one that closes it at once when
         the connection limits say no.
         """
-        refused = self.protection.admit(addr)
-        if refused is not None:
-            self.metrics.rejected("tcp", refused)
-            self._log.warn(
-                "refused a connection from {peer}: {why}",
-                peer="?" if addr is None else formatAddress(addr),
-                why=refused,
-            )
+        if not self.protection.admitFrom(addr, "tcp", self.metrics):
             # A protocol, not None: a wrapping factory (TLS) would wrap None.
             return _Refused()
         protocol = StreamProtocol()

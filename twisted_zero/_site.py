@@ -11,7 +11,6 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
@@ -19,7 +18,6 @@ from twisted.web.server import Site
 from zope.interface import classImplementsOnly, implementedBy
 
 from ._channel import Channel
-from ._connections import formatAddress
 from ._metrics import Metrics
 from ._protection import Protection
 from ._registry import ConnectionRegistry
@@ -60,7 +58,6 @@ class StreamSite(Site):
 
     requestFactory = StreamRequest
     noisy = False
-    _log = Logger()
 
     def __init__(
         self,
@@ -116,14 +113,7 @@ class StreamSite(Site):
                 channel.loseConnection()
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]  # a 503 when refused, not Twisted's channel
-        refused = self.protection.admit(addr)
-        if refused is not None:
-            self.metrics.rejected("http", refused)
-            self._log.warn(
-                "refused a connection from {peer}: {why}",
-                peer="?" if addr is None else formatAddress(addr),
-                why=refused,
-            )
+        if not self.protection.admitFrom(addr, "http", self.metrics):
             return _Busy()
         channel = super().buildProtocol(addr)
         if isinstance(channel, Channel):

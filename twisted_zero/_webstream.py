@@ -8,6 +8,8 @@ whole.
 
 from __future__ import annotations
 
+from functools import partial
+
 from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -104,33 +106,22 @@ class ResponseStreamer:
         if isinstance(request, StreamRequest):
             request.stream = producer
 
-        def abort(why: str) -> None:
-            # Stop reading before the connection goes: until it is lost, a
-            # due write could read one more chunk into a doomed buffer.
+        def drop(why: str) -> None:
             if isinstance(request, StreamRequest) and request.ending is None:
                 request.ending = why
-            producer.stopProducing()
             abortTransport(request)
 
-        def stalled() -> None:
-            if metrics is not None:
-                metrics.stallAborted("http")
-            abort("stalled")
-
-        watch = protection.watch(
-            transport, lambda: (producer.bytesSent, producer.rateWaits), stalled
+        guard = protection.guard(
+            transport,
+            producer,
+            drop=drop,
+            stalled=None if metrics is None else partial(metrics.stallAborted, "http"),
         )
-        expiry = None
-        if protection.maxDuration is not None:
-            expiry = clock.callLater(protection.maxDuration, abort, "max duration")
 
         def ended(result: object) -> object:
             if isinstance(request, StreamRequest):
                 request.stream = None
-            if watch is not None:
-                watch.stop()
-            if expiry is not None and expiry.active():
-                expiry.cancel()
+            guard.stop()
             return result
 
         def finished(sent: int) -> None:
@@ -156,8 +147,7 @@ class ResponseStreamer:
             else:
                 _log.failure("aborting response", failure)
             # The client must be able to tell the body is short.
-            producer.stopProducing()
-            abortTransport(request)
+            guard.abort("aborted: source failed")
 
         # Before the body starts: a body that ends inside startStreaming (an
         # empty file, bytes=0) finishes the request there, and a Deferred
