@@ -32,7 +32,7 @@ from ._metrics import Metrics
 from ._protection import Protection
 from ._registry import ConnectionRegistry
 from ._request import DiscardedBody, StreamRequest
-from ._responses import MAX_CONTENT_LENGTH
+from ._responses import MAX_CONTENT_LENGTH, refusal
 
 
 class ChannelSite(Protocol):
@@ -61,14 +61,6 @@ class _Phase(enum.Enum):
     REQUEST = "a request's body is arriving, or it is being answered"
     CLOSING = "answered with an error; closing"
 
-
-_REASONS = {
-    http.BAD_REQUEST: b"Bad Request",
-    http.REQUEST_TIMEOUT: b"Request Timeout",
-    http.REQUEST_ENTITY_TOO_LARGE: b"Content Too Large",
-    http.REQUEST_URI_TOO_LONG: b"URI Too Long",
-    431: b"Request Header Fields Too Large",
-}
 
 _CONTENT_LENGTH_DIGITS = len(str(MAX_CONTENT_LENGTH))
 """
@@ -331,24 +323,18 @@ class Channel(HTTPChannel):
         self._phase = _Phase.CLOSING
         self._stopHeadTimer()
         self.setTimeout(None)
-        reason = _REASONS[code]
         self._log.info(
             "refused a request from {peer}: {status} {why}",
             peer=formatPeer(self.transport),
             status=code,
             why=why,
         )
-        body = b"%d %s: %s\n" % (code, reason, why.encode("ascii", "replace"))
         transport = self.transport
         assert transport is not None
         # Nothing more from the transport's flow control: this channel
         # reads until the end, and writes no more than this.
         self._networkProducer.unregisterProducer()  # type: ignore[attr-defined]  # the transport, or Twisted's _NoPushProducer: both have it
-        transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nCache-Control: no-store\r\n"
-            b"Connection: close\r\n\r\n%s" % (code, reason, len(body), body)
-        )
+        transport.write(refusal(code, why))
         if not IHalfCloseableDescriptor.providedBy(transport):
             transport.loseConnection()
             return

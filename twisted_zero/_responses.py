@@ -1,5 +1,6 @@
 """
-What the resources share: small plain-text HTTP responses, the methods
+What the resources and the channel share: small plain-text HTTP responses
+(and the whole one that refuses a request before it is parsed), the methods
 allowed, the largest body length, an annotated base class.
 """
 
@@ -16,6 +17,30 @@ MAX_CONTENT_LENGTH = 2**63 - 1
 The largest C{Content-Length} a client can be expected to parse (a signed
 64-bit number), so the most C{?bytes=} may ask for.
 """
+
+
+_REASONS = {
+    http.BAD_REQUEST: b"Bad Request",
+    http.REQUEST_TIMEOUT: b"Request Timeout",
+    http.REQUEST_ENTITY_TOO_LARGE: b"Content Too Large",
+    http.REQUEST_URI_TOO_LONG: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
+
+
+def refusal(code: int, why: str) -> bytes:
+    """
+    A whole HTTP/1.1 response refusing a request the channel will not parse
+    further: C{code} (400, 408, 413, 414 or 431) and C{why} as one line of
+    uncacheable text; the connection closes after it.
+    """
+    reason = _REASONS[code]
+    body = b"%d %s: %s\n" % (code, reason, why.encode("ascii", "replace"))
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\nCache-Control: no-store\r\n"
+        b"Connection: close\r\n\r\n%s" % (code, reason, len(body), body)
+    )
 
 
 def plain(request: Request, code: int, message: str) -> bytes:

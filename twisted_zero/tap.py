@@ -5,7 +5,6 @@ pieces are put together.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any, cast
@@ -32,9 +31,9 @@ from ._resources import MetricsResource, makeResource
 from ._responses import MAX_CONTENT_LENGTH
 from ._service import IOThreads, ListeningService, StartupError, bindListeners
 from ._site import HEADER_TIMEOUT, MAX_BODY, StreamSite
-from ._sizes import parseSize
 from ._sources import SOURCE_NAMES, SourceError, sourceFactory
 from ._systemd import SystemdNotifier, SystemdService
+from ._values import countOption, directoryOption, secondsOption, sizeOption
 from ._workers import parseInherited, superviseWorkers, watchParent
 
 __all__ = [
@@ -205,26 +204,26 @@ class Options(usage.Options):
         ):
             if self[option] and not self["http"]:
                 raise usage.UsageError(f"--{option} needs --http")
-        self["max-bytes"] = _size(self["max-bytes"], "--max-bytes", 0)
-        maxUnsent = _size(self["max-unsent"], "--max-unsent", 0)
+        self["max-bytes"] = sizeOption(self["max-bytes"], "--max-bytes", 0)
+        maxUnsent = sizeOption(self["max-unsent"], "--max-unsent", 0)
         if maxUnsent is not None and maxUnsent > MAX_UNSENT:
             raise usage.UsageError(
                 f"--max-unsent: at most {MAX_UNSENT // 2**20}M, not {maxUnsent} bytes"
             )
         self["max-unsent"] = maxUnsent or None
-        maxBody = _size(self["max-body"], "--max-body", 0)
+        maxBody = sizeOption(self["max-body"], "--max-body", 0)
         if maxBody is not None and maxBody > MAX_CONTENT_LENGTH:
             raise usage.UsageError(f"--max-body: at most {MAX_CONTENT_LENGTH} bytes")
         self["max-body"] = MAX_BODY if maxBody is None else maxBody
         self["header-timeout"] = (
             HEADER_TIMEOUT
             if self["header-timeout"] is None
-            else _seconds(self["header-timeout"], "header-timeout")
+            else secondsOption(self["header-timeout"], "header-timeout")
         )
         if self["root"] is not None:
-            self["root"] = _directory(self["root"])
-        self["limit"] = _size(self["limit"], "--limit", 0)
-        self["chunk-size"] = _size(self["chunk-size"], "--chunk-size", 1)
+            self["root"] = directoryOption(self["root"])
+        self["limit"] = sizeOption(self["limit"], "--limit", 0)
+        self["chunk-size"] = sizeOption(self["chunk-size"], "--chunk-size", 1)
         if self["chunk-size"] is not None and self["chunk-size"] > MAX_CHUNK_SIZE:
             raise usage.UsageError(
                 f"--chunk-size: at most {MAX_CHUNK_SIZE // 2**20}M, "
@@ -235,11 +234,11 @@ class Options(usage.Options):
         except SourceError as e:
             raise usage.UsageError(f"--source: {e}") from None
         for option in ("stall-timeout", "max-duration", "shutdown-timeout"):
-            self[option] = _seconds(self[option], option)
+            self[option] = secondsOption(self[option], option)
         for option in ("max-connections", "max-per-ip", "workers", "io-threads"):
-            self[option] = _count(self[option], option)
+            self[option] = countOption(self[option], option)
         for option in ("rate", "total-rate"):
-            self[option] = _size(self[option], f"--{option}", 1)
+            self[option] = sizeOption(self[option], f"--{option}", 1)
         if self["workers"] > MAX_WORKERS:
             raise usage.UsageError(f"--workers: at most {MAX_WORKERS}")
         if self["io-threads"] > MAX_IO_THREADS:
@@ -254,51 +253,6 @@ class Options(usage.Options):
                 self["worker-sockets"] = parseInherited(self["worker-sockets"])
             except ValueError as e:
                 raise usage.UsageError(f"--worker-sockets: {e}") from None
-
-
-def _directory(path: str) -> str:
-    real = os.path.realpath(path)
-    if not os.path.isdir(real):
-        what = "no such directory" if not os.path.exists(real) else "not a directory"
-        raise usage.UsageError(f"--root: {path}: {what}")
-    if not os.access(real, os.R_OK | os.X_OK):
-        raise usage.UsageError(f"--root: {path}: permission denied")
-    return real
-
-
-def _seconds(text: str | None, option: str) -> float | None:
-    """
-    A duration in seconds; L{None} (or 0) for none.
-    """
-    if text is None:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < 10**9:
-        raise usage.UsageError(f"--{option}: {text!r} is not a number of seconds")
-    return seconds or None
-
-
-def _count(text: str | None, option: str) -> int | None:
-    if text is None:
-        return None
-    if not text.isdigit() or int(text) < 1:
-        raise usage.UsageError(f"--{option}: {text!r} is not a positive whole number")
-    return int(text)
-
-
-def _size(text: str | None, option: str, minimum: int) -> int | None:
-    if text is None:
-        return None
-    try:
-        size = parseSize(text)
-    except ValueError as e:
-        raise usage.UsageError(f"{option}: {e}") from None
-    if size < minimum:
-        raise usage.UsageError(f"{option}: must be at least {minimum} bytes")
-    return size
 
 
 def makeService(options: Options, reactor: IReactorCore | None = None) -> IService:
