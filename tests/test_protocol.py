@@ -5,8 +5,11 @@ over in-memory transports and a task clock.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable, Sequence
 
+import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
@@ -34,6 +37,7 @@ from twisted_zero import (
 )
 from twisted_zero._connections import LINGER_SECONDS, formatAddress
 from twisted_zero._protection import ConnectionLimits, Protection
+from twisted_zero._registry import ConnectionRegistry
 from twisted_zero._sources import CHARGEN_PERIOD
 
 from .helpers import CountingFile, PausingTransport
@@ -574,3 +578,60 @@ class AbortTests:
         transport.drain()
         clock.advance(1)
         assert source.reads == reads
+
+
+class FreedTests:
+    """
+    A closed raw connection is freed at once, as an HTTP one is.
+    """
+
+    @pytest.mark.parametrize(
+        "ending",
+        ["client closed", "stalled", "max duration", "server shutdown"],
+    )
+    def test_noCycle(self, ending: str) -> None:
+        """
+        A connection, its protocol, its stream's producer and guard are
+        freed as soon as it is closed, however it ended: they hold no cycle
+        that only the garbage collector would break (which on a busy server
+        comes late, holding every such connection's buffers until then).
+        """
+        gc.collect()
+        gc.disable()
+        try:
+            clock = Clock()
+            factory = StreamFactory(
+                sourceFactory=ZeroSource,
+                clock=clock,
+                chunkSize=1000,
+                protection=Protection(clock, stallTimeout=10, maxDuration=60),
+                registry=ConnectionRegistry(clock=clock),
+            )
+            protocol = factory.buildProtocol(PEER)
+            assert isinstance(protocol, StreamProtocol)
+            transport = PausingTransport(bufferSize=5000)
+            protocol.makeConnection(transport)
+            freed = weakref.ref(protocol)
+            producer = transport.producer
+            assert producer is not None
+            producerFreed = weakref.ref(producer)
+            del producer
+            if ending == "stalled":
+                clock.advance(30)
+            elif ending == "max duration":
+                for _ in range(61):
+                    transport.drain()
+                    clock.advance(1)
+            elif ending == "server shutdown":
+                protocol.abort("server shutdown")
+            # As a socket transport loses its connection:
+            if transport.producer is not None:
+                transport.producer.stopProducing()
+                transport.producer = None
+            protocol.connectionLost(Failure(ConnectionDone()))
+            del protocol, transport
+            assert freed() is None
+            assert producerFreed() is None
+            assert clock.getDelayedCalls() == []
+        finally:
+            gc.enable()

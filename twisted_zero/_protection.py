@@ -346,8 +346,11 @@ class StreamGuard:
         The stream has ended: nothing of the guard is left scheduled.
         Idempotent.
         """
-        if self.watch is not None:
-            self.watch.stop()
+        # Dropped, not only stopped: the watch calls back into the guard,
+        # a cycle that would keep the stream until the garbage collector.
+        watch, self.watch = self.watch, None
+        if watch is not None:
+            watch.stop()
         expiry, self.expiry = self.expiry, None
         if expiry is not None and expiry.active():
             expiry.cancel()

@@ -36,6 +36,12 @@ from ._protection import Protection, StreamGuard
 from ._registry import ConnectionRegistry
 from ._sources import ISource, SourceError
 
+_log = Logger(namespace="twisted_zero._protocol.StreamProtocol")
+"""
+The streams' log: a logger of the module's, not bound to each protocol, so
+that an event kept by an observer does not keep its connection alive.
+"""
+
 
 class _Refused(Protocol):
     """
@@ -70,7 +76,6 @@ class StreamProtocol(Protocol):
 
     factory: StreamFactory
     admitted: IAddress | None = None
-    _log = Logger()
 
     def __init__(self) -> None:
         self._producer: StreamProducer | None = None
@@ -97,7 +102,7 @@ class StreamProtocol(Protocol):
         try:
             source = factory.sourceFactory()
         except SourceError as e:
-            self._log.error("cannot open the source: {error}", error=str(e))
+            _log.error("cannot open the source: {error}", error=str(e))
             self.abort("source error")
             return
         self._source = source.description
@@ -176,13 +181,13 @@ class StreamProtocol(Protocol):
             self._connection().abortConnection()
             return
         if failure.check(SourceError):
-            self._log.warn(
+            _log.warn(
                 "aborting stream to {peer}: {error}",
                 peer=formatPeer(self.transport),
                 error=str(failure.value),
             )
         else:
-            self._log.failure(
+            _log.failure(
                 "aborting stream to {peer}", failure, peer=formatPeer(self.transport)
             )
         self.abort("aborted: source failed")
@@ -223,12 +228,13 @@ class StreamProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         ending = self._reasonFor(reason)
         self._cancelLinger()
-        if self._guard is not None:
-            self._guard.stop()
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.stop()
         producer, self._producer = self._producer, None
         if producer is not None:
             producer.stopProducing()
-        self._log.info(
+        _log.info(
             "stream to {peer} ended ({reason}): {source}, {bytes} bytes "
             "in {seconds:.3f}s",
             peer=formatPeer(self.transport),
