@@ -5,6 +5,7 @@ deterministic transports and a counting file.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -803,3 +804,49 @@ class ThreadedReadTests:
         threads.runThread()
         threads.deliver()
         assert transport.value() == CONTENT[:10_000]
+
+
+class NullObserver:
+    """
+    A stream's observer that is told everything and keeps nothing.
+    """
+
+    def chunkWritten(self, count: int) -> None:
+        pass
+
+    def pauseChanged(self, paused: bool) -> None:
+        pass
+
+
+class ReleaseTests:
+    """
+    A producer that has ended holds nothing that could hold its connection.
+    """
+
+    @pytest.mark.parametrize("ending", ["stopped", "finished"])
+    def test_observerReleased(self, ending: str) -> None:
+        """
+        Once stopped or finished, the producer no longer holds its observer:
+        an observer that holds the connection (the unsent limit's does)
+        would otherwise make a cycle with a consumer that keeps its producer
+        after the end (Twisted's TLS transport does), freed only by the
+        garbage collector, late, with the connection's buffers.
+        """
+        observer = NullObserver()
+        released = weakref.ref(observer)
+        producer = StreamProducer(
+            source=ZeroSource(),
+            chunkSize=10,
+            limit=100 if ending == "finished" else None,
+            clock=Clock(),
+            observer=observer,
+        )
+        transport = PausingTransport(bufferSize=50)
+        producer.startStreaming(transport)
+        if ending == "stopped":
+            producer.stopProducing()
+        else:
+            while transport.producer is not None:
+                transport.drain()
+        del observer
+        assert released() is None

@@ -285,7 +285,11 @@ class StreamProducer(SendEngine):
             if self._throttle is not None:
                 self._throttle.release()
             self._notePause(False)
-            self._consumer = self._outlet = self._pending = None
+            # Dropped, not kept: an observer may hold the connection (the
+            # unsent limit does), and a consumer may keep its producer after
+            # the end (Twisted's TLS does): a cycle only the garbage
+            # collector would break, late, with the connection's buffers.
+            self._consumer = self._outlet = self._pending = self._observer = None
             reading, self._reading = self._reading, None
             if reading is None:
                 self._closeSource()
@@ -384,7 +388,7 @@ class StreamProducer(SendEngine):
         self._notePause(False)
         self._closeSource()
         consumer, self._consumer = self._consumer, None
-        self._outlet = self._pending = None
+        self._outlet = self._pending = self._observer = None  # as in _halt
         assert consumer is not None
         consumer.unregisterProducer()
         if failure is None:
