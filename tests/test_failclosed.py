@@ -78,6 +78,22 @@ def webRequest(pair: Pair, kind: type[http.Request] = server.Request) -> http.Re
     return request
 
 
+def outletUnder(channelType: type[HTTPChannel]) -> SocketOutlet | None:
+    """
+    The outlet of a C{GET} request under a channel of the given type, on a
+    socket pair.
+    """
+    pair = Pair()
+    try:
+        channel = channelType()
+        channel.makeConnection(pair.transport)
+        request = http.Request(channel)
+        request.method, request.clientproto = b"GET", b"HTTP/1.1"
+        return requestOutlet(request)
+    finally:
+        pair.close()
+
+
 class TwistedDetailsTests:
     """
     What the outlets read of Twisted's objects, beyond their public
@@ -438,15 +454,7 @@ class RequestFallbackTests:
             def write(self, data: bytes) -> None:
                 HTTPChannel.write(self, data.upper())
 
-        pair = Pair()
-        try:
-            channel = Rewriting()
-            channel.makeConnection(pair.transport)
-            request = http.Request(channel)
-            request.method, request.clientproto = b"GET", b"HTTP/1.1"
-            assert requestOutlet(request) is None
-        finally:
-            pair.close()
+        assert outletUnder(Rewriting) is None
         pair = Pair()
         try:
             assert requestOutlet(webRequest(pair)) is not None
@@ -490,15 +498,7 @@ class RequestFallbackTests:
             ) -> None:
                 HTTPChannel.writeHeaders(self, version, code, reason, headers)
 
-        pair = Pair()
-        try:
-            channel = Headers()
-            channel.makeConnection(pair.transport)
-            request = http.Request(channel)
-            request.method, request.clientproto = b"GET", b"HTTP/1.1"
-            assert requestOutlet(request) is None
-        finally:
-            pair.close()
+        assert outletUnder(Headers) is None
         pair = Pair()
         try:
             request = webRequest(pair)
