@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError, ConnectionAborted
 from twisted.internet.interfaces import (
     IListeningPort,
+    IProtocol,
     IProtocolFactory,
     IReactorFromThreads,
     IStreamServerEndpoint,
@@ -26,7 +27,7 @@ from twisted.internet.testing import (
     MemoryReactorClock,
     RaisingMemoryReactor,
 )
-from twisted.logger import capturedLogs
+from twisted.logger import LogEvent, capturedLogs
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -178,19 +179,7 @@ class ListeningServiceTests:
         transport = PausingTransport()
         Protocol.makeConnection(protocol, transport)
         assert transport.producerState == "paused"
-        with capturedLogs() as events:
-            stopped = service.stopService()
-            reactor.advance(2.9)
-            assert transport.calls.count("abortConnection") == 0
-            assertNoResult(stopped)
-            reactor.advance(0.1)
-            assert transport.calls.count("abortConnection") == 1
-            # The stream was stopped: resumed, it writes nothing more.
-            transport.drain()
-            assert transport.drain() == b""
-            assertNoResult(stopped)
-            protocol.connectionLost(Failure(ConnectionAborted()))
-        assert successResultOf(stopped) is None
+        events = drainThroughTimeout(reactor, service, transport, protocol)
         assert [
             (e["count"], e["timeout"])
             for e in events
@@ -219,20 +208,7 @@ class ListeningServiceTests:
         Protocol.makeConnection(channel, transport)
         channel.dataReceived(b"GET /zero HTTP/1.1\r\nHost: t\r\n\r\n")
         assert transport.producerState == "paused"
-        with capturedLogs() as events:
-            stopped = service.stopService()
-            assert not transport.disconnecting
-            reactor.advance(2.9)
-            assert transport.calls.count("abortConnection") == 0
-            assertNoResult(stopped)
-            reactor.advance(0.1)
-            assert transport.calls.count("abortConnection") == 1
-            # The stream was stopped: resumed, it writes nothing more.
-            transport.drain()
-            assert transport.drain() == b""
-            assertNoResult(stopped)
-            channel.connectionLost(Failure(ConnectionAborted()))
-        assert successResultOf(stopped) is None
+        events = drainThroughTimeout(reactor, service, transport, channel)
         [ended] = [e for e in events if "status" in e]
         assert ended["reason"] == "server shutdown"
 
@@ -360,3 +336,33 @@ class ThreadShutdownTests:
         stopped: list[object] = []
         service.stopService().addBoth(stopped.append)
         assert len(stopped) == 1 and not isinstance(stopped[0], Failure)
+
+
+def drainThroughTimeout(
+    reactor: MemoryReactorClock,
+    service: IService,
+    transport: PausingTransport,
+    connection: IProtocol,
+) -> list[LogEvent]:
+    """
+    Stop C{service} with one C{connection} streaming over C{transport}
+    (shutdown timeout 3 s): nothing is aborted until the timeout, then the
+    connection is, its stream stopped (resumed, it writes nothing more), and
+    the service has stopped once the connection is lost.
+
+    @return: What was logged meanwhile.
+    """
+    with capturedLogs() as events:
+        stopped = service.stopService()
+        assert not transport.disconnecting
+        reactor.advance(2.9)
+        assert transport.calls.count("abortConnection") == 0
+        assertNoResult(stopped)
+        reactor.advance(0.1)
+        assert transport.calls.count("abortConnection") == 1
+        transport.drain()
+        assert transport.drain() == b""
+        assertNoResult(stopped)
+        connection.connectionLost(Failure(ConnectionAborted()))
+    assert successResultOf(stopped) is None
+    return list(events)
