@@ -21,6 +21,7 @@ from twisted.web.server import Request
 from ._files import Files
 from ._iopool import IOPool, reactorPool
 from ._metrics import Metrics
+from ._page import prefersHTML, renderPage
 from ._protection import Protection
 from ._responses import MAX_CONTENT_LENGTH, BaseResource, notAllowed, plain
 from ._sizes import parseSize
@@ -58,7 +59,9 @@ class _Top(BaseResource):
 @define(eq=False)
 class _Index(BaseResource):
     """
-    C{/}: what this server offers, in plain text.
+    C{/}: what this server offers, in plain text; for a browser (a client
+    that prefers C{text/html}), the page that measures the link (see
+    L{twisted_zero._page}).
 
     @param files: Whether there is a file root to mention.
     """
@@ -76,6 +79,9 @@ class _Index(BaseResource):
             return refused
         if request.postpath not in ([], [b""]):
             return plain(request, http.NOT_FOUND, "404 Not Found")
+        request.setHeader(b"vary", b"Accept")
+        if prefersHTML(request):
+            return renderPage(request)
         lines = [
             "twisted-zero",
             "",
