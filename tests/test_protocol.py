@@ -553,6 +553,23 @@ class AbortTests:
             protocol.connectionLost(Failure(ConnectionAborted()))
         assert streamEnded(events)["reason"] == "stalled"
 
+    def test_uploadingNotStalled(self) -> None:
+        """
+        A client that reads nothing but keeps sending (an upload) is not
+        stalled; once it stops sending too, it is.
+        """
+        protocol, transport, clock, source = connectRecorded(
+            lambda clock: Protection(clock, stallTimeout=10)
+        )
+        assert transport.producerState == "paused"  # the client reads nothing
+        for _ in range(20):
+            clock.advance(5)
+            protocol.dataReceived(b"x" * 1000)
+        assert abortOrder(transport) == []
+        for _ in range(3):
+            clock.advance(5)
+        assert abortOrder(transport) == ["close", "abortConnection"]
+
     def test_maxDuration(self) -> None:
         """
         A stream at its maximum duration has its producer stopped before

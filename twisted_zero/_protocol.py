@@ -129,12 +129,16 @@ class StreamProtocol(Protocol):
             producer,
             drop=self._drop,
             stalled=partial(factory.metrics.stallAborted, "tcp"),
+            received=self._received,
         )
         # Every stream transport is a consumer (ITCPTransport does not say).
         done = producer.startStreaming(
             cast(IConsumer, transport), transportOutlet(transport)
         )
         done.addCallbacks(self._streamComplete, self._streamFailed)
+
+    def _received(self) -> int:
+        return self.received
 
     def abort(self, why: str) -> None:
         """
