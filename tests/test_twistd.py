@@ -6,6 +6,7 @@ End-to-end tests: the real C{twistd zero} in a subprocess, real sockets on
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import queue
 import re
@@ -420,6 +421,44 @@ class HTTPTests:
             for _ in range(size // len(block)):
                 client.sendall(block)
             assert client.recv(4096).startswith(b"HTTP/1.1 405 ")
+        assert daemon.io("write_bytes") - written < 2**20
+        assert daemon.rss() - rss < 8 * 2**20
+
+    @pytest.mark.parametrize("chunked", [False, True])
+    def test_uploadSink(
+        self, daemons: list[Daemon], tmp_path: Path, chunked: bool
+    ) -> None:
+        """
+        A 1 GiB upload to the sink, with no limit set, is counted and thrown
+        away as it arrives: nothing of it on disk or in memory; the answer
+        says how many bytes came.
+        """
+        daemon, url, content = self.start(daemons, tmp_path)
+        port = int(url.split(":")[2].split("/")[0])
+        size = 2**30
+        written, rss = daemon.io("write_bytes"), daemon.rss()
+        block = bytes(2**20)
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as client:
+            framing = (
+                b"Transfer-Encoding: chunked"
+                if chunked
+                else b"Content-Length: %d" % size
+            )
+            client.sendall(b"PUT /upload HTTP/1.1\r\nHost: t\r\n%s\r\n\r\n" % framing)
+            for _ in range(size // len(block)):
+                if chunked:
+                    client.sendall(b"%x\r\n" % len(block))
+                client.sendall(block)
+                if chunked:
+                    client.sendall(b"\r\n")
+            if chunked:
+                client.sendall(b"0\r\n\r\n")
+            response = b""
+            while not response.endswith(b"}\n"):
+                response += client.recv(4096)
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert json.loads(body)["bytes"] == size
         assert daemon.io("write_bytes") - written < 2**20
         assert daemon.rss() - rss < 8 * 2**20
 
