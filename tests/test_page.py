@@ -204,3 +204,12 @@ class HeadersTests:
         assert len(progress) == 3
         assert all("aria-label=" in tag for tag in progress)
         assert re.search(r'<svg [^>]*role="img" aria-labelledby="chart-title"', text)
+
+
+class IndexTests:
+    def test_mentionsPage(self) -> None:
+        """
+        The plain-text index tells its reader that a browser gets the page.
+        """
+        response = Server(None).get("/", "Accept: */*")
+        assert b"In a browser, this address measures" in response.body

@@ -98,6 +98,10 @@ class _Index(BaseResource):
         ]
         if self._files:
             lines.append("GET /files/    files (Range requests welcome)")
+        lines += [
+            "",
+            "In a browser, this address measures download, upload and latency.",
+        ]
         return plain(request, http.OK, "\n".join(lines))
 
 
