@@ -20,7 +20,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, capturedLogs
+from twisted.logger import LogEvent, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from zope.interface import alsoProvides, implementer
@@ -119,12 +119,32 @@ class StreamProtocolTests:
 
     def test_inputDiscarded(self) -> None:
         """
-        What the peer sends is discarded and changes nothing.
+        What the peer sends is counted, then discarded, and changes nothing
+        else.
         """
         protocol, transport, clock = connect()
         protocol.dataReceived(b"GET / HTTP/1.1\r\n" * 1000)
         assert len(transport.value()) == 6000
         assert transport.producer is not None
+        assert protocol.received == 16_000
+        assert (
+            protocol.factory.metrics.registry.get_sample_value(
+                "twisted_zero_received_bytes_total", {"kind": "tcp"}
+            )
+            == 16_000
+        )
+
+    def test_receivedLogged(self) -> None:
+        """
+        The stream's end event tells how many bytes the peer sent.
+        """
+        protocol, transport, clock = connect()
+        protocol.dataReceived(b"x" * 1234)
+        with capturedLogs() as events:
+            protocol.connectionLost(Failure(ConnectionDone()))
+        [event] = [e for e in events if "received" in e]
+        assert event["received"] == 1234
+        assert "1234 bytes received" in formatEvent(event)
 
     def test_halfCloseKeepsStreaming(self) -> None:
         """
@@ -532,6 +552,23 @@ class AbortTests:
         with capturedLogs() as events:
             protocol.connectionLost(Failure(ConnectionAborted()))
         assert streamEnded(events)["reason"] == "stalled"
+
+    def test_uploadingNotStalled(self) -> None:
+        """
+        A client that reads nothing but keeps sending (an upload) is not
+        stalled; once it stops sending too, it is.
+        """
+        protocol, transport, clock, source = connectRecorded(
+            lambda clock: Protection(clock, stallTimeout=10)
+        )
+        assert transport.producerState == "paused"  # the client reads nothing
+        for _ in range(20):
+            clock.advance(5)
+            protocol.dataReceived(b"x" * 1000)
+        assert abortOrder(transport) == []
+        for _ in range(3):
+            clock.advance(5)
+        assert abortOrder(transport) == ["close", "abortConnection"]
 
     def test_maxDuration(self) -> None:
         """

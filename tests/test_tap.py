@@ -17,6 +17,7 @@ from twisted.python.usage import UsageError
 from twisted.scripts._twistd_unix import ServerOptions
 
 from twisted_zero import ChargenSource, StreamFactory
+from twisted_zero._cli import ZERO
 from twisted_zero._site import StreamSite
 from twisted_zero.tap import (
     DEFAULT_LISTEN,
@@ -181,6 +182,22 @@ class HTTPOptionsTests:
         assert isinstance(site, StreamSite)
         assert (site.maxBody, site.headerTimeout) == (5 * 1024, 3.0)
 
+    def test_maxUpload(self) -> None:
+        """
+        Uploads have no limit unless C{--max-upload} gives one (0: no
+        upload at all); the site gets it.
+        """
+        assert parse("--http", "tcp:1")["max-upload"] is None
+        assert parse("--http", "tcp:1", "--max-upload", "2G")["max-upload"] == 2**31
+        assert parse("--http", "tcp:1", "--max-upload", "0")["max-upload"] == 0
+        reactor = MemoryReactorClock()
+        makeService(parse("--http", "tcp:8080", "--max-upload", "5K"), reactor)
+        [(_, site, _, _)] = reactor.tcpServers
+        assert isinstance(site, StreamSite)
+        assert site.maxUpload == 5 * 1024
+        assert site.bodyLimit(b"POST", b"/upload") == 5 * 1024
+        assert site.bodyLimit(b"GET", b"/upload") == site.maxBody
+
     def test_maxUnsent(self) -> None:
         """
         C{--max-unsent} is 128K by default, off with 0, a size otherwise,
@@ -217,6 +234,15 @@ class HTTPOptionsTests:
             ),
             (["--http", "tcp:1", "--max-bytes", "x"], "--max-bytes: 'x' is not a size"),
             (["--max-body", "1M"], "--max-body needs --http"),
+            (["--max-upload", "1M"], "--max-upload needs --http"),
+            (
+                ["--http", "tcp:1", "--max-upload", "lots"],
+                "--max-upload: 'lots' is not a size",
+            ),
+            (
+                ["--http", "tcp:1", "--max-upload", "9000000T"],
+                "--max-upload: at most 9223372036854775807 bytes",
+            ),
             (["--header-timeout", "5"], "--header-timeout needs --http"),
             (["--http", "tcp:1", "--max-body", "-1"], "--max-body: '-1' is not a size"),
             (
@@ -325,3 +351,12 @@ class PluginTests:
         [maker] = [p for p in getPlugins(IServiceMaker, plugins) if p.tapname == "zero"]
         assert maker.options is Options
         assert maker.makeService is makeService
+
+    def test_serveUsesThePlugin(self) -> None:
+        """
+        C{twisted-zero serve} runs the plugin the dropin declares.
+        """
+        from twisted import plugins
+
+        [maker] = [p for p in getPlugins(IServiceMaker, plugins) if p.tapname == "zero"]
+        assert vars(maker) == vars(ZERO)

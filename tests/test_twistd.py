@@ -6,6 +6,7 @@ End-to-end tests: the real C{twistd zero} in a subprocess, real sockets on
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import queue
 import re
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,16 @@ def twistdCommand(*args: str) -> list[str]:
     return [str(TWISTD), "-n", "--pidfile=", "zero", *args]
 
 
+def serveCommand(*args: str) -> list[str]:
+    """
+    The same daemon through the C{twisted-zero serve} console script.
+    """
+    return [str(TWISTD.parent / "twisted-zero"), "serve", *args]
+
+
+COMMANDS = {"twistd": twistdCommand, "serve": serveCommand}
+
+
 def environment() -> dict[str, str]:
     """
     Run the code under test, whether installed or not.
@@ -56,10 +68,14 @@ class Daemon:
     """
 
     def __init__(
-        self, *args: str, cwd: Path, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        command: Callable[..., list[str]] = twistdCommand,
     ) -> None:
         self.process = subprocess.Popen(
-            twistdCommand("--listen", "tcp:0:interface=127.0.0.1", *args),
+            command("--listen", "tcp:0:interface=127.0.0.1", *args),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -141,9 +157,13 @@ class Daemon:
 
 
 def start(
-    daemons: list[Daemon], tmp_path: Path, *args: str, env: dict[str, str] | None = None
+    daemons: list[Daemon],
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    command: Callable[..., list[str]] = twistdCommand,
 ) -> Daemon:
-    daemon = Daemon(*args, cwd=tmp_path, env=env)
+    daemon = Daemon(*args, cwd=tmp_path, env=env, command=command)
     daemons.append(daemon)
     return daemon
 
@@ -404,6 +424,44 @@ class HTTPTests:
         assert daemon.io("write_bytes") - written < 2**20
         assert daemon.rss() - rss < 8 * 2**20
 
+    @pytest.mark.parametrize("chunked", [False, True])
+    def test_uploadSink(
+        self, daemons: list[Daemon], tmp_path: Path, chunked: bool
+    ) -> None:
+        """
+        A 1 GiB upload to the sink, with no limit set, is counted and thrown
+        away as it arrives: nothing of it on disk or in memory; the answer
+        says how many bytes came.
+        """
+        daemon, url, content = self.start(daemons, tmp_path)
+        port = int(url.split(":")[2].split("/")[0])
+        size = 2**30
+        written, rss = daemon.io("write_bytes"), daemon.rss()
+        block = bytes(2**20)
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as client:
+            framing = (
+                b"Transfer-Encoding: chunked"
+                if chunked
+                else b"Content-Length: %d" % size
+            )
+            client.sendall(b"PUT /upload HTTP/1.1\r\nHost: t\r\n%s\r\n\r\n" % framing)
+            for _ in range(size // len(block)):
+                if chunked:
+                    client.sendall(b"%x\r\n" % len(block))
+                client.sendall(block)
+                if chunked:
+                    client.sendall(b"\r\n")
+            if chunked:
+                client.sendall(b"0\r\n\r\n")
+            response = b""
+            while not response.endswith(b"}\n"):
+                response += client.recv(4096)
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert json.loads(body)["bytes"] == size
+        assert daemon.io("write_bytes") - written < 2**20
+        assert daemon.rss() - rss < 8 * 2**20
+
     def test_uploadOverLimit(self, daemons: list[Daemon], tmp_path: Path) -> None:
         """
         A 1 GiB upload over C{--max-body} gets a 413 as soon as its head
@@ -485,9 +543,11 @@ class HTTPTests:
         assert after - before < 512 * 2**20
 
 
-def runBad(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def runBad(
+    tmp_path: Path, *args: str, command: Callable[..., list[str]] = twistdCommand
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        twistdCommand(*args),
+        command(*args),
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -521,14 +581,18 @@ class BadInputTests:
             (["--max-connections", "-3"], "--max-connections: '-3' is not a positive whole number"),
         ],
     )  # fmt: skip
-    def test_refused(self, tmp_path: Path, args: list[str], message: str) -> None:
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_refused(
+        self, tmp_path: Path, args: list[str], message: str, command: str
+    ) -> None:
         """
         Bad input stops the daemon before it listens: one line on stderr, a
         non-zero exit, no traceback; a FIFO is not opened (that would hang).
+        C{twisted-zero serve} says and does the same as C{twistd zero}.
         """
         os.mkfifo(tmp_path / "fifo")
         args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
-        result = runBad(tmp_path, *args)
+        result = runBad(tmp_path, *args, command=COMMANDS[command])
         assert result.returncode == 1
         assert (
             result.stderr
@@ -537,7 +601,8 @@ class BadInputTests:
         assert result.stdout == ""
         assert not (tmp_path / "twistd.pid").exists()
 
-    def test_portInUse(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_portInUse(self, tmp_path: Path, command: str) -> None:
         """
         A port in use is refused the same way.
         """
@@ -545,7 +610,12 @@ class BadInputTests:
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            result = runBad(tmp_path, "--listen", f"tcp:{port}:interface=127.0.0.1")
+            result = runBad(
+                tmp_path,
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                command=COMMANDS[command],
+            )
         assert result.returncode == 1
         assert result.stderr == (
             f"twistd zero: error: cannot listen on 'tcp:{port}:interface=127.0.0.1': "

@@ -60,6 +60,7 @@ class SiteOptions(TypedDict, total=False):
 
     timeout: float | None
     maxBody: int
+    maxUpload: int | None
     headerTimeout: float | None
     registry: ConnectionRegistry | None
 

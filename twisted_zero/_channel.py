@@ -45,7 +45,13 @@ class ChannelSite(Protocol):
     protection: Protection
     metrics: Metrics
     registry: ConnectionRegistry | None
-    maxBody: int
+
+    def bodyLimit(self, method: bytes, target: bytes) -> int | None:
+        """
+        The largest body a request for C{target} with C{method} may have;
+        L{None} for no limit.
+        """
+
     headerTimeout: float | None
     channels: set[Channel]
     shuttingDown: bool
@@ -103,6 +109,8 @@ class Channel(HTTPChannel):
         self._headSeen = False
         self._headLines = 0
         self._headBytes = 0
+        self._requestLine = b""
+        self._bodyTimer: IDelayedCall | None = None
         self._held = False
         self._linger: LingeringClose | None = None
 
@@ -184,6 +192,8 @@ class Channel(HTTPChannel):
             if line and self._headLines - 1 > self.maxHeaders:
                 self._refuse(431, f"more than {self.maxHeaders} header fields")
                 return
+            if self._headLines == 1:
+                self._requestLine = line
             if not line:
                 self._headLines = self._headBytes = 0
         super().lineReceived(line)
@@ -209,22 +219,30 @@ class Channel(HTTPChannel):
         ):
             self._refuse(
                 http.REQUEST_ENTITY_TOO_LARGE,
-                f"declared body over the limit of {self._site.maxBody} bytes",
+                f"declared body over {MAX_CONTENT_LENGTH} bytes",
             )
             return False
         return bool(super().headerReceived(line))
+
+    def _bodyLimit(self) -> int | None:
+        """
+        The largest body the request being read may have.
+        """
+        method, _, rest = self._requestLine.partition(b" ")
+        target = rest.partition(b" ")[0]
+        return self._site.bodyLimit(method, target)
 
     def allHeadersReceived(self) -> None:
         self._stopHeadTimer()
         self._headSeen = False
         self._phase = _Phase.REQUEST
         length = self.length
-        if length is not None and length > self._site.maxBody:
+        limit = self._bodyLimit()
+        if length is not None and limit is not None and length > limit:
             # Before Twisted answers "Expect: 100-continue".
             self._refuse(
                 http.REQUEST_ENTITY_TOO_LARGE,
-                f"declared body of {length} bytes over the limit of "
-                f"{self._site.maxBody} bytes",
+                f"declared body of {length} bytes over the limit of {limit} bytes",
             )
             return
         super().allHeadersReceived()
@@ -232,21 +250,44 @@ class Channel(HTTPChannel):
             # Its body, if any, is still to come: over the limit, a 413.
             request = self.requests[-1]
             if isinstance(request.content, DiscardedBody):
-                request.content = self.discardedBody()
+                request.content = self.discardedBody(limit)
+            maxDuration = self._site.protection.maxDuration
+            if maxDuration is not None and length != 0:
+                self._bodyTimer = self._site.clock.callLater(
+                    maxDuration, self._bodyTimedOut, maxDuration
+                )
 
-    def discardedBody(self) -> DiscardedBody:
+    def _bodyTimedOut(self, seconds: float) -> None:
+        self._bodyTimer = None
+        self._refuse(
+            http.REQUEST_TIMEOUT,
+            f"the request body did not arrive within the maximum duration "
+            f"({seconds:g}s)",
+        )
+
+    def _stopBodyTimer(self) -> None:
+        timer, self._bodyTimer = self._bodyTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def discardedBody(self, limit: int | None) -> DiscardedBody:
         """
-        Where the body of the request being read goes: thrown away, and
-        answered with a 413 as soon as it is over the limit.
+        Where the body of the request being read goes: counted, thrown
+        away, and answered with a 413 as soon as it is over C{limit} bytes
+        (L{None} for no limit).
         """
-        limit = self._site.maxBody
-        return DiscardedBody(
-            limit,
-            partial(
+        overLimit = None
+        if limit is not None:
+            overLimit = partial(
                 self._refuse,
                 http.REQUEST_ENTITY_TOO_LARGE,
                 f"body over the limit of {limit} bytes",
-            ),
+            )
+        return DiscardedBody(
+            limit,
+            overLimit,
+            started=self._site.clock.seconds(),
+            counted=partial(self._site.metrics.bytesReceived, "http"),
         )
 
     def rawDataReceived(self, data: bytes) -> None:
@@ -263,6 +304,7 @@ class Channel(HTTPChannel):
             self._networkProducer.pauseProducing()
 
     def allContentReceived(self) -> None:
+        self._stopBodyTimer()
         if self._phase is _Phase.CLOSING:
             return  # refused with a 413 in the middle of this body
         super().allContentReceived()
@@ -322,6 +364,7 @@ class Channel(HTTPChannel):
             return
         self._phase = _Phase.CLOSING
         self._stopHeadTimer()
+        self._stopBodyTimer()
         self.setTimeout(None)
         self._log.info(
             "refused a request from {peer}: {status} {why}",
@@ -346,6 +389,7 @@ class Channel(HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopHeadTimer()
+        self._stopBodyTimer()
         if self._linger is not None:
             self._linger.cancel()
         # A body cut short leaves cycles through this channel: its request's

@@ -73,6 +73,14 @@ class Metrics:
             unit="bytes",
             registry=registry,
         )
+        self._receivedBytes = Counter(
+            f"{_PREFIX}_received_bytes",
+            "Bytes received from clients: what raw streams' clients send, "
+            "and HTTP request bodies (uploads).",
+            ["kind"],
+            unit="bytes",
+            registry=registry,
+        )
         self._diskReadBytes = Counter(
             f"{_PREFIX}_disk_read_bytes",
             "Bytes read from files to be sent.",
@@ -128,6 +136,12 @@ class Metrics:
         Count C{count} bytes of C{source} written to a transport.
         """
         self._sentBytes.labels(source).inc(count)
+
+    def bytesReceived(self, kind: str, count: int) -> None:
+        """
+        Count C{count} bytes received from a client of C{kind}.
+        """
+        self._receivedBytes.labels(kind).inc(count)
 
     def bytesRead(self, count: int) -> None:
         """

@@ -246,12 +246,13 @@ class Protection:
         producer: GuardedProducer,
         drop: Callable[[str], None],
         stalled: Callable[[], None] | None = None,
+        received: Callable[[], int] | None = None,
     ) -> StreamGuard:
         """
         Guard one stream from its start: abort it once it has stalled for
         the stall timeout (progress is what the peer acknowledged, over TCP,
-        or what the producer wrote or waited for its rate), or once it has
-        run for the maximum duration.
+        or what the producer wrote or waited for its rate, or what the peer
+        sent), or once it has run for the maximum duration.
 
         @param transport: The stream's connection.
         @param producer: The stream's producer.
@@ -259,6 +260,9 @@ class Protection:
             connection (the producer is stopped by then).
         @param stalled: Called before a stall's abort (metrics); L{None}
             for nothing.
+        @param received: How many bytes the peer has sent: a peer that
+            sends (an upload, not reading meanwhile) is not stalled;
+            L{None} for a stream whose peer's sending does not count.
         """
         guard = StreamGuard(producer=producer, drop=drop)
         if self.stallTimeout:
@@ -275,6 +279,7 @@ class Protection:
                     tcpBytesAcked(transport),
                     producer.bytesSent,
                     producer.rateWaits,
+                    None if received is None else received(),
                 ),
                 onStall=onStall,
             )

@@ -58,7 +58,9 @@ class StreamProtocol(Protocol):
     """
     Stream one source to the peer, then close the connection.
 
-    Whatever the peer sends is read and discarded. A peer that shuts down its
+    Whatever the peer sends is read, counted (in L{received}, the stream's
+    end event and the metrics: a client can measure its upload) and
+    discarded. A peer that shuts down its
     sending side still gets the whole stream. At the end, the connection is
     closed so that no byte is lost: on TCP and UNIX sockets by shutting down
     the sending side and waiting (up to L{LINGER_SECONDS}) for the peer to
@@ -72,6 +74,7 @@ class StreamProtocol(Protocol):
     producer first.
 
     @ivar factory: The L{StreamFactory} that made this protocol.
+    @ivar received: How many bytes the peer has sent.
     """
 
     factory: StreamFactory
@@ -79,6 +82,7 @@ class StreamProtocol(Protocol):
 
     def __init__(self) -> None:
         self._producer: StreamProducer | None = None
+        self.received = 0
         self._source = "?"
         self._started = 0.0
         self._ending: str | None = None
@@ -125,12 +129,16 @@ class StreamProtocol(Protocol):
             producer,
             drop=self._drop,
             stalled=partial(factory.metrics.stallAborted, "tcp"),
+            received=self._received,
         )
         # Every stream transport is a consumer (ITCPTransport does not say).
         done = producer.startStreaming(
             cast(IConsumer, transport), transportOutlet(transport)
         )
         done.addCallbacks(self._streamComplete, self._streamFailed)
+
+    def _received(self) -> int:
+        return self.received
 
     def abort(self, why: str) -> None:
         """
@@ -194,8 +202,10 @@ class StreamProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Discard what the peer sends.
+        Count what the peer sends, and discard it.
         """
+        self.received += len(data)
+        self.factory.metrics.bytesReceived("tcp", len(data))
 
     def readConnectionLost(self) -> None:
         """
@@ -236,11 +246,12 @@ class StreamProtocol(Protocol):
             producer.stopProducing()
         _log.info(
             "stream to {peer} ended ({reason}): {source}, {bytes} bytes "
-            "in {seconds:.3f}s",
+            "in {seconds:.3f}s, {received} bytes received",
             peer=formatPeer(self.transport),
             source=self._source,
             bytes=0 if producer is None else producer.bytesSent,
             seconds=self.factory.clock.seconds() - self._started,
+            received=self.received,
             reason=ending,
         )
         self.factory.connectionClosed(self, ending)

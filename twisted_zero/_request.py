@@ -22,25 +22,39 @@ class DiscardedBody:
     """
     Where a request's body goes: counted and thrown away as it arrives,
     never stored (Twisted's own requests spool a large body to a temporary
-    file, so any client could fill the disk). No resource here reads one.
+    file, so any client could fill the disk). Only the upload sink reads
+    what it was: how many bytes came, and since when.
 
     @ivar received: How many bytes of body came.
+    @ivar started: When the body began to be awaited (the end of the
+        request head), in its clock's seconds.
     """
 
     def __init__(
-        self, limit: int | None = None, overLimit: Callable[[], None] | None = None
+        self,
+        limit: int | None = None,
+        overLimit: Callable[[], None] | None = None,
+        started: float = 0.0,
+        counted: Callable[[int], None] | None = None,
     ) -> None:
         """
         @param limit: The most bytes of body allowed; L{None} for any number.
         @param overLimit: Called once, as soon as more than C{limit} bytes
             have come.
+        @param started: When the body began to be awaited.
+        @param counted: Told of every piece of body as it comes, by its
+            length (the metrics); L{None} for no one.
         """
         self.received = 0
+        self.started = started
         self._limit = limit
         self._overLimit = overLimit
+        self._counted = counted
 
     def write(self, data: bytes) -> None:
         self.received += len(data)
+        if self._counted is not None:
+            self._counted(len(data))
         if self._limit is not None and self.received > self._limit:
             overLimit, self._overLimit = self._overLimit, None
             if overLimit is not None:
@@ -63,9 +77,10 @@ class DiscardedBody:
         with, not when the garbage collector finds their cycle.
         """
         self._overLimit = None
+        self._counted = None
 
 
-def _originForm(target: bytes) -> bytes:
+def originForm(target: bytes) -> bytes:
     """
     The origin form (C{/path?query}) of a request target, which may be in
     absolute form (C{http://host/path?query}): a server must accept both
@@ -113,11 +128,13 @@ class StreamRequest(Request):
         is read from how the request finished.
     @ivar rangeNote: The byte ranges sent, for the log (C{"-"} for none).
     @ivar stream: The producer streaming the body, while it streams.
+    @ivar received: How many bytes of request body came.
     """
 
     _log = Logger()
     ending: str | None = None
     rangeNote: str = "-"
+    received: int = 0
     stream: IPushProducer | None = None
     _started: float = 0.0
 
@@ -127,7 +144,8 @@ class StreamRequest(Request):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if isinstance(self.content, DiscardedBody):
             self.content.close()
-        super().requestReceived(command, _originForm(path), version)
+            self.received = self.content.received
+        super().requestReceived(command, originForm(path), version)
 
     def process(self) -> None:
         self._clock: IReactorTime = self.channel.site.reactor  # type: ignore[attr-defined]  # set by Site.buildProtocol, not declared
@@ -160,13 +178,14 @@ class StreamRequest(Request):
             reason = "client reset"
         self._log.info(
             "{method} {path} {status} from {peer} ({reason}): range {range}, "
-            "{bytes} bytes in {seconds:.3f}s",
+            "{bytes} bytes in {seconds:.3f}s, {received} bytes received",
             method=self.method.decode("ascii", "replace"),
             path=self.uri.decode("ascii", "backslashreplace"),
             status=self.code,
             peer=peer(self),
             range=self.rangeNote,
             bytes=self.sentLength,
+            received=self.received,
             seconds=self._clock.seconds() - self._started,
             reason=reason,
         )

@@ -22,6 +22,7 @@ from ._metrics import Metrics
 from ._protection import Protection
 from ._registry import ConnectionRegistry
 from ._request import StreamRequest
+from ._upload import UPLOAD_METHODS, isUpload
 
 MAX_BODY = 2**20
 """
@@ -49,6 +50,8 @@ class StreamSite(Site):
     @ivar registry: Told of every channel opened and closed, or L{None}.
     @ivar maxBody: The largest request body accepted (then discarded); a
         larger one gets a 413 and its connection is closed.
+    @ivar maxUpload: The same for the bodies of C{POST} and C{PUT} requests
+        to the upload sink, L{UPLOAD_PATH}; L{None} for no limit.
     @ivar headerTimeout: Seconds a request head may take to arrive, however
         it trickles; L{None} for no limit.
     @ivar channels: The channels open now.
@@ -69,6 +72,7 @@ class StreamSite(Site):
         maxBody: int = MAX_BODY,
         headerTimeout: float | None = HEADER_TIMEOUT,
         registry: ConnectionRegistry | None = None,
+        maxUpload: int | None = None,
     ) -> None:
         """
         @param resource: The root resource (see L{makeResource}).
@@ -84,6 +88,7 @@ class StreamSite(Site):
             L{None} for no limit.
         @param registry: Told of every connection opened and closed, so
             that it can abort those left at shutdown; L{None} for none.
+        @param maxUpload: The largest upload accepted; L{None} for no limit.
         """
         super().__init__(resource, reactor=reactor, timeout=timeout)
         self.clock = reactor
@@ -91,11 +96,21 @@ class StreamSite(Site):
         self.metrics = Metrics() if metrics is None else metrics
         self.registry = registry
         self.maxBody = maxBody
+        self.maxUpload = maxUpload
         self.headerTimeout = headerTimeout
         self.channels: set[Channel] = set()
         self.shuttingDown = False
         # Twisted declares the channel factory as its own generic channel's.
         self.protocol = self._channel  # type: ignore[method-assign,assignment]  # a Channel per connection
+
+    def bodyLimit(self, method: bytes, target: bytes) -> int | None:
+        """
+        The largest body a request for C{target} with C{method} may have:
+        L{maxUpload} for an upload, L{maxBody} for any other request.
+        """
+        if method in UPLOAD_METHODS and isUpload(target):
+            return self.maxUpload
+        return self.maxBody
 
     def _channel(self) -> HTTPChannel:
         return Channel(self)

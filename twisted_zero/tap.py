@@ -162,6 +162,14 @@ class Options(usage.Options):
             "are read and thrown away, never stored). Default: 1M; 0: no body.",
         ],
         [
+            "max-upload",
+            None,
+            None,
+            "HTTP: the same for uploads to POST or PUT /upload, the upload "
+            "sink. Default: no limit (an upload is counted and thrown away as "
+            "it arrives, and obeys --max-duration).",
+        ],
+        [
             "header-timeout",
             None,
             None,
@@ -200,6 +208,7 @@ class Options(usage.Options):
             "dotfiles",
             "max-bytes",
             "max-body",
+            "max-upload",
             "header-timeout",
         ):
             if self[option] and not self["http"]:
@@ -215,6 +224,10 @@ class Options(usage.Options):
         if maxBody is not None and maxBody > MAX_CONTENT_LENGTH:
             raise usage.UsageError(f"--max-body: at most {MAX_CONTENT_LENGTH} bytes")
         self["max-body"] = MAX_BODY if maxBody is None else maxBody
+        maxUpload = sizeOption(self["max-upload"], "--max-upload", 0)
+        if maxUpload is not None and maxUpload > MAX_CONTENT_LENGTH:
+            raise usage.UsageError(f"--max-upload: at most {MAX_CONTENT_LENGTH} bytes")
+        self["max-upload"] = maxUpload
         self["header-timeout"] = (
             HEADER_TIMEOUT
             if self["header-timeout"] is None
@@ -324,6 +337,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> IServi
         metrics=metrics,
         timeout=options["stall-timeout"],
         maxBody=options["max-body"],
+        maxUpload=options["max-upload"],
         headerTimeout=options["header-timeout"],
         registry=registry,
     )

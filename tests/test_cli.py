@@ -1,0 +1,103 @@
+"""
+Tests for L{twisted_zero._cli}: the C{twisted-zero} command.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import twisted_zero
+from twisted_zero._cli import USAGE, main
+
+from .test_twistd import (
+    DEADLINE,
+    Daemon,
+    environment,
+    receiveAll,
+    serveCommand,
+    start,
+)
+
+
+class MainTests:
+    @pytest.mark.parametrize(
+        "argv",
+        [["--version"], ["serve", "--version"], ["measure", "--version"]],
+    )
+    def test_version(self, argv: list[str]) -> None:
+        """
+        C{--version} prints twisted-zero's version, not Twisted's.
+        """
+        out = io.StringIO()
+        assert main(argv, out) == 0
+        assert out.getvalue() == f"twisted-zero {twisted_zero.__version__}\n"
+
+    def test_help(self) -> None:
+        """
+        C{--help} lists the commands.
+        """
+        out = io.StringIO()
+        assert main(["--help"], out) == 0
+        assert out.getvalue() == USAGE
+        assert "serve [options]" in USAGE
+        assert "measure [options] TARGET" in USAGE
+
+    def test_noCommand(self) -> None:
+        """
+        Without a command, the usage, and a usage error's exit code.
+        """
+        out = io.StringIO()
+        assert main([], out) == 2
+        assert out.getvalue() == USAGE
+
+    def test_unknownCommand(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """
+        An unknown command gets one line that says which ones there are.
+        """
+        assert main(["serv"], io.StringIO()) == 2
+        assert capsys.readouterr().err == (
+            "twisted-zero: unknown command 'serv': use serve or measure "
+            "(twisted-zero --help)\n"
+        )
+
+
+def run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "twisted_zero", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment(),
+        stdin=subprocess.DEVNULL,
+        timeout=DEADLINE,
+        check=False,
+    )
+
+
+@pytest.mark.e2e
+class CommandTests:
+    def test_module(self, tmp_path: Path) -> None:
+        """
+        C{python -m twisted_zero} is the command.
+        """
+        result = run("--version", tmp_path=tmp_path)
+        assert (result.returncode, result.stdout, result.stderr) == (
+            0,
+            f"twisted-zero {twisted_zero.__version__}\n",
+            "",
+        )
+
+    def test_serve(self, daemons: list[Daemon], tmp_path: Path) -> None:
+        """
+        C{twisted-zero serve} runs the daemon in the foreground, with the
+        daemon's options, and no pid file; SIGTERM stops it cleanly.
+        """
+        daemon = start(daemons, tmp_path, "--limit", "1M", command=serveCommand)
+        assert receiveAll(daemon.connect())[0] == 2**20
+        assert not (tmp_path / "twistd.pid").exists()
+        assert daemon.stop() == 0
