@@ -105,8 +105,10 @@ class MeasureOptions(usage.Options):
             text = re.sub(rf"--{name}=( *)", _withMetavar(name, metavar), text, count=1)
         return text
 
-    def parseArgs(self, target: str) -> None:  # type: ignore[override]  # one TARGET
-        self["target"] = target
+    def parseArgs(self, *targets: str) -> None:
+        if len(targets) != 1:
+            raise usage.UsageError("give one TARGET (an endpoint or a URL)")
+        self["target"] = targets[0]
 
     def postOptions(self) -> None:
         self["parallel"] = countOption(self["parallel"], "parallel")

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import readBody
 from twisted.web.iweb import IAgent
 
-from ._measurestreams import MeasureError, _connectFailed, _timedOut
+from ._measurestreams import MeasureError, _connectFailed, withTimeout
 
 
 async def httpLatency(
@@ -30,8 +30,7 @@ async def httpLatency(
     for index in range(count + 1):
         started = reactor.seconds()
         d = agent.request(b"GET", url.encode("ascii"))
-        d.addTimeout(timeout, reactor)
-        d.addErrback(_timedOut, timeout)
+        withTimeout(d, reactor, timeout)
         d.addErrback(_connectFailed, url)
         response = await d
         if not 200 <= response.code < 300:
@@ -59,8 +58,7 @@ async def rawLatency(
         started = reactor.seconds()
         protocol = _Connected()
         d: Deferred[Any] = connectProtocol(endpoint, protocol)
-        d.addTimeout(timeout, reactor)
-        d.addErrback(_timedOut, timeout)
+        withTimeout(d, reactor, timeout)
         d.addErrback(_connectFailed, target)
         await d
         samples.append(reactor.seconds() - started)

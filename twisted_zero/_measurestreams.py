@@ -10,7 +10,7 @@ could not start or ended early.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from attrs import define, field
 from twisted.internet import tcp
@@ -43,6 +43,9 @@ SEND_CHUNK = b"\0" * (128 * 1024)
 The one chunk of zeros every sending stream writes: one C{send()} of a TCP
 transport takes at most 128 KiB, so a larger chunk would be recopied.
 """
+
+
+T = TypeVar("T")
 
 
 class MeasureError(Exception):
@@ -241,6 +244,29 @@ class _Sender(TwistedProtocol):
             self.finished.errback(MeasureError(_reason(reason)))
 
 
+def withTimeout(d: Deferred[T], clock: IReactorTime, seconds: float) -> Deferred[T]:
+    """
+    Cancel C{d} after C{seconds}, then fail it with L{MeasureError}
+    whatever its canceller fails it with.
+    """
+    expired = []
+
+    def expire() -> None:
+        expired.append(True)
+        d.cancel()
+
+    timer = clock.callLater(seconds, expire)
+
+    def done(result: T | Failure) -> T | Failure:
+        if timer.active():
+            timer.cancel()
+        if expired and isinstance(result, Failure):
+            return Failure(MeasureError(f"no connection after {seconds:g} seconds"))
+        return result
+
+    return d.addBoth(done)
+
+
 def _connectFailed(failure: Failure, target: str) -> Failure:
     failure.trap(Exception)
     return Failure(MeasureError(f"cannot connect to {target}: {_reason(failure)}"))
@@ -272,8 +298,7 @@ class RawStream:
         self._protocol = protocol
         d = connectProtocol(self.endpoint, protocol)
         self._connecting = d
-        d.addTimeout(self.connectTimeout, self.reactor)
-        d.addErrback(_timedOut, self.connectTimeout)
+        withTimeout(d, self.reactor, self.connectTimeout)
         d.addErrback(_connectFailed, self.target)
         d.addErrback(self._unlessStopped)
 
@@ -298,14 +323,6 @@ class RawStream:
             connecting.cancel()
         elif self._protocol is not None:
             self._protocol.stop()
-
-
-def _timedOut(failure: Failure, seconds: float) -> Failure:
-    from twisted.internet.defer import TimeoutError as DeferredTimeout
-
-    if failure.check(DeferredTimeout):
-        return Failure(MeasureError(f"no connection after {seconds:g} seconds"))
-    return failure
 
 
 @define(eq=False)
@@ -449,8 +466,7 @@ class HTTPStream:
             return self._upload(url)
         d = self.agent.request(b"GET", url.encode("ascii"))
         self._requesting = d
-        d.addTimeout(self.connectTimeout, self.reactor)
-        d.addErrback(_timedOut, self.connectTimeout)
+        withTimeout(d, self.reactor, self.connectTimeout)
         d.addErrback(_connectFailed, self.url)
         d.addErrback(self._unlessStopped)
         d.addCallback(self._receive, url)

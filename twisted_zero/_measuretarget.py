@@ -106,21 +106,30 @@ class Target:
         return [s.answer for s in streams if isinstance(s, HTTPStream)]
 
 
+def _loadTrust(options: Any) -> Certificate | None:
+    """
+    The certificate C{--ca} names, or L{None}.
+
+    @raise usage.UsageError: If it cannot be read or is not one.
+    """
+    if options["ca"] is None:
+        return None
+    try:
+        with open(options["ca"], "rb") as f:
+            return Certificate.loadPEM(f.read())
+    except OSError as e:
+        raise usage.UsageError(f"--ca: {options['ca']}: {e.strerror}") from None
+    except Exception:
+        raise usage.UsageError(
+            f"--ca: {options['ca']}: not a PEM certificate"
+        ) from None
+
+
 def _tlsCreator(host: str, options: Any) -> Any:
     if options["insecure"]:
         return CertificateOptions(verify=False)
-    if options["ca"] is not None:
-        try:
-            with open(options["ca"], "rb") as f:
-                trust = Certificate.loadPEM(f.read())
-        except (OSError, ValueError) as e:
-            raise usage.UsageError(f"--ca: {options['ca']}: {e}") from None
-        except Exception:
-            raise usage.UsageError(
-                f"--ca: {options['ca']}: not a PEM certificate"
-            ) from None
-        return optionsForClientTLS(host, trust)
-    return optionsForClientTLS(host, platformTrust())
+    trust = options["trust"]
+    return optionsForClientTLS(host, trust if trust is not None else platformTrust())
 
 
 @implementer(IStreamClientEndpoint)
@@ -183,6 +192,7 @@ def parseTarget(reactor: Any, options: Any) -> Target:
     @raise usage.UsageError: If it is neither an endpoint nor a URL.
     """
     text: str = options["target"]
+    options["trust"] = _loadTrust(options)
     if text.startswith(("http://", "https://")):
         return _urlTarget(reactor, options, text)
     if _HOST_PORT.fullmatch(text):
