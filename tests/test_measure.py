@@ -18,7 +18,6 @@ from twisted.internet.error import (
     ConnectionRefusedError,
 )
 from twisted.internet.interfaces import IConnector
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -67,7 +66,7 @@ class TriggerReactor(MemoryReactorClock):
     A memory reactor whose system event triggers can also be removed.
     """
 
-    def addSystemEventTrigger(
+    def addSystemEventTrigger(  # type: ignore[override]  # returns an id
         self, phase: str, eventType: str, f: Any, *args: Any, **kw: Any
     ) -> Any:
         MemoryReactorClock.addSystemEventTrigger(self, phase, eventType, f, *args, **kw)
@@ -89,7 +88,7 @@ class Run:
         self.err = io.StringIO()
         self.result = measure(self.reactor, list(argv), self.out, self.err)
         self.transports: list[StringTransport] = []
-        self.protocols: list[Protocol] = []
+        self.protocols: list[Any] = []
 
     def connect(self, index: int, transport: StringTransport | None = None) -> Any:
         """
