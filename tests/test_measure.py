@@ -250,6 +250,18 @@ class OptionsTests:
         assert options["parallel"] == 4
         assert options["interval"] is None
 
+    def test_optionsAfterTarget(self) -> None:
+        """
+        Options may follow TARGET; C{--} ends them.
+        """
+        options = MeasureOptions()
+        options.parseOptions([TARGET, "-t", "3", "--json", "-P", "2"])
+        assert (options["target"], options["time"], options["json"]) == (TARGET, 3, 1)
+        assert options["parallel"] == 2
+        options = MeasureOptions()
+        options.parseOptions(["--bytes=1K", "--", "-odd:1"])
+        assert (options["target"], options["bytes"]) == ("-odd:1", 1024)
+
     def test_helpHasMetavars(self) -> None:
         """
         C{--help} goes to the given output, names the values each option

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from attrs import define, field
@@ -105,6 +105,33 @@ class MeasureOptions(usage.Options):
             text = re.sub(rf"--{name}=( *)", _withMetavar(name, metavar), text, count=1)
         return text
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options}, which may come before or after TARGET.
+        """
+        usage.Options.parseOptions(self, self._optionsFirst(options or []))
+
+    def _optionsFirst(self, argv: Sequence[str]) -> list[str]:
+        valued = set()
+        for long, short, *_ in self.optParameters:
+            valued.add(f"--{long}")
+            if short:
+                valued.add(f"-{short}")
+        options: list[str] = []
+        targets: list[str] = []
+        args = iter(argv)
+        for arg in args:
+            if arg == "--":
+                targets.extend(args)
+            elif arg.startswith("-") and arg != "-":
+                options.append(arg)
+                value = next(args, None) if arg in valued else None
+                if value is not None:
+                    options.append(value)
+            else:
+                targets.append(arg)
+        return [*options, "--", *targets]
+
     def parseArgs(self, *targets: str) -> None:
         if len(targets) != 1:
             raise usage.UsageError("give one TARGET (an endpoint or a URL)")
@@ -155,7 +182,7 @@ def measure(reactor: Any, argv: list[str], out: IO[str], err: IO[str]) -> Deferr
     """
     options = MeasureOptions(out)
     try:
-        usage.Options.parseOptions(options, argv)
+        options.parseOptions(argv)
         target = parseTarget(reactor, options)
     except _HelpShown:
         return succeed(0)
