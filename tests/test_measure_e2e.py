@@ -70,7 +70,7 @@ class MeasureE2ETests:
         lines = result.stdout.splitlines()
         assert (
             lines[0]
-            == f"1 stream receiving from tcp:127.0.0.1:{daemon.port}, 1 seconds"
+            == f"1 stream receiving from tcp:127.0.0.1:{daemon.port}, 1 second"
         )
         assert lines[-1].endswith("receiver")
 

@@ -303,7 +303,8 @@ class _Measurement:
         if options["bytes"] is not None:
             goals.append(f"{formatBytes(options['bytes'])} per stream")
         if options["time"] is not None:
-            goals.append(f"{options['time']:g} seconds")
+            unit = "second" if options["time"] == 1 else "seconds"
+            goals.append(f"{options['time']:g} {unit}")
         plural = "s" if count > 1 else ""
         return f"{count} stream{plural} {what} {self.target.text}, {' or '.join(goals)}"
 
