@@ -69,8 +69,7 @@ class MeasureE2ETests:
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
         assert (
-            lines[0]
-            == f"1 stream receiving from tcp:127.0.0.1:{daemon.port}, 1 second"
+            lines[0] == f"1 stream receiving from tcp:127.0.0.1:{daemon.port}, 1 second"
         )
         assert lines[-1].endswith("receiver")
 
