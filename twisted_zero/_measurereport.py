@@ -103,6 +103,21 @@ class StreamMeter:
             if self.started is None:
                 self.started = self.ended
 
+    def received(self, count: int, limit: int | None) -> bool:
+        """
+        Count C{count} bytes received (the first ones start the clock), no
+        more than C{limit} in all if given.
+
+        @return: Whether C{limit} is reached: the stream is to end.
+        """
+        if self.started is None:
+            self.start()
+        self.bytes += count
+        if limit is not None and self.bytes >= limit:
+            self.bytes = limit
+            return True
+        return False
+
     def seconds(self) -> float:
         """
         The stream's time so far: from its first byte to its end (or now).

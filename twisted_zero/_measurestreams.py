@@ -32,6 +32,8 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from ._measurereport import StreamMeter
+
 READ_SIZE = 1024 * 1024
 """
 Bytes asked of the socket per read: Twisted's 64 KiB costs a reactor turn
@@ -46,6 +48,20 @@ transport takes at most 128 KiB, so a larger chunk would be recopied.
 
 
 T = TypeVar("T")
+
+
+def nextChunk(meter: StreamMeter, limit: int | None) -> tuple[bytes, bool]:
+    """
+    What a sending stream writes next, counted in C{meter} as sent: the
+    whole L{SEND_CHUNK}, or what is left of C{limit} bytes.
+
+    @return: The bytes to write, and whether they are the last.
+    """
+    chunk, last = SEND_CHUNK, False
+    if limit is not None and limit - meter.bytes <= len(chunk):
+        chunk, last = chunk[: limit - meter.bytes], True
+    meter.bytes += len(chunk)
+    return chunk, last
 
 
 class MeasureError(Exception):
@@ -114,7 +130,7 @@ class _Receiver(TwistedProtocol):
     Counts what arrives; ends after C{limit} bytes, if given.
     """
 
-    meter: Any
+    meter: StreamMeter
     limit: int | None
     finished: Deferred[None] = field(factory=Deferred)
     stopping: bool = False
@@ -126,12 +142,7 @@ class _Receiver(TwistedProtocol):
         raiseReadSize(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
-        meter = self.meter
-        if meter.started is None:
-            meter.start()
-        meter.bytes += len(data)
-        if self.limit is not None and meter.bytes >= self.limit:
-            meter.bytes = self.limit
+        if self.meter.received(len(data), self.limit):
             self.stop()
 
     def stop(self) -> None:
@@ -165,7 +176,7 @@ class _Sender(TwistedProtocol):
     to the kernel (a raw server confirms nothing), and closes.
     """
 
-    meter: Any
+    meter: StreamMeter
     limit: int | None
     finished: Deferred[None] = field(factory=Deferred)
     stopping: bool = False
@@ -194,13 +205,7 @@ class _Sender(TwistedProtocol):
         meter, transport = self.meter, self.transport
         assert transport is not None
         while not self._paused and not self._done:
-            chunk = SEND_CHUNK
-            if self.limit is not None:
-                left = self.limit - meter.bytes
-                if left <= len(chunk):
-                    chunk = chunk[:left]
-                    self._done = True
-            meter.bytes += len(chunk)
+            chunk, self._done = nextChunk(meter, self.limit)
             transport.write(chunk)
         if self._done and not self._paused:
             self._finishSending()
@@ -281,7 +286,7 @@ class RawStream:
     reactor: IReactorTime
     endpoint: IStreamClientEndpoint
     target: str
-    meter: Any
+    meter: StreamMeter
     limit: int | None = None
     upload: bool = False
     connectTimeout: float = 10.0
@@ -331,7 +336,7 @@ class _BodyCounter(TwistedProtocol):
     Counts an HTTP response body; ends after C{limit} bytes, if given.
     """
 
-    meter: Any
+    meter: StreamMeter
     limit: int | None
     finished: Deferred[None] = field(factory=Deferred)
     stopping: bool = False
@@ -340,12 +345,7 @@ class _BodyCounter(TwistedProtocol):
         TwistedProtocol.__init__(self)
 
     def dataReceived(self, data: bytes) -> None:
-        meter = self.meter
-        if meter.started is None:
-            meter.start()
-        meter.bytes += len(data)
-        if self.limit is not None and meter.bytes >= self.limit:
-            meter.bytes = self.limit
+        if self.meter.received(len(data), self.limit):
             self.stop()
 
     def stop(self) -> None:
@@ -384,7 +384,7 @@ class ZeroBody:
     (chunked).
     """
 
-    meter: Any
+    meter: StreamMeter
     limit: int | None
     length: Any = field(init=False)
     _consumer: IConsumer | None = field(default=None, init=False)
@@ -407,13 +407,7 @@ class ZeroBody:
         meter, consumer = self.meter, self._consumer
         assert consumer is not None
         while not self._paused and not self._done:
-            chunk = SEND_CHUNK
-            if self.limit is not None:
-                left = self.limit - meter.bytes
-                if left <= len(chunk):
-                    chunk = chunk[:left]
-                    self._done = True
-            meter.bytes += len(chunk)
+            chunk, self._done = nextChunk(meter, self.limit)
             consumer.write(chunk)
         if self._done:
             self.finish()
@@ -447,7 +441,7 @@ class HTTPStream:
     reactor: IReactorTime
     agent: IAgent
     url: str
-    meter: Any
+    meter: StreamMeter
     limit: int | None = None
     upload: bool = False
     askLimit: bool = False
