@@ -125,9 +125,10 @@ def _reason(failure: Failure) -> str:
 
 
 @define(eq=False)
-class _Receiver(TwistedProtocol):
+class _Stream(TwistedProtocol):
     """
-    Counts what arrives; ends after C{limit} bytes, if given.
+    A measured connection: it counts into C{meter}, up to C{limit} bytes if
+    given, and fires C{finished} when it ends.
     """
 
     meter: StreamMeter
@@ -137,6 +138,30 @@ class _Receiver(TwistedProtocol):
 
     def __attrs_post_init__(self) -> None:
         TwistedProtocol.__init__(self)
+
+    def ended(self, reason: Failure) -> None:
+        """
+        Fire C{finished} for a raw stream's connection, lost for C{reason}:
+        as asked if it was stopped, otherwise with why it ended early.
+        """
+        if self.stopping:
+            self.finished.callback(None)
+        elif reason.check(ConnectionDone, ConnectionLost):
+            self.finished.errback(
+                MeasureError(
+                    f"the server closed stream {self.meter.number} after "
+                    f"{self.meter.bytes} bytes, before the end of the test"
+                )
+            )
+        else:
+            self.finished.errback(MeasureError(_reason(reason)))
+
+
+@define(eq=False)
+class _Receiver(_Stream):
+    """
+    Counts what arrives; ends after C{limit} bytes, if given.
+    """
 
     def connectionMade(self) -> None:
         raiseReadSize(self.transport)
@@ -154,37 +179,20 @@ class _Receiver(TwistedProtocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.meter.end()
-        if self.stopping:
-            self.finished.callback(None)
-        elif reason.check(ConnectionDone, ConnectionLost):
-            self.finished.errback(
-                MeasureError(
-                    f"the server closed stream {self.meter.number} after "
-                    f"{self.meter.bytes} bytes, before the end of the test"
-                )
-            )
-        else:
-            self.finished.errback(MeasureError(_reason(reason)))
+        self.ended(reason)
 
 
 @implementer(IPushProducer)
 @define(eq=False)
-class _Sender(TwistedProtocol):
+class _Sender(_Stream):
     """
     Writes zeros as fast as the connection takes them, reading nothing;
     after C{limit} bytes, ends once the transport has handed the last one
     to the kernel (a raw server confirms nothing), and closes.
     """
 
-    meter: StreamMeter
-    limit: int | None
-    finished: Deferred[None] = field(factory=Deferred)
-    stopping: bool = False
     _paused: bool = False
     _done: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        TwistedProtocol.__init__(self)
 
     def connectionMade(self) -> None:
         transport: Any = self.transport
@@ -236,17 +244,7 @@ class _Sender(TwistedProtocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._done = True
         self.meter.end()
-        if self.stopping:
-            self.finished.callback(None)
-        elif reason.check(ConnectionDone, ConnectionLost):
-            self.finished.errback(
-                MeasureError(
-                    f"the server closed stream {self.meter.number} after "
-                    f"{self.meter.bytes} bytes, before the end of the test"
-                )
-            )
-        else:
-            self.finished.errback(MeasureError(_reason(reason)))
+        self.ended(reason)
 
 
 def withTimeout(d: Deferred[T], clock: IReactorTime, seconds: float) -> Deferred[T]:
@@ -331,18 +329,10 @@ class RawStream:
 
 
 @define(eq=False)
-class _BodyCounter(TwistedProtocol):
+class _BodyCounter(_Stream):
     """
     Counts an HTTP response body; ends after C{limit} bytes, if given.
     """
-
-    meter: StreamMeter
-    limit: int | None
-    finished: Deferred[None] = field(factory=Deferred)
-    stopping: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        TwistedProtocol.__init__(self)
 
     def dataReceived(self, data: bytes) -> None:
         if self.meter.received(len(data), self.limit):
