@@ -7,12 +7,18 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from twisted.application import app
+from twisted.internet import task
+from twisted.internet.defer import Deferred, succeed
+from twisted.python import usage
+from twisted.python.failure import Failure
 
 import twisted_zero
-from twisted_zero._cli import USAGE, main
+from twisted_zero._cli import USAGE, ZERO, main
 
 from .test_twistd import (
     DEADLINE,
@@ -64,6 +70,63 @@ class MainTests:
             "twisted-zero: unknown command 'serv': use serve or measure "
             "(twisted-zero --help)\n"
         )
+
+
+class WiringTests:
+    def test_serveOptions(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        C{serve} runs Twisted's runner in the foreground, without a pid
+        file, with C{zero} and the arguments given, whatever plugins are
+        installed.
+        """
+        ran: list[object] = []
+
+        def run(runApp: object, optionsClass: type[usage.Options]) -> None:
+            config = optionsClass()
+            config.parseOptions(sys.argv[1:])
+            ran.append(config)
+
+        monkeypatch.setattr(app, "run", run)
+        monkeypatch.setattr(sys, "argv", ["twisted-zero"])
+        assert main(["serve", "--limit", "1M"]) == 0
+        [config] = ran
+        assert isinstance(config, usage.Options)
+        assert (config["nodaemon"], config["pidfile"]) == (True, "")
+        assert config.subCommand == "zero"
+        assert config.subOptions["limit"] == 2**20
+        assert getattr(config, "loadedPlugins", None) == {"zero": ZERO}
+
+    @pytest.mark.parametrize("code", [0, 1, 2])
+    def test_measureExits(self, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+        """
+        C{measure} runs on the reactor, and its exit code is the process's.
+        """
+        import twisted_zero._measure
+
+        calls: list[list[str]] = []
+
+        def measure(
+            reactor: object, argv: list[str], out: object, err: object
+        ) -> Deferred[int]:
+            calls.append(argv)
+            return succeed(code)
+
+        results: list[Failure | None] = []
+
+        def react(main: Callable[[object], Deferred[None]]) -> None:
+            main(object()).addBoth(results.append)
+
+        monkeypatch.setattr(twisted_zero._measure, "measure", measure)
+        monkeypatch.setattr(task, "react", react)
+        main(["measure", "-t", "1", "tcp:localhost:1"])
+        assert calls == [["-t", "1", "tcp:localhost:1"]]
+        [result] = results
+        if code:
+            assert isinstance(result, Failure)
+            assert isinstance(result.value, SystemExit)
+            assert result.value.code == code
+        else:
+            assert result is None
 
 
 def run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
