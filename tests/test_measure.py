@@ -189,6 +189,23 @@ class RecorderTests:
         assert interval.streams == [150]
         assert interval.end == pytest.approx(1.0001)
 
+    def test_idleTailNotReported(self) -> None:
+        """
+        A final interval in which nothing moved (an upload waiting for the
+        server's answer after the deadline) is not reported, however long.
+        """
+        clock = Clock()
+        recorder = Recorder(clock, 1)
+        (meter,) = recorder.meters
+        meter.start()
+        meter.bytes = 100
+        clock.advance(1)
+        recorder.closeInterval()
+        clock.advance(0.05)
+        assert recorder.closeInterval(final=True) is None
+        (interval,) = recorder.intervals
+        assert (interval.end, interval.streams) == (1, [100])
+
     def test_neverStarted(self) -> None:
         """
         A stream that moved nothing ends with no time and no rate.

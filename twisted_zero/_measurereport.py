@@ -206,12 +206,17 @@ class Recorder:
     def closeInterval(self, final: bool = False) -> Interval | None:
         """
         End the current interval now and return it; the final one only if
-        it has any time.
+        it has any time and any bytes.
         """
         if self.origin is None:
             return None
         now = self.clock.seconds()
         counts = [meter.bytes for meter in self.meters]
+        if final and counts == self._marked:
+            # Nothing moved since (an upload waiting for the server's
+            # answer): no interval to report.
+            self._mark = now
+            return None
         if final and now - self._mark < TAIL and self.intervals:
             # A tail too short to report: the last interval takes it.
             last = self.intervals[-1]
