@@ -40,10 +40,13 @@ Bytes asked of the socket per read: Twisted's 64 KiB costs a reactor turn
 per 64 KiB, a bottleneck on fast links (measured on loopback).
 """
 
-SEND_CHUNK = b"\0" * (128 * 1024)
+SEND_CHUNK = b"\0" * (1024 * 1024)
 """
-The one chunk of zeros every sending stream writes: one C{send()} of a TCP
-transport takes at most 128 KiB, so a larger chunk would be recopied.
+The one chunk of zeros every sending stream writes. Twisted's TCP
+transport sends it in slices of 128 KiB without copying it; an HTTP upload
+frames each chunk (chunked encoding), so larger chunks cost less framing for
+the client and the server (measured on loopback: 1 MiB chunks upload about
+20% faster than 128 KiB ones, raw streams the same).
 """
 
 
