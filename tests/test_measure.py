@@ -502,7 +502,7 @@ class RawUploadTests:
         transport takes them, and ends once the last byte has left the
         transport's buffer.
         """
-        run = Run("--upload", "--bytes", "300K", "--json", TARGET)
+        run = Run("--upload", "--bytes", "2092K", "--json", TARGET)
         transport = PausingTransport()
         run.connect(0, transport)
         assert transport.producerState == "paused"  # the transport's reading
@@ -514,12 +514,12 @@ class RawUploadTests:
         # The last bytes fit in the transport's buffer: its close sends them.
         assert transport.disconnecting
         sent += transport.drain()
-        assert len(sent) == 300 * 1024
+        assert len(sent) == 2092 * 1024
         assert sent.count(0) == len(sent)
         assert transport.disconnecting
         run.lose(0, ConnectionDone)
         assert run.code() == 0
-        assert run.document()["end"]["sum"]["bytes"] == 300 * 1024
+        assert run.document()["end"]["sum"]["bytes"] == 2092 * 1024
 
     def test_deadlineAborts(self) -> None:
         """
