@@ -96,10 +96,12 @@ The most the sink's sampled RSS may rise above its value before an upload,
 and its value after the last upload above the one before the first, for
 "RSS flat".
 """
-WCHAR_TINY = 64 * 1024
+WCHAR_TINY = 4 * 1024
+WRITE_BYTES_TINY = 8 * 1024
 """
-The most C{wchar} may grow by during an upload (the answer and the log
-lines are written too), for "no disk writes".
+The most C{wchar} and C{write_bytes} may grow by during an upload, for "no
+disk writes": the daemon writes its log line of the upload to its log file
+(what a socket sends is not counted), which may dirty a page or two.
 """
 
 PROBE = """
@@ -419,6 +421,10 @@ class UploadSample(Throughput):
     """
     writeBytes: int
     wchar: int
+    logGrowth: int
+    """
+    What the daemon's log file grew by.
+    """
 
     @property
     def serverGbPerSecond(self) -> float | None:
@@ -435,7 +441,7 @@ class UploadSample(Throughput):
             f" (server's {fmt(self.serverGbPerSecond)} GB/s; RSS "
             f"{self.rssBefore / 1024:.1f}->{self.rssAfter / 1024:.1f} MiB, peak "
             f"+{(self.rssPeak - self.rssBefore) / 1024:.1f}; write_bytes "
-            f"{self.writeBytes}, wchar {self.wchar})"
+            f"{self.writeBytes}, wchar {self.wchar}, log +{self.logGrowth})"
         )
 
 
@@ -523,6 +529,7 @@ def watchUpload(
     pid = daemon.pid
     rssBefore, cpuBefore = rssKiB(pid), daemon.cpu()
     writeBefore, wcharBefore = ioValue(pid, "write_bytes"), ioValue(pid, "wchar")
+    logBefore = daemon.logPath.stat().st_size
     with RssSampler(pid) as sampler:
         count, serverSeconds, seconds, clientCpu = send()
     return UploadSample(
@@ -537,6 +544,7 @@ def watchUpload(
         _procValue(f"/proc/{pid}/status", "VmHWM"),
         ioValue(pid, "write_bytes") - writeBefore,
         ioValue(pid, "wchar") - wcharBefore,
+        daemon.logPath.stat().st_size - logBefore,
     )
 
 
@@ -1061,10 +1069,11 @@ def reportPartC(plan: Plan, results: Results) -> tuple[list[str], bool]:
         rises = [float(sample.rssPeak - sample.rssBefore) for sample in done]
         writes = max((sample.writeBytes for sample in done), default=0)
         wchar = max((sample.wchar for sample in done), default=0)
+        logGrowth = max((sample.logGrowth for sample in done), default=0)
         if peer != MEASURE_UPLOAD:
             speedsMet = speedsMet and (median(speeds) or 0) >= SINK_TARGET
         rssMet = rssMet and max(rises, default=0) <= RSS_FLAT_KIB
-        writesMet = writesMet and writes == 0 and wchar <= WCHAR_TINY
+        writesMet = writesMet and writes <= WRITE_BYTES_TINY and wchar <= WCHAR_TINY
         rows.append(
             [
                 peer,
@@ -1079,6 +1088,7 @@ def reportPartC(plan: Plan, results: Results) -> tuple[list[str], bool]:
                 fmt(max((s.highWater / 1024 for s in done), default=None), ".1f"),
                 str(writes),
                 str(wchar),
+                str(logGrowth),
                 str(len(done)),
             ]
         )
@@ -1098,7 +1108,8 @@ def reportPartC(plan: Plan, results: Results) -> tuple[list[str], bool]:
             f"of zeros on 127.0.0.1, one stream ({rounds}; GB/s on the client's "
             "clock, srv GB/s the server's answer; RSS in MiB; peak: KiB above "
             "before, the highest of 20 ms samples, worst round; VmHWM includes "
-            "startup; writes: /proc/PID/io deltas in bytes, worst round)",
+            "startup; write_bytes, wchar: /proc/PID/io deltas, log +B: the daemon's "
+            "log file's growth, in bytes, worst round)",
             [
                 "client",
                 "GB/s",
@@ -1112,6 +1123,7 @@ def reportPartC(plan: Plan, results: Results) -> tuple[list[str], bool]:
                 "VmHWM",
                 "write_bytes",
                 "wchar",
+                "log +B",
                 "n",
             ],
             rows,
@@ -1122,8 +1134,9 @@ def reportPartC(plan: Plan, results: Results) -> tuple[list[str], bool]:
         f"C. Targets: >= {SINK_TARGET:.0f} GB/s with one stream (Content-Length "
         f"and chunked, median): {'PASS' if speedsMet else 'FAIL'}; RSS flat "
         f"(peak and drift <= {RSS_FLAT_KIB // 1024} MiB): "
-        f"{'PASS' if rssMet else 'FAIL'}; no disk writes (write_bytes 0, wchar "
-        f"<= {WCHAR_TINY // 1024} KiB): {'PASS' if writesMet else 'FAIL'}",
+        f"{'PASS' if rssMet else 'FAIL'}; no disk writes (write_bytes <= "
+        f"{WRITE_BYTES_TINY // 1024} KiB and wchar <= {WCHAR_TINY // 1024} KiB "
+        f"per upload: the log line): {'PASS' if writesMet else 'FAIL'}",
     ]
     return lines, ok
 
