@@ -41,6 +41,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -154,8 +155,6 @@ class NamedServer(ServerProcess):
     A server subprocess (C{command}) that dies with the benchmark, pinned
     to the server CPUs with C{pinning}, its output in C{workDir}; started
     once its log holds C{listeners} lines that match C{portLine}.
-
-    @ivar ports: The ports of those lines.
     """
 
     name: str
@@ -166,7 +165,6 @@ class NamedServer(ServerProcess):
     listeners: int = 1
     process: subprocess.Popen[bytes] = field(init=False)
     logPath: Path = field(init=False)
-    ports: list[int] = field(init=False)
 
     @property
     def label(self) -> str:
@@ -185,14 +183,16 @@ class NamedServer(ServerProcess):
         )
         try:
             self._waitForPort(self.portLine, self.listeners)
-            self.ports = self._ports(self.portLine)
             if self.pinning is not None:
                 self.pinning.checkServer([self.pid], self.name)
         except BaseException:
             self.stop()
             raise
 
-    def _ports(self, portLine: re.Pattern[str]) -> list[int]:
+    def loggedPorts(self, portLine: re.Pattern[str]) -> list[int]:
+        """
+        The ports of the lines of the log that match C{portLine}.
+        """
         return [int(port) for port in portLine.findall(self.logPath.read_text())]
 
     def cpu(self) -> float:
@@ -221,7 +221,7 @@ def daemonPort(daemon: NamedServer, portLine: re.Pattern[str]) -> int:
     """
     The port of C{daemon}'s one listener whose line matches C{portLine}.
     """
-    (port,) = daemon._ports(portLine)
+    (port,) = daemon.loggedPorts(portLine)
     return port
 
 
@@ -315,7 +315,7 @@ def iperfReceived(document: Any) -> Any:
     return document["end"]["sum_received"]
 
 
-def readHead(sock: Any, deadline: float) -> tuple[str, dict[str, str], bytes]:
+def readHead(sock: socket.socket, deadline: float) -> tuple[str, dict[str, str], bytes]:
     """
     Read a response head from C{sock}.
 
