@@ -88,8 +88,8 @@ class ExportsTests:
 
     def test_wheel(self, tmp_path: Path) -> None:
         """
-        The built wheel holds the package, its type marker and the twistd
-        dropin, and no C{twisted/__init__.py} or C{twisted/plugins/__init__.py}
+        The built wheel holds the package, its type marker, the browser
+        page, the C{twisted-zero} command and the twistd dropin, and no C{twisted/__init__.py} or C{twisted/plugins/__init__.py}
         that would clobber Twisted's own.
         """
         project = Path(twisted_zero.__file__).resolve().parent.parent
@@ -117,6 +117,11 @@ class ExportsTests:
         assert "twisted/plugins/twisted_zero_plugin.py" in names
         assert "twisted_zero/__init__.py" in names
         assert "twisted_zero/py.typed" in names
+        assert "twisted_zero/page.html" in names
+        [entryPoints] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        assert "twisted-zero = twisted_zero._cli:main" in (
+            zipfile.ZipFile(wheel).read(entryPoints).decode()
+        )
         assert "twisted/__init__.py" not in names
         assert "twisted/plugins/__init__.py" not in names
         assert not [n for n in names if n.startswith("tests/")]

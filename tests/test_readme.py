@@ -155,15 +155,20 @@ class ExamplesTests:
             f"127.0.0.1 {RAW_PORT}", f"127.0.0.1 {daemon.port}"
         ).replace(f"127.0.0.1:{RAW_PORT}", f"127.0.0.1:{daemon.port}")
         if HTTP_PORT in command:
-            httpPort = daemon.waitFor(SERVING_HTTP).group("port")
+            logged = [SERVING_HTTP.search(line) for line in daemon.log]
+            found = [match for match in logged if match is not None]
+            httpPort = (found[0] if found else daemon.waitFor(SERVING_HTTP)).group(
+                "port"
+            )
             command = command.replace(f":{HTTP_PORT}", f":{httpPort}")
         command = command.replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+        env = environment()
         result = subprocess.run(
             ["bash", "-c", command],
             capture_output=True,
             text=True,
-            cwd=tmp_path,
-            env=environment(),
+            cwd=PROJECT,
+            env={**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"},
             stdin=subprocess.DEVNULL,
             timeout=DEADLINE * 2,
             check=False,

@@ -83,8 +83,7 @@ def _measure(argv: Sequence[str]) -> int:
             if code:
                 raise SystemExit(code)
 
-        d.addCallback(exit)
-        return d
+        return d.addCallback(exit)
 
     task.react(main)
     return 0  # react exits, with the code

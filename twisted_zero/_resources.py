@@ -22,6 +22,7 @@ from twisted.web.server import Request
 from ._files import Files
 from ._iopool import IOPool, reactorPool
 from ._metrics import Metrics
+from ._page import prefersHTML, renderPage
 from ._protection import Protection
 from ._responses import MAX_CONTENT_LENGTH, BaseResource, notAllowed, plain
 from ._sizes import parseSize
@@ -60,7 +61,9 @@ class _Top(BaseResource):
 @define(eq=False)
 class _Index(BaseResource):
     """
-    C{/}: what this server offers, in plain text.
+    C{/}: what this server offers, in plain text; for a browser (a client
+    that prefers C{text/html}), the page that measures the link (see
+    L{twisted_zero._page}).
 
     @param files: Whether there is a file root to mention.
     """
@@ -78,6 +81,9 @@ class _Index(BaseResource):
             return refused
         if request.postpath not in ([], [b""]):
             return plain(request, http.NOT_FOUND, "404 Not Found")
+        request.setHeader(b"vary", b"Accept")
+        if prefersHTML(request):
+            return renderPage(request)
         lines = [
             "twisted-zero",
             "",
@@ -92,6 +98,10 @@ class _Index(BaseResource):
         ]
         if self._files:
             lines.append("GET /files/    files (Range requests welcome)")
+        lines += [
+            "",
+            "In a browser, this address measures download, upload and latency.",
+        ]
         return plain(request, http.OK, "\n".join(lines))
 
 

@@ -1,0 +1,538 @@
+"""
+The streams of C{twisted-zero measure}: raw and HTTP, receiving and
+sending, each counting into a L{StreamMeter} with no other work per chunk.
+
+A stream's L{IMeasuredStream.run} fires with L{None} when it ended as
+asked (its byte count reached, stopped at the deadline, an HTTP body
+complete) and fails with L{MeasureError} (one line for people) when it
+could not start or ended early.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypeVar
+
+from attrs import define, field
+from twisted.internet import tcp
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import (
+    IConsumer,
+    IPushProducer,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.internet.protocol import connectionDone
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
+from zope.interface import implementer
+
+READ_SIZE = 1024 * 1024
+"""
+Bytes asked of the socket per read: Twisted's 64 KiB costs a reactor turn
+per 64 KiB, a bottleneck on fast links (measured on loopback).
+"""
+
+SEND_CHUNK = b"\0" * (128 * 1024)
+"""
+The one chunk of zeros every sending stream writes: one C{send()} of a TCP
+transport takes at most 128 KiB, so a larger chunk would be recopied.
+"""
+
+
+T = TypeVar("T")
+
+
+class MeasureError(Exception):
+    """
+    A stream failed; the message is one line for people.
+    """
+
+
+def raiseReadSize(transport: object, size: int = READ_SIZE) -> None:
+    """
+    Read up to C{size} bytes per read from the socket under C{transport}
+    (through TLS), where it is one of Twisted's TCP or UNIX connections,
+    whose read size is the attribute C{bufferSize}; other transports are
+    left alone.
+    """
+    while isinstance(transport, TLSMemoryBIOProtocol):
+        transport = transport.transport
+    if isinstance(transport, tcp.Connection):
+        # Fail closed: the attribute is Twisted's, not public API.
+        assert isinstance(transport.bufferSize, int)
+        transport.bufferSize = size
+
+
+class IMeasuredStream(Protocol):
+    """
+    One measured stream.
+    """
+
+    def run(self) -> Deferred[None]:
+        """
+        Connect and move bytes until the stream ends.
+        """
+
+    def stop(self) -> None:
+        """
+        End the stream now (the deadline, or an interruption).
+        """
+
+
+def _reason(failure: Failure) -> str:
+    """
+    The reason a connection failed or ended, in a few words.
+    """
+    value = failure.value
+    if isinstance(value, MeasureError):
+        return str(value)
+    args = getattr(value, "args", ())
+    if (
+        isinstance(value, Exception)
+        and args
+        and isinstance(args[0], list)
+        and args[0]
+        and isinstance(args[0][0], Failure)
+    ):
+        # ResponseFailed and friends wrap a list of failures.
+        return _reason(args[0][0])
+    text = str(args[0]) if args and args[0] else ""
+    if not text or text.isdigit():
+        text = (type(value).__doc__ or type(value).__name__).strip().splitlines()[0]
+    return text.rstrip(".")
+
+
+@define(eq=False)
+class _Receiver(TwistedProtocol):
+    """
+    Counts what arrives; ends after C{limit} bytes, if given.
+    """
+
+    meter: Any
+    limit: int | None
+    finished: Deferred[None] = field(factory=Deferred)
+    stopping: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        TwistedProtocol.__init__(self)
+
+    def connectionMade(self) -> None:
+        raiseReadSize(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        meter = self.meter
+        if meter.started is None:
+            meter.start()
+        meter.bytes += len(data)
+        if self.limit is not None and meter.bytes >= self.limit:
+            meter.bytes = self.limit
+            self.stop()
+
+    def stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.meter.end()
+            transport: Any = self.transport
+            transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.meter.end()
+        if self.stopping:
+            self.finished.callback(None)
+        elif reason.check(ConnectionDone, ConnectionLost):
+            self.finished.errback(
+                MeasureError(
+                    f"the server closed stream {self.meter.number} after "
+                    f"{self.meter.bytes} bytes, before the end of the test"
+                )
+            )
+        else:
+            self.finished.errback(MeasureError(_reason(reason)))
+
+
+@implementer(IPushProducer)
+@define(eq=False)
+class _Sender(TwistedProtocol):
+    """
+    Writes zeros as fast as the connection takes them, reading nothing;
+    after C{limit} bytes, ends once the transport has handed the last one
+    to the kernel (a raw server confirms nothing), and closes.
+    """
+
+    meter: Any
+    limit: int | None
+    finished: Deferred[None] = field(factory=Deferred)
+    stopping: bool = False
+    _paused: bool = False
+    _done: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        TwistedProtocol.__init__(self)
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        # Stop reading what the server sends: its sending is then held
+        # back by flow control, and does not compete with ours.
+        transport.pauseProducing()
+        transport.registerProducer(self, True)
+        self.meter.start()
+        self.resumeProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self._done:
+            # The transport resumes us once its buffer is empty: the last
+            # byte is with the kernel.
+            self._finishSending()
+            return
+        meter, transport = self.meter, self.transport
+        assert transport is not None
+        while not self._paused and not self._done:
+            chunk = SEND_CHUNK
+            if self.limit is not None:
+                left = self.limit - meter.bytes
+                if left <= len(chunk):
+                    chunk = chunk[:left]
+                    self._done = True
+            meter.bytes += len(chunk)
+            transport.write(chunk)
+        if self._done and not self._paused:
+            self._finishSending()
+
+    def _finishSending(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.meter.end()
+        transport: Any = self.transport
+        transport.unregisterProducer()
+        transport.loseConnection()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def stopProducing(self) -> None:
+        self._done = True
+
+    def stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self._done = True
+            self.meter.end()
+            transport: Any = self.transport
+            transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._done = True
+        self.meter.end()
+        if self.stopping:
+            self.finished.callback(None)
+        elif reason.check(ConnectionDone, ConnectionLost):
+            self.finished.errback(
+                MeasureError(
+                    f"the server closed stream {self.meter.number} after "
+                    f"{self.meter.bytes} bytes, before the end of the test"
+                )
+            )
+        else:
+            self.finished.errback(MeasureError(_reason(reason)))
+
+
+def withTimeout(d: Deferred[T], clock: IReactorTime, seconds: float) -> Deferred[T]:
+    """
+    Cancel C{d} after C{seconds}, then fail it with L{MeasureError}
+    whatever its canceller fails it with.
+    """
+    expired = []
+
+    def expire() -> None:
+        expired.append(True)
+        d.cancel()
+
+    timer = clock.callLater(seconds, expire)
+
+    def done(result: T | Failure) -> T | Failure:
+        if timer.active():
+            timer.cancel()
+        if expired and isinstance(result, Failure):
+            return Failure(MeasureError(f"no connection after {seconds:g} seconds"))
+        return result
+
+    return d.addBoth(done)
+
+
+def _connectFailed(failure: Failure, target: str) -> Failure:
+    failure.trap(Exception)
+    return Failure(MeasureError(f"cannot connect to {target}: {_reason(failure)}"))
+
+
+@define
+class RawStream:
+    """
+    A raw stream over C{endpoint}: received, or sent with C{upload}.
+    """
+
+    reactor: IReactorTime
+    endpoint: IStreamClientEndpoint
+    target: str
+    meter: Any
+    limit: int | None = None
+    upload: bool = False
+    connectTimeout: float = 10.0
+    _protocol: _Receiver | _Sender | None = field(default=None, init=False)
+    _connecting: Deferred[Any] | None = field(default=None, init=False)
+    _stopping: bool = field(default=False, init=False)
+
+    def run(self) -> Deferred[None]:
+        protocol: _Receiver | _Sender = (
+            _Sender(self.meter, self.limit)
+            if self.upload
+            else _Receiver(self.meter, self.limit)
+        )
+        self._protocol = protocol
+        d = connectProtocol(self.endpoint, protocol)
+        self._connecting = d
+        withTimeout(d, self.reactor, self.connectTimeout)
+        d.addErrback(_connectFailed, self.target)
+        d.addErrback(self._unlessStopped)
+
+        def connected(ignored: object) -> Deferred[None] | None:
+            if self._connecting is None:
+                return None
+            self._connecting = None
+            finished: Deferred[None] = protocol.finished
+            return finished
+
+        ended: Deferred[None] = d.addCallback(connected)
+        return ended
+
+    def _unlessStopped(self, failure: Failure) -> Failure | None:
+        return None if self._stopping else failure
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._connecting is not None:
+            connecting, self._connecting = self._connecting, None
+            self.meter.end()
+            connecting.cancel()
+        elif self._protocol is not None:
+            self._protocol.stop()
+
+
+@define(eq=False)
+class _BodyCounter(TwistedProtocol):
+    """
+    Counts an HTTP response body; ends after C{limit} bytes, if given.
+    """
+
+    meter: Any
+    limit: int | None
+    finished: Deferred[None] = field(factory=Deferred)
+    stopping: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        TwistedProtocol.__init__(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        meter = self.meter
+        if meter.started is None:
+            meter.start()
+        meter.bytes += len(data)
+        if self.limit is not None and meter.bytes >= self.limit:
+            meter.bytes = self.limit
+            self.stop()
+
+    def stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.meter.end()
+            transport: Any = self.transport
+            transport.stopProducing()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.meter.end()
+        if self.stopping or reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(None)
+        else:
+            self.finished.errback(
+                MeasureError(
+                    f"the server ended stream {self.meter.number}'s response "
+                    f"early, after {self.meter.bytes} bytes: {_reason(reason)}"
+                )
+            )
+
+
+def _checkStatus(response: IResponse, url: str) -> IResponse:
+    if not 200 <= response.code < 300:
+        phrase = response.phrase.decode("latin-1")
+        raise MeasureError(f"{url}: HTTP {response.code} {phrase}")
+    return response
+
+
+@implementer(IBodyProducer)
+@define(eq=False)
+class ZeroBody:
+    """
+    A request body of zeros, pushed as fast as the connection takes it:
+    C{limit} bytes (sent with a Content-Length), or until L{finish}
+    (chunked).
+    """
+
+    meter: Any
+    limit: int | None
+    length: Any = field(init=False)
+    _consumer: IConsumer | None = field(default=None, init=False)
+    _finished: Deferred[None] | None = field(default=None, init=False)
+    _paused: bool = field(default=False, init=False)
+    _done: bool = field(default=False, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.length = UNKNOWN_LENGTH if self.limit is None else self.limit
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        self._consumer = consumer
+        self._finished = Deferred()
+        self.meter.start()
+        self.resumeProducing()
+        return self._finished
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        meter, consumer = self.meter, self._consumer
+        assert consumer is not None
+        while not self._paused and not self._done:
+            chunk = SEND_CHUNK
+            if self.limit is not None:
+                left = self.limit - meter.bytes
+                if left <= len(chunk):
+                    chunk = chunk[:left]
+                    self._done = True
+            meter.bytes += len(chunk)
+            consumer.write(chunk)
+        if self._done:
+            self.finish()
+
+    def finish(self) -> None:
+        """
+        End the body now (the deadline).
+        """
+        self._done = True
+        finished, self._finished = self._finished, None
+        if finished is not None:
+            finished.callback(None)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def stopProducing(self) -> None:
+        self._done = True
+        self._finished = None
+
+
+@define
+class HTTPStream:
+    """
+    An HTTP stream: a C{GET} of C{url} whose body is counted, or with
+    C{upload} a C{POST} of zeros whose server's answer is kept.
+
+    @ivar answer: The server's JSON answer to an upload, once read.
+    """
+
+    reactor: IReactorTime
+    agent: IAgent
+    url: str
+    meter: Any
+    limit: int | None = None
+    upload: bool = False
+    askLimit: bool = False
+    connections: list[Any] = field(factory=list)
+    connectTimeout: float = 10.0
+    answer: Any = field(default=None, init=False)
+    _stopping: bool = field(default=False, init=False)
+    _requesting: Deferred[Any] | None = field(default=None, init=False)
+    _body: _BodyCounter | ZeroBody | None = field(default=None, init=False)
+
+    def run(self) -> Deferred[Any]:
+        url = self.url
+        if self.askLimit and self.limit is not None:
+            url += f"?bytes={self.limit}"
+        if self.upload:
+            return self._upload(url)
+        d = self.agent.request(b"GET", url.encode("ascii"))
+        self._requesting = d
+        withTimeout(d, self.reactor, self.connectTimeout)
+        d.addErrback(_connectFailed, self.url)
+        d.addErrback(self._unlessStopped)
+        d.addCallback(self._receive, url)
+        return d
+
+    def _unlessStopped(self, failure: Failure) -> Failure | None:
+        return None if self._stopping else failure
+
+    def _receive(self, response: IResponse | None, url: str) -> Deferred[None] | None:
+        self._requesting = None
+        if response is None:
+            return None
+        _checkStatus(response, url)
+        if response.length is not UNKNOWN_LENGTH and self.connections:
+            # Twisted's chunked decoder gets slower with larger reads
+            # (measured); a body of known length does not go through it.
+            raiseReadSize(self.connections[-1])
+        counter = _BodyCounter(self.meter, None if self.askLimit else self.limit)
+        self._body = counter
+        response.deliverBody(counter)
+        if self._stopping:
+            counter.stop()
+        return counter.finished
+
+    def _upload(self, url: str) -> Deferred[Any]:
+        body = ZeroBody(self.meter, self.limit)
+        self._body = body
+        d = self.agent.request(b"POST", url.encode("ascii"), None, body)
+        d.addErrback(self._uploadFailed)
+        d.addCallback(_checkStatus, url)
+        d.addCallback(self._readAnswer)
+        return d
+
+    def _uploadFailed(self, failure: Failure) -> Failure:
+        self.meter.end()
+        if self.meter.bytes == 0:
+            return _connectFailed(failure, self.url)
+        return Failure(
+            MeasureError(
+                f"the server ended stream {self.meter.number}'s upload after "
+                f"{self.meter.bytes} bytes: {_reason(failure)}"
+            )
+        )
+
+    def _readAnswer(self, response: IResponse) -> Deferred[None]:
+        from json import loads
+
+        from twisted.web.client import readBody
+
+        def answered(body: bytes) -> None:
+            self.meter.end()
+            try:
+                self.answer = loads(body)
+            except ValueError:
+                raise MeasureError(
+                    f"{self.url}: the server's answer is not JSON"
+                ) from None
+
+        return readBody(response).addCallback(answered)
+
+    def stop(self) -> None:
+        self._stopping = True
+        if isinstance(self._body, ZeroBody):
+            self._body.finish()
+        elif isinstance(self._body, _BodyCounter):
+            self._body.stop()
+        elif self._requesting is not None:
+            self.meter.end()
+            self._requesting.cancel()
