@@ -10,9 +10,11 @@ could not start or ended early.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from attrs import define, field
+from OpenSSL import SSL
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import connectProtocol
@@ -27,8 +29,6 @@ from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
@@ -112,6 +112,9 @@ def _reason(failure: Failure) -> str:
     if isinstance(value, MeasureError):
         return str(value)
     args = getattr(value, "args", ())
+    if isinstance(value, SSL.Error) and args and isinstance(args[0], list):
+        # OpenSSL's error queue: (library, function, reason) each.
+        return "TLS: " + "; ".join(str(error[-1]) for error in args[0])
     if (
         isinstance(value, Exception)
         and args
@@ -141,6 +144,12 @@ class _Stream(TwistedProtocol):
 
     def __attrs_post_init__(self) -> None:
         TwistedProtocol.__init__(self)
+
+    def stop(self) -> None:
+        """
+        End the stream now, as asked (at the deadline, at its limit).
+        """
+        raise NotImplementedError
 
     def ended(self, reason: Failure) -> None:
         """
@@ -281,7 +290,9 @@ def _connectFailed(failure: Failure, target: str) -> Failure:
 @define
 class RawStream:
     """
-    A raw stream over C{endpoint}: received, or sent with C{upload}.
+    A stream over a connection of its own through C{endpoint}: received,
+    or sent with C{upload}, or spoken by the protocol C{makeProtocol}
+    makes for its meter and limit.
     """
 
     reactor: IReactorTime
@@ -291,16 +302,19 @@ class RawStream:
     limit: int | None = None
     upload: bool = False
     connectTimeout: float = 10.0
-    _protocol: _Receiver | _Sender | None = field(default=None, init=False)
+    makeProtocol: Callable[[StreamMeter, int | None], _Stream] | None = None
+    _protocol: _Stream | None = field(default=None, init=False)
     _connecting: Deferred[Any] | None = field(default=None, init=False)
     _stopping: bool = field(default=False, init=False)
 
     def run(self) -> Deferred[None]:
-        protocol: _Receiver | _Sender = (
-            _Sender(self.meter, self.limit)
-            if self.upload
-            else _Receiver(self.meter, self.limit)
-        )
+        protocol: _Stream
+        if self.makeProtocol is not None:
+            protocol = self.makeProtocol(self.meter, self.limit)
+        elif self.upload:
+            protocol = _Sender(self.meter, self.limit)
+        else:
+            protocol = _Receiver(self.meter, self.limit)
         self._protocol = protocol
         d = connectProtocol(self.endpoint, protocol)
         self._connecting = d
@@ -329,36 +343,6 @@ class RawStream:
             connecting.cancel()
         elif self._protocol is not None:
             self._protocol.stop()
-
-
-@define(eq=False)
-class _BodyCounter(_Stream):
-    """
-    Counts an HTTP response body; ends after C{limit} bytes, if given.
-    """
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.meter.received(len(data), self.limit):
-            self.stop()
-
-    def stop(self) -> None:
-        if not self.stopping:
-            self.stopping = True
-            self.meter.end()
-            transport: Any = self.transport
-            transport.stopProducing()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.meter.end()
-        if self.stopping or reason.check(ResponseDone, PotentialDataLoss):
-            self.finished.callback(None)
-        else:
-            self.finished.errback(
-                MeasureError(
-                    f"the server ended stream {self.meter.number}'s response "
-                    f"early, after {self.meter.bytes} bytes: {_reason(reason)}"
-                )
-            )
 
 
 def _checkStatus(response: IResponse, url: str) -> IResponse:
@@ -425,10 +409,11 @@ class ZeroBody:
 @define
 class HTTPStream:
     """
-    An HTTP stream: a C{GET} of C{url} whose body is counted, or with
-    C{upload} a C{POST} of zeros whose server's answer is kept.
+    An HTTP upload: a C{POST} of zeros to C{url}, whose server's answer is
+    kept. (Downloads are L{RawStream}s speaking
+    L{HTTPReceiver<twisted_zero._measurehttp.HTTPReceiver>}.)
 
-    @ivar answer: The server's JSON answer to an upload, once read.
+    @ivar answer: The server's JSON answer, once read.
     """
 
     reactor: IReactorTime
@@ -436,47 +421,12 @@ class HTTPStream:
     url: str
     meter: StreamMeter
     limit: int | None = None
-    upload: bool = False
-    askLimit: bool = False
-    connections: list[Any] = field(factory=list)
     connectTimeout: float = 10.0
     answer: Any = field(default=None, init=False)
-    _stopping: bool = field(default=False, init=False)
-    _requesting: Deferred[Any] | None = field(default=None, init=False)
-    _body: _BodyCounter | ZeroBody | None = field(default=None, init=False)
+    _body: ZeroBody | None = field(default=None, init=False)
 
     def run(self) -> Deferred[Any]:
-        url = self.url
-        if self.askLimit and self.limit is not None:
-            url += f"?bytes={self.limit}"
-        if self.upload:
-            return self._upload(url)
-        d = self.agent.request(b"GET", url.encode("ascii"))
-        self._requesting = d
-        withTimeout(d, self.reactor, self.connectTimeout)
-        d.addErrback(_connectFailed, self.url)
-        d.addErrback(self._unlessStopped)
-        d.addCallback(self._receive, url)
-        return d
-
-    def _unlessStopped(self, failure: Failure) -> Failure | None:
-        return None if self._stopping else failure
-
-    def _receive(self, response: IResponse | None, url: str) -> Deferred[None] | None:
-        self._requesting = None
-        if response is None:
-            return None
-        _checkStatus(response, url)
-        if response.length is not UNKNOWN_LENGTH and self.connections:
-            # Twisted's chunked decoder gets slower with larger reads
-            # (measured); a body of known length does not go through it.
-            raiseReadSize(self.connections[-1])
-        counter = _BodyCounter(self.meter, None if self.askLimit else self.limit)
-        self._body = counter
-        response.deliverBody(counter)
-        if self._stopping:
-            counter.stop()
-        return counter.finished
+        return self._upload(self.url)
 
     def _upload(self, url: str) -> Deferred[Any]:
         body = ZeroBody(self.meter, self.limit)
@@ -515,11 +465,5 @@ class HTTPStream:
         return readBody(response).addCallback(answered)
 
     def stop(self) -> None:
-        self._stopping = True
-        if isinstance(self._body, ZeroBody):
+        if self._body is not None:
             self._body.finish()
-        elif isinstance(self._body, _BodyCounter):
-            self._body.stop()
-        elif self._requesting is not None:
-            self.meter.end()
-            self._requesting.cancel()

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
-from attrs import define, field
-from twisted.internet.defer import Deferred
+from attrs import define
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     clientFromString,
@@ -25,10 +25,10 @@ from twisted.internet.ssl import (
     platformTrust,
 )
 from twisted.python import usage
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import URI, Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgent
-from zope.interface import implementer
 
+from ._measurehttp import HTTPReceiver, getRequest
 from ._measurestreams import (
     HTTPStream,
     IMeasuredStream,
@@ -61,6 +61,22 @@ class Target:
         """
         A stream of this target for C{meter}, as C{options} ask.
         """
+        if self.url is not None and not options["upload"]:
+            assert self.reactor is not None
+            url, limit = self.url, options["bytes"]
+            if self.askLimit and limit is not None:
+                url, limit = f"{url}?bytes={limit}", None
+            return RawStream(
+                meter.clock,
+                _EndpointFactory(self.reactor, options).endpointForURI(
+                    URI.fromBytes(url.encode("ascii"))
+                ),
+                self.url,
+                meter,
+                limit=limit,
+                connectTimeout=options["connect-timeout"],
+                makeProtocol=partial(HTTPReceiver, request=getRequest(url), url=url),
+            )
         if self.url is not None:
             assert self.reactor is not None
             endpoints = _EndpointFactory(self.reactor, options)
@@ -70,9 +86,6 @@ class Target:
                 self.url,
                 meter,
                 limit=options["bytes"],
-                upload=bool(options["upload"]),
-                askLimit=self.askLimit,
-                connections=endpoints.connections,
                 connectTimeout=options["connect-timeout"],
             )
         assert self.endpoint is not None
@@ -99,9 +112,7 @@ class Target:
         The servers' answers to HTTP uploads, one per stream; L{None} for
         other kinds of measurement.
         """
-        if not streams or not all(
-            isinstance(s, HTTPStream) and s.upload for s in streams
-        ):
+        if not streams or not all(isinstance(s, HTTPStream) for s in streams):
             return None
         return [s.answer for s in streams if isinstance(s, HTTPStream)]
 
@@ -132,35 +143,14 @@ def _tlsCreator(host: str, options: Any) -> Any:
     return optionsForClientTLS(host, trust if trust is not None else platformTrust())
 
 
-@implementer(IStreamClientEndpoint)
-@define
-class _ReadSizeEndpoint:
-    """
-    Connects through C{endpoint} and notes each new connection's transport
-    in C{connections}.
-    """
-
-    endpoint: IStreamClientEndpoint
-    connections: list[Any]
-
-    def connect(self, factory: Any) -> Deferred[Any]:
-        def raised(protocol: Any) -> Any:
-            self.connections.append(protocol.transport)
-            return protocol
-
-        return self.endpoint.connect(factory).addCallback(raised)
-
-
 @define
 class _EndpointFactory:
     """
-    The endpoints of the agent: TCP with a raised read size, TLS as the
-    options trust.
+    The endpoints of URLs: TCP, and TLS as the options trust.
     """
 
     reactor: Any
     options: Any
-    connections: list[Any] = field(factory=list)
 
     def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
         host = uri.host.decode("ascii")
@@ -174,7 +164,7 @@ class _EndpointFactory:
             endpoint = wrapClientTLS(
                 _tlsCreator(host.strip("[]"), self.options), endpoint
             )
-        return _ReadSizeEndpoint(endpoint, self.connections)
+        return endpoint
 
 
 def _agent(reactor: Any, factory: _EndpointFactory, persistent: bool) -> IAgent:
