@@ -21,7 +21,12 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from . import __version__
-from ._measurestreams import MeasureError, _reason, _Stream, raiseReadSize
+from ._measurestreams import (
+    MeasuredConnection,
+    MeasureError,
+    failureReason,
+    raiseReadSize,
+)
 
 MAX_HEAD = 64 * 1024
 """
@@ -47,7 +52,7 @@ def getRequest(url: str) -> bytes:
 
 
 @define(eq=False)
-class HTTPReceiver(_Stream):
+class HTTPReceiver(MeasuredConnection):
     """
     Sends C{request} for C{url}, checks the response's status, and counts
     its body; ends after C{limit} bytes if given, else at the body's end.
@@ -221,12 +226,12 @@ class HTTPReceiver(_Stream):
             # Not a byte of a response: the connection failed (a TLS
             # handshake refused), or the server closed it unanswered.
             self.finished.errback(
-                MeasureError(f"cannot connect to {self.url}: {_reason(reason)}")
+                MeasureError(f"cannot connect to {self.url}: {failureReason(reason)}")
             )
         else:
             self.finished.errback(
                 MeasureError(
                     f"the server ended stream {self.meter.number}'s response "
-                    f"early, after {self.meter.bytes} bytes: {_reason(reason)}"
+                    f"early, after {self.meter.bytes} bytes: {failureReason(reason)}"
                 )
             )

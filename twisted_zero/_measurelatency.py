@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import readBody
 from twisted.web.iweb import IAgent
 
-from ._measurestreams import MeasureError, _connectFailed, withTimeout
+from ._measurestreams import MeasureError, connectFailed, withTimeout
 
 
 async def httpLatency(
@@ -31,7 +31,7 @@ async def httpLatency(
         started = reactor.seconds()
         d = agent.request(b"GET", url.encode("ascii"))
         withTimeout(d, reactor, timeout)
-        d.addErrback(_connectFailed, url)
+        d.addErrback(connectFailed, url)
         response = await d
         if not 200 <= response.code < 300:
             phrase = response.phrase.decode("latin-1")
@@ -59,7 +59,7 @@ async def rawLatency(
         protocol = _Connected()
         d: Deferred[Any] = connectProtocol(endpoint, protocol)
         withTimeout(d, reactor, timeout)
-        d.addErrback(_connectFailed, target)
+        d.addErrback(connectFailed, target)
         await d
         samples.append(reactor.seconds() - started)
         transport: Any = protocol.transport

@@ -104,7 +104,7 @@ class IMeasuredStream(Protocol):
         """
 
 
-def _reason(failure: Failure) -> str:
+def failureReason(failure: Failure) -> str:
     """
     The reason a connection failed or ended, in a few words.
     """
@@ -123,7 +123,7 @@ def _reason(failure: Failure) -> str:
         and isinstance(args[0][0], Failure)
     ):
         # ResponseFailed and friends wrap a list of failures.
-        return _reason(args[0][0])
+        return failureReason(args[0][0])
     text = str(args[0]) if args and args[0] else ""
     if not text or text.isdigit():
         text = (type(value).__doc__ or type(value).__name__).strip().splitlines()[0]
@@ -131,7 +131,7 @@ def _reason(failure: Failure) -> str:
 
 
 @define(eq=False)
-class _Stream(TwistedProtocol):
+class MeasuredConnection(TwistedProtocol):
     """
     A measured connection: it counts into C{meter}, up to C{limit} bytes if
     given, and fires C{finished} when it ends.
@@ -166,11 +166,11 @@ class _Stream(TwistedProtocol):
                 )
             )
         else:
-            self.finished.errback(MeasureError(_reason(reason)))
+            self.finished.errback(MeasureError(failureReason(reason)))
 
 
 @define(eq=False)
-class _Receiver(_Stream):
+class _Receiver(MeasuredConnection):
     """
     Counts what arrives; ends after C{limit} bytes, if given.
     """
@@ -196,7 +196,7 @@ class _Receiver(_Stream):
 
 @implementer(IPushProducer)
 @define(eq=False)
-class _Sender(_Stream):
+class _Sender(MeasuredConnection):
     """
     Writes zeros as fast as the connection takes them, reading nothing;
     after C{limit} bytes, ends once the transport has handed the last one
@@ -282,9 +282,11 @@ def withTimeout(d: Deferred[T], clock: IReactorTime, seconds: float) -> Deferred
     return d.addBoth(done)
 
 
-def _connectFailed(failure: Failure, target: str) -> Failure:
+def connectFailed(failure: Failure, target: str) -> Failure:
     failure.trap(Exception)
-    return Failure(MeasureError(f"cannot connect to {target}: {_reason(failure)}"))
+    return Failure(
+        MeasureError(f"cannot connect to {target}: {failureReason(failure)}")
+    )
 
 
 @define
@@ -302,13 +304,13 @@ class RawStream:
     limit: int | None = None
     upload: bool = False
     connectTimeout: float = 10.0
-    makeProtocol: Callable[[StreamMeter, int | None], _Stream] | None = None
-    _protocol: _Stream | None = field(default=None, init=False)
+    makeProtocol: Callable[[StreamMeter, int | None], MeasuredConnection] | None = None
+    _protocol: MeasuredConnection | None = field(default=None, init=False)
     _connecting: Deferred[Any] | None = field(default=None, init=False)
     _stopping: bool = field(default=False, init=False)
 
     def run(self) -> Deferred[None]:
-        protocol: _Stream
+        protocol: MeasuredConnection
         if self.makeProtocol is not None:
             protocol = self.makeProtocol(self.meter, self.limit)
         elif self.upload:
@@ -319,7 +321,7 @@ class RawStream:
         d = connectProtocol(self.endpoint, protocol)
         self._connecting = d
         withTimeout(d, self.reactor, self.connectTimeout)
-        d.addErrback(_connectFailed, self.target)
+        d.addErrback(connectFailed, self.target)
         d.addErrback(self._unlessStopped)
 
         def connected(ignored: object) -> Deferred[None] | None:
@@ -440,11 +442,11 @@ class HTTPStream:
     def _uploadFailed(self, failure: Failure) -> Failure:
         self.meter.end()
         if self.meter.bytes == 0:
-            return _connectFailed(failure, self.url)
+            return connectFailed(failure, self.url)
         return Failure(
             MeasureError(
                 f"the server ended stream {self.meter.number}'s upload after "
-                f"{self.meter.bytes} bytes: {_reason(failure)}"
+                f"{self.meter.bytes} bytes: {failureReason(failure)}"
             )
         )
 
