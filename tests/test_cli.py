@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 import twisted_zero
 from twisted_zero._cli import USAGE, ZERO, main
 
+from .helpers import successResultOf
 from .test_twistd import (
     DEADLINE,
     Daemon,
@@ -42,6 +43,26 @@ class MainTests:
         out = io.StringIO()
         assert main(argv, out) == 0
         assert out.getvalue() == f"twisted-zero {twisted_zero.__version__}\n"
+
+    def test_measureOptionsVersion(self) -> None:
+        """
+        C{measure}'s own C{--version} and C{--help} speak of twisted-zero,
+        not of Twisted.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from twisted_zero._measure import measure
+
+        for flag, start in [
+            ("--version", f"twisted-zero {twisted_zero.__version__}\n"),
+            ("--help", "Usage: twisted-zero measure [options] TARGET\n"),
+        ]:
+            out, err = io.StringIO(), io.StringIO()
+            d = measure(MemoryReactorClock(), [flag], out, err)
+            assert successResultOf(d) == 0
+            assert out.getvalue().startswith(start)
+            assert "Twisted version" not in out.getvalue()
+            assert err.getvalue() == ""
 
     def test_help(self) -> None:
         """

@@ -18,6 +18,7 @@ from twisted.internet.task import LoopingCall
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from . import __version__
 from ._measurelatency import httpLatency, rawLatency
 from ._measurereport import (
     HEADER,
@@ -50,7 +51,7 @@ class MeasureOptions(usage.Options):
     Command-line options of C{twisted-zero measure}.
     """
 
-    synopsis = "[options] TARGET"
+    synopsis = "Usage: twisted-zero measure [options] TARGET"
     longdesc = (
         "Measure how fast TARGET delivers bytes (or, with --upload, takes "
         "them), on this client's clock. TARGET is a raw stream's endpoint "
@@ -97,6 +98,13 @@ class MeasureOptions(usage.Options):
         Display this help and exit.
         """
         (self._out or sys.stdout).write(str(self))
+        raise _HelpShown()
+
+    def opt_version(self) -> None:
+        """
+        Display twisted-zero's version and exit.
+        """
+        (self._out or sys.stdout).write(f"twisted-zero {__version__}\n")
         raise _HelpShown()
 
     def getUsage(self, width: int | None = None) -> str:
