@@ -53,14 +53,14 @@ class MainTests:
 
         from twisted_zero._measure import measure
 
-        for flag, start in [
+        for flag, first in [
             ("--version", f"twisted-zero {twisted_zero.__version__}\n"),
             ("--help", "Usage: twisted-zero measure [options] TARGET\n"),
         ]:
             out, err = io.StringIO(), io.StringIO()
             d = measure(MemoryReactorClock(), [flag], out, err)
             assert successResultOf(d) == 0
-            assert out.getvalue().startswith(start)
+            assert out.getvalue().startswith(first)
             assert "Twisted version" not in out.getvalue()
             assert err.getvalue() == ""
 
