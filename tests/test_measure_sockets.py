@@ -696,6 +696,30 @@ class HTTPDownloadTests:
             f"cannot connect to {url}: Connection refused"
         )
 
+    @ensureDeferred
+    async def test_serverGoesAway(self, servers: Servers) -> None:
+        """
+        A server that aborts its connection in the middle of a response:
+        exit code 1, one line saying the response ended early and after
+        how many bytes, and the report of what did arrive.
+        """
+        registry, port = await servers.http()
+        url = f"http://127.0.0.1:{_port(port)}/zero"
+        out, err = io.StringIO(), io.StringIO()
+        result = measure(_reactor(), ["-t", "5", "-i", "0", url], out, err)
+        await _waitUntil(lambda: "[ ID]" in out.getvalue(), "the first byte arrives")
+        await _within(registry.drain(0), "the server's connection to close")
+        code = await _within(result, "measure")
+
+        assert code == 1
+        (line,) = err.getvalue().splitlines()
+        assert line.startswith(
+            "twisted-zero measure: the server ended stream 1's response early, after "
+        )
+        received = int(line.split("after ")[1].split(" bytes")[0])
+        assert received > 0
+        assert out.getvalue().splitlines()[-1].endswith("receiver")
+
 
 class HTTPUploadTests:
     """
@@ -797,6 +821,20 @@ class HTTPUploadTests:
         (stream,) = outcome.document()["end"]["streams"]
         assert stream["server"] is None
 
+    @ensureDeferred
+    async def test_refused(self, servers: Servers) -> None:
+        """
+        An upload to a port nothing listens on: exit code 1, one line.
+        """
+        number = await _freePort(servers)
+        url = f"http://127.0.0.1:{number}/upload"
+        outcome = await runMeasure("--upload", "-t", "5", url)
+
+        assert outcome.code == 1
+        assert outcome.err == (
+            f"twisted-zero measure: cannot connect to {url}: Connection refused\n"
+        )
+
 
 def _checkLatency(latency: dict[str, Any], count: int) -> None:
     assert latency["count"] == count
@@ -871,3 +909,27 @@ class LatencyTests:
         assert outcome.err == (
             f"twisted-zero measure: cannot connect to {target}: Connection refused\n"
         )
+
+
+class TargetTests:
+    """
+    Targets that name no host: a usage error before any connection.
+    """
+
+    @pytest.mark.parametrize(
+        ("target", "message"),
+        [
+            ("ssl:port=5001", "ssl:port=5001: no host"),
+            ("http://:8080/zero", "'http://:8080/zero': no host"),
+        ],
+    )
+    @ensureDeferred
+    async def test_noHost(self, target: str, message: str) -> None:
+        """
+        Exit code 2 and one line naming the target.
+        """
+        outcome = await runMeasure(target)
+
+        assert outcome.code == 2
+        assert outcome.err == f"twisted-zero measure: error: {message} (see --help)\n"
+        assert outcome.out == ""
