@@ -54,15 +54,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-# Twisted's readBody warns when the whole body arrived before it was called,
-# the transport it is then given having no abortConnection: the package's
-# upload answer and latency requests use readBody.
-readBodyWarning = pytest.mark.filterwarnings(
-    "ignore:Using readBody with a transport that does not have an "
-    "abortConnection method:DeprecationWarning"
-)
-
-
 def _reactor() -> Any:
     from twisted.internet import reactor
 
@@ -408,11 +399,6 @@ class RawUploadTests:
         assert document["end"]["sum"]["bytes"] == 16 * MiB
         await _allLost(factory, 1)
 
-    @pytest.mark.xfail(
-        reason="the sender closes with the server's bytes unread: the kernel "
-        "resets the connection and drops what it had not yet sent",
-        strict=False,
-    )
     @ensureDeferred
     async def test_serverReceivesEveryByte(self, servers: Servers) -> None:
         """
@@ -742,7 +728,6 @@ class HTTPUploadTests:
     HTTP uploads to C{/upload}, which answers with what it received.
     """
 
-    @readBodyWarning
     @ensureDeferred
     async def test_bytes(self, servers: Servers) -> None:
         """
@@ -768,7 +753,6 @@ class HTTPUploadTests:
         assert lines[-2].endswith("sender")
         assert lines[-1].startswith("[  1] server: received 1.00 MiB in ")
 
-    @readBodyWarning
     @ensureDeferred
     async def test_timed(self, servers: Servers) -> None:
         """
@@ -785,12 +769,6 @@ class HTTPUploadTests:
         assert stream["server"]["bytes"] == stream["bytes"]
         await _waitUntil(lambda: registry.count == 0, "the server's connection closes")
 
-    @pytest.mark.xfail(
-        reason="ZeroBody.startProducing returns None when the whole body is "
-        "written before the transport pauses",
-        strict=True,
-    )
-    @readBodyWarning
     @ensureDeferred
     async def test_small(self, servers: Servers) -> None:
         """
@@ -865,7 +843,6 @@ class LatencyTests:
     C{--latency}: round trips over HTTP and raw connects.
     """
 
-    @readBodyWarning
     @ensureDeferred
     async def test_http(self, servers: Servers) -> None:
         """
@@ -884,11 +861,6 @@ class LatencyTests:
         assert (text.code, text.err) == (0, "")
         assert text.out.startswith(f"Latency to {url}: 3 round trips: min ")
 
-    @pytest.mark.xfail(
-        reason="the latency agent's persistent pool is never closed",
-        strict=True,
-    )
-    @readBodyWarning
     @ensureDeferred
     async def test_httpLeavesNothing(self, servers: Servers) -> None:
         """

@@ -208,13 +208,17 @@ async def _latency(
     try:
         if target.url is not None:
             assert target.agent is not None
-            samples = await httpLatency(
-                reactor,
-                target.agent,
-                target.latencyURL(),
-                options["count"],
-                options["connect-timeout"],
-            )
+            try:
+                samples = await httpLatency(
+                    reactor,
+                    target.agent,
+                    target.latencyURL(),
+                    options["count"],
+                    options["connect-timeout"],
+                )
+            finally:
+                if target.pool is not None:
+                    await target.pool.closeCachedConnections()
         else:
             assert target.endpoint is not None
             samples = await rawLatency(

@@ -12,10 +12,9 @@ from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.web.client import readBody
 from twisted.web.iweb import IAgent
 
-from ._measurestreams import MeasureError, connectFailed, withTimeout
+from ._measurestreams import MeasureError, connectFailed, readAll, withTimeout
 
 
 async def httpLatency(
@@ -36,7 +35,7 @@ async def httpLatency(
         if not 200 <= response.code < 300:
             phrase = response.phrase.decode("latin-1")
             raise MeasureError(f"{url}: HTTP {response.code} {phrase}")
-        await readBody(response)
+        await readAll(response)
         if index:
             samples.append(reactor.seconds() - started)
     return samples

@@ -21,6 +21,7 @@ from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IConsumer,
+    IDelayedCall,
     IPushProducer,
     IReactorTime,
     IStreamClientEndpoint,
@@ -29,10 +30,14 @@ from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from ._kernel import TIOCOUTQ, queuedBytes
 from ._measurereport import StreamMeter
+from ._unsent import tcpSocket
 
 READ_SIZE = 1024 * 1024
 """
@@ -51,6 +56,12 @@ the client and the server (measured on loopback: 1 MiB chunks upload about
 
 
 T = TypeVar("T")
+
+ACK_POLL_SECONDS = 0.005
+"""
+How often an upload that has sent its last byte asks the kernel whether
+the server has acknowledged them all.
+"""
 
 
 def nextChunk(meter: StreamMeter, limit: int | None) -> tuple[bytes, bool]:
@@ -199,12 +210,13 @@ class _Receiver(MeasuredConnection):
 class _Sender(MeasuredConnection):
     """
     Writes zeros as fast as the connection takes them, reading nothing;
-    after C{limit} bytes, ends once the transport has handed the last one
-    to the kernel (a raw server confirms nothing), and closes.
+    after C{limit} bytes, ends once the server's kernel has acknowledged
+    the last one (a raw server confirms nothing more), and closes.
     """
 
     _paused: bool = False
     _done: bool = False
+    _acknowledging: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         transport: Any = self.transport
@@ -234,10 +246,33 @@ class _Sender(MeasuredConnection):
         if self.stopping:
             return
         self.stopping = True
-        self.meter.end()
         transport: Any = self.transport
         transport.unregisterProducer()
-        transport.loseConnection()
+        self._whenAcknowledged()
+
+    def _whenAcknowledged(self) -> None:
+        """
+        End once the server's kernel has acknowledged every byte sent (the
+        stream's time includes their way to the server), then abort: closing
+        earlier, with the server's stream unread, would make the kernel
+        reset the connection and drop what it had not yet sent.
+        """
+        self._acknowledging = None
+        handle = tcpSocket(self.transport)
+        queued = 0
+        if handle is not None:
+            try:
+                queued = queuedBytes(handle.fileno(), TIOCOUTQ)
+            except OSError:
+                queued = 0
+        if queued:
+            self._acknowledging = self.meter.clock.callLater(
+                ACK_POLL_SECONDS, self._whenAcknowledged
+            )
+            return
+        self.meter.end()
+        transport: Any = self.transport
+        transport.abortConnection()
 
     def pauseProducing(self) -> None:
         self._paused = True
@@ -255,6 +290,9 @@ class _Sender(MeasuredConnection):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._done = True
+        acknowledging, self._acknowledging = self._acknowledging, None
+        if acknowledging is not None and acknowledging.active():
+            acknowledging.cancel()
         self.meter.end()
         self.ended(reason)
 
@@ -347,6 +385,36 @@ class RawStream:
             self._protocol.stop()
 
 
+class _Collector(TwistedProtocol):
+    """
+    Collects a (small) response body.
+    """
+
+    def __init__(self, done: Deferred[bytes]) -> None:
+        self._done = done
+        self._data: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self._data.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._done.callback(b"".join(self._data))
+        else:
+            self._done.errback(reason)
+
+
+def readAll(response: IResponse) -> Deferred[bytes]:
+    """
+    The whole body of C{response}: a small one (an upload's answer, a
+    latency probe's). Twisted's C{readBody} warns when the body has all come
+    before it is called, its transport then having no C{abortConnection}.
+    """
+    done: Deferred[bytes] = Deferred()
+    response.deliverBody(_Collector(done))
+    return done
+
+
 def _checkStatus(response: IResponse, url: str) -> IResponse:
     if not 200 <= response.code < 300:
         phrase = response.phrase.decode("latin-1")
@@ -376,10 +444,12 @@ class ZeroBody:
 
     def startProducing(self, consumer: IConsumer) -> Deferred[None]:
         self._consumer = consumer
-        self._finished = Deferred()
+        # Kept here: a body written whole at once has fired and dropped it.
+        finished: Deferred[None] = Deferred()
+        self._finished = finished
         self.meter.start()
         self.resumeProducing()
-        return self._finished
+        return finished
 
     def resumeProducing(self) -> None:
         self._paused = False
@@ -453,8 +523,6 @@ class HTTPStream:
     def _readAnswer(self, response: IResponse) -> Deferred[None]:
         from json import loads
 
-        from twisted.web.client import readBody
-
         def answered(body: bytes) -> None:
             self.meter.end()
             try:
@@ -464,7 +532,7 @@ class HTTPStream:
                     f"{self.url}: the server's answer is not JSON"
                 ) from None
 
-        return readBody(response).addCallback(answered)
+        return readAll(response).addCallback(answered)
 
     def stop(self) -> None:
         if self._body is not None:

@@ -47,13 +47,15 @@ _HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>
 class Target:
     """
     A parsed TARGET: an C{endpoint} for raw streams, or a C{url} and the
-    C{agent} that requests it.
+    C{agent} that requests it, over the persistent connections of C{pool}
+    (to be closed when done).
     """
 
     text: str
     endpoint: IStreamClientEndpoint | None = None
     url: str | None = None
     agent: IAgent | None = None
+    pool: HTTPConnectionPool | None = None
     askLimit: bool = False
     reactor: Any = None
 
@@ -82,7 +84,7 @@ class Target:
             endpoints = _EndpointFactory(self.reactor, options)
             return HTTPStream(
                 meter.clock,
-                _agent(self.reactor, endpoints, persistent=False),
+                _agent(self.reactor, endpoints, persistent=False)[0],
                 self.url,
                 meter,
                 limit=options["bytes"],
@@ -167,12 +169,18 @@ class _EndpointFactory:
         return endpoint
 
 
-def _agent(reactor: Any, factory: _EndpointFactory, persistent: bool) -> IAgent:
+def _agent(
+    reactor: Any, factory: _EndpointFactory, persistent: bool
+) -> tuple[IAgent, HTTPConnectionPool]:
+    """
+    An agent for C{factory}'s endpoints, and its pool of connections (kept
+    open between requests if C{persistent}: close them when done).
+    """
     pool = HTTPConnectionPool(reactor, persistent=persistent)
     pool.maxPersistentPerHost = 1
     pool.retryAutomatically = False
     agent: IAgent = Agent.usingEndpointFactory(reactor, factory, pool)
-    return agent
+    return agent, pool
 
 
 def parseTarget(reactor: Any, options: Any) -> Target:
@@ -235,10 +243,12 @@ def _urlTarget(reactor: Any, options: Any, text: str) -> Target:
         path = "/upload" if options["upload"] else "/zero"
     url = parts._replace(path=path, fragment="").geturl()
     askLimit = path in GENERATED and not parts.query
+    agent, pool = _agent(reactor, _EndpointFactory(reactor, options), persistent=True)
     return Target(
         text,
         url=url,
-        agent=_agent(reactor, _EndpointFactory(reactor, options), persistent=True),
+        agent=agent,
+        pool=pool,
         askLimit=askLimit,
         reactor=reactor,
     )

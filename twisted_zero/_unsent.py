@@ -15,7 +15,7 @@ from ._interfaces import StreamObserver
 from ._kernel import TCP_NOTSENT_LOWAT
 
 
-def _tcpSocket(transport: object) -> socket.socket | None:
+def tcpSocket(transport: object) -> socket.socket | None:
     """
     The TCP socket under C{transport}, looking through wrapping transports
     (TLS); L{None} if there is none.
@@ -38,7 +38,7 @@ def tcpBytesAcked(transport: object) -> int | None:
     does not), or L{None} where the kernel does not say: not TCP, not
     Linux. Wrapping transports (TLS) are looked through.
     """
-    handle = _tcpSocket(transport)
+    handle = tcpSocket(transport)
     if handle is None:
         return None
     try:
@@ -64,7 +64,7 @@ def limitUnsent(transport: object, size: int) -> bool:
     @return: Whether the limit was set: not on a transport without a TCP
         socket, nor where the kernel lacks the option.
     """
-    handle = _tcpSocket(transport)
+    handle = tcpSocket(transport)
     if handle is None:
         return False
     try:
