@@ -270,6 +270,23 @@ class LimitTests:
         assert server.channel._bodyTimedOut not in timers
 
 
+class AbortedTests:
+    def test_clientLeavesMidUpload(self) -> None:
+        """
+        A client that leaves in the middle of an upload leaves nothing
+        behind: no timer, no channel, no request logged as answered.
+        """
+        server = Server(None, protection=limitedTo30s)
+        head, sent = post(bytes(100_000))
+        with capturedLogs() as events:
+            server.send(head + sent[:40_000])
+            server.leave()
+        assert server.clock.calls == []
+        assert server.site.channels == set()
+        assert [e for e in events if e.get("method") == "POST"] == []
+        assert sample(server.site.metrics) == 40_000
+
+
 class OtherSiteTests:
     def test_storedBody(self) -> None:
         """
