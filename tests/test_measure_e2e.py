@@ -1,6 +1,7 @@
 """
 End-to-end tests of C{twisted-zero measure}: the real command in a
-subprocess against the real C{twistd zero} daemon on 127.0.0.1.
+subprocess against the real daemon, run by C{twisted-zero serve}, on
+127.0.0.1.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import pytest
 
 from .helpers import writeTLSFiles
 from .test_measure import checkDocument
-from .test_twistd import DEADLINE, SERVING_HTTP, Daemon, environment, start
+from .test_twistd import (
+    DEADLINE,
+    SERVING_HTTP,
+    Daemon,
+    environment,
+    serveCommand,
+    start,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +59,7 @@ class MeasureE2ETests:
         """
         Four raw streams of exactly 8 MiB each; the figures add up.
         """
-        daemon = start(daemons, tmp_path)
+        daemon = start(daemons, tmp_path, command=serveCommand)
         document = measureJSON(
             tmp_path, "-P", "4", "--bytes", "8M", f"tcp:127.0.0.1:{daemon.port}"
         )
@@ -62,7 +70,7 @@ class MeasureE2ETests:
         """
         A timed raw stream (C{HOST:PORT}) with interval reports, as text.
         """
-        daemon = start(daemons, tmp_path)
+        daemon = start(daemons, tmp_path, command=serveCommand)
         result = runMeasure(
             tmp_path, "-t", "1", "-i", "0.5", f"127.0.0.1:{daemon.port}"
         )
@@ -77,7 +85,13 @@ class MeasureE2ETests:
         """
         HTTP: C{--bytes} asks the generated stream for that many bytes.
         """
-        daemon = start(daemons, tmp_path, "--http", "tcp:0:interface=127.0.0.1")
+        daemon = start(
+            daemons,
+            tmp_path,
+            "--http",
+            "tcp:0:interface=127.0.0.1",
+            command=serveCommand,
+        )
         url = httpURL(daemon)
         document = measureJSON(tmp_path, "-P", "2", "--bytes", "3M", url + "/random")
         assert document["end"]["sum"]["bytes"] == 6 * 2**20
@@ -91,7 +105,7 @@ class MeasureE2ETests:
         """
         tls = writeTLSFiles(tmp_path)
         endpoint = tls.serverEndpoint()
-        daemon = start(daemons, tmp_path, "--http", endpoint)
+        daemon = start(daemons, tmp_path, "--http", endpoint, command=serveCommand)
         url = httpURL(daemon, "https")
         ca = str(tls.certPath)
         document = measureJSON(tmp_path, "--ca", ca, "--bytes", "2M", url + "/zero")
@@ -108,7 +122,7 @@ class MeasureE2ETests:
         """
         C{--upload} to a raw listener sends exactly C{--bytes}.
         """
-        daemon = start(daemons, tmp_path)
+        daemon = start(daemons, tmp_path, command=serveCommand)
         document = measureJSON(
             tmp_path, "--upload", "--bytes", "16M", f"tcp:127.0.0.1:{daemon.port}"
         )
@@ -119,7 +133,13 @@ class MeasureE2ETests:
         C{--upload} to the HTTP upload sink: the server's answer is in the
         report and agrees on the bytes.
         """
-        daemon = start(daemons, tmp_path, "--http", "tcp:0:interface=127.0.0.1")
+        daemon = start(
+            daemons,
+            tmp_path,
+            "--http",
+            "tcp:0:interface=127.0.0.1",
+            command=serveCommand,
+        )
         url = httpURL(daemon) + "/upload"
         document = measureJSON(tmp_path, "--upload", "-P", "2", "--bytes", "5M", url)
         for stream in document["end"]["streams"]:
@@ -133,7 +153,13 @@ class MeasureE2ETests:
         """
         Round trips over HTTP and raw connects.
         """
-        daemon = start(daemons, tmp_path, "--http", "tcp:0:interface=127.0.0.1")
+        daemon = start(
+            daemons,
+            tmp_path,
+            "--http",
+            "tcp:0:interface=127.0.0.1",
+            command=serveCommand,
+        )
         url = httpURL(daemon)
         for target in (url + "/zero", f"tcp:127.0.0.1:{daemon.port}"):
             result = runMeasure(tmp_path, "--latency", "--count", "5", "--json", target)
